@@ -1,0 +1,50 @@
+# metrocli — two commands: `make demo` (the main job) and `make test` (all tests).
+# Both bootstrap everything on a fresh machine: Debian packages, .venv, and `pip install -e ".[dev]"`.
+SHELL := /bin/bash
+VENV  ?= .venv
+PY    := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+SUDO  := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+PYTEST_ARGS ?=
+
+.PHONY: demo test lint format sysdeps venv bench clean
+
+## demo: run the main job end to end on sample_photos/ (outputs in demo/)
+demo: sysdeps $(STAMP)
+	$(PY) -m metrocli.demo --out demo
+
+## test: ruff (lint + format check) and the whole pytest suite, slow tests included
+test: sysdeps $(STAMP)
+	$(VENV)/bin/ruff check metrocli tests benchmarks
+	$(VENV)/bin/ruff format --check metrocli tests benchmarks
+	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check metrocli tests benchmarks
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format metrocli tests benchmarks
+	$(VENV)/bin/ruff check --fix metrocli tests benchmarks
+
+## sysdeps: Debian packages open3d needs (libusb-1.0-0); a no-op when already there
+sysdeps:
+	@if ! ldconfig -p 2>/dev/null | grep -q 'libusb-1.0.so.0'; then \
+		echo "installing Debian package libusb-1.0-0 (needed by open3d)"; \
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq libusb-1.0-0; \
+	fi
+
+venv: $(STAMP)
+
+# Re-installs only when pyproject.toml changed or the venv is missing.
+$(STAMP): pyproject.toml
+	@[ -x $(PY) ] || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -e ".[dev]"
+	@touch $(STAMP)
+
+bench: sysdeps $(STAMP)
+	$(PY) benchmarks/bench_model.py
+	$(PY) benchmarks/bench_pipeline.py
+
+clean:
+	rm -rf demo .pytest_cache .ruff_cache build *.egg-info

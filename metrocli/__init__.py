@@ -1,0 +1,37 @@
+"""metrocli — single-image metrology and photogrammetry with Metric3D.
+
+Public API (imported lazily so that ``metro --help`` stays fast and torch-free)::
+
+    from metrocli import load_model, Prediction, MetroError
+    model = load_model("vit-small")                # official weights from the cache or the hub
+    pred = model.predict(image_rgb_uint8, (fx, fy, cx, cy))
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "load_model": "metrocli.model.factory",
+    "Prediction": "metrocli.prediction",
+    "Intrinsics": "metrocli.camera.intrinsics",
+    "MetroError": "metrocli.errors",
+}
+
+if TYPE_CHECKING:  # pragma: no cover
+    from metrocli.camera.intrinsics import Intrinsics
+    from metrocli.errors import MetroError
+    from metrocli.model.factory import load_model
+    from metrocli.prediction import Prediction
+
+__all__ = ["Intrinsics", "MetroError", "Prediction", "__version__", "load_model"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'metrocli' has no attribute {name!r}")

@@ -1,0 +1,1 @@
+"""Camera model, EXIF reading and image loading (numpy + Pillow only, never torch)."""

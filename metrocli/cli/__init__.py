@@ -1,0 +1,1 @@
+"""The ``metro`` command line: a thin Click layer over the library. Subcommands are imported lazily."""

@@ -1,0 +1,222 @@
+"""Shared pieces of the CLI: logging to stderr, error handling, common options, JSON Lines, batches."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import click
+
+from metrocli.errors import MetroError
+
+log = logging.getLogger("metrocli")
+_VERBOSITY = 0
+T = TypeVar("T")
+
+
+def setup_logging(verbose: int) -> None:
+    """Log to stderr through rich: warnings by default, info with -v, debug with -vv."""
+    global _VERBOSITY
+    _VERBOSITY = verbose
+    from rich.logging import RichHandler
+
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    handler = RichHandler(console=stderr_console(), show_time=verbose > 1, show_path=verbose > 1,
+                          markup=False, rich_tracebacks=True)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    root = logging.getLogger("metrocli")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+
+
+def verbosity() -> int:
+    """The -v count of the running command."""
+    return _VERBOSITY
+
+
+_STDERR_CONSOLE = None
+
+
+def stderr_console():  # -> rich.console.Console
+    """The shared rich console on stderr (progress bars, warnings)."""
+    global _STDERR_CONSOLE
+    if _STDERR_CONSOLE is None or _STDERR_CONSOLE.file is not sys.stderr:
+        from rich.console import Console
+
+        _STDERR_CONSOLE = Console(stderr=True, highlight=False)
+    return _STDERR_CONSOLE
+
+
+def error_line(message: str) -> None:
+    """Print one ``metro: error: ...`` line on stderr."""
+    click.echo(f"metro: error: {message}", err=True)
+
+
+def run_cli(group: click.Group, argv: Sequence[str] | None = None) -> int:
+    """Run ``group`` and return the exit code: 0 ok, 1 failure, 2 usage error, 130 interrupted.
+
+    MetroError becomes one clean line; any other exception becomes one line too (with the traceback only at
+    -vv), because users must never see a traceback for bad input.
+    """
+    try:
+        group.main(args=list(argv) if argv is not None else None, prog_name="metro", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.exceptions.Abort:
+        error_line("aborted")
+        return 130
+    except KeyboardInterrupt:
+        error_line("interrupted")
+        return 130
+    except MetroError as exc:
+        error_line(str(exc))
+        return exc.exit_code
+    except BrokenPipeError:
+        return 1
+    except Exception as exc:  # last line of defence: never a traceback unless asked for
+        if _VERBOSITY >= 2:
+            import traceback
+
+            traceback.print_exc()
+        error_line(f"unexpected {type(exc).__name__}: {exc} (run with -vv for details)")
+        return 1
+    return 0
+
+
+class BatchFailed(click.exceptions.Exit):
+    """Raised at the end of a batch in which some inputs failed: exit code 1, the summary already printed."""
+
+    def __init__(self) -> None:
+        super().__init__(1)
+
+
+def json_option(func: Callable) -> Callable:
+    """``--json``: JSON Lines on stdout, one object per input."""
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON Lines (one object per input).")(func)
+
+
+def _positive_float(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise click.BadParameter("must be a positive number", ctx=ctx, param=param)
+    return value
+
+
+def _fov(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    if value is not None and not (math.isfinite(value) and 0 < value < 180):
+        raise click.BadParameter("must be a horizontal field of view in (0, 180) degrees", ctx=ctx, param=param)
+    return value
+
+
+def focal_options(func: Callable) -> Callable:
+    """``--focal-px`` and ``--fov``: override the EXIF focal length (mutually exclusive)."""
+    func = click.option("--fov", "fov_deg", type=float, default=None, callback=_fov,
+                        help="Horizontal field of view in degrees; overrides EXIF.")(func)
+    func = click.option("--focal-px", "focal_px", type=float, default=None, callback=_positive_float,
+                        help="Focal length in pixels of the displayed photo; overrides EXIF.")(func)
+    return func
+
+
+def check_focal_exclusive(focal_px: float | None, fov_deg: float | None) -> None:
+    """Usage error when both --focal-px and --fov are given."""
+    if focal_px is not None and fov_deg is not None:
+        raise click.UsageError("give --focal-px or --fov, not both")
+
+
+def _json_default(obj: Any) -> Any:
+    try:
+        import numpy as np
+
+        if isinstance(obj, np.generic):
+            return obj.item()
+        if isinstance(obj, np.ndarray):
+            return obj.tolist()
+    except ImportError:  # pragma: no cover
+        pass
+    if hasattr(obj, "__fspath__"):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def emit_json(obj: Any) -> None:
+    """Print one JSON object as a line on stdout."""
+    click.echo(json.dumps(obj, default=_json_default, allow_nan=False))
+
+
+@dataclass
+class BatchReport:
+    """Successes and failures of a batch; :meth:`finish` prints the summary line and sets the exit code."""
+
+    what: str = "file"
+    succeeded: list[str] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+
+    def ok(self, name: str) -> None:
+        self.succeeded.append(name)
+
+    def fail(self, name: str, message: str) -> None:
+        """Record and immediately report one failure on stderr (one line naming the input)."""
+        self.failed.append((name, message))
+        error_line(message if name in message else f"{name}: {message}")
+
+    def finish(self, quiet_if_single: bool = True) -> None:
+        """Print ``N succeeded, M failed: a, b`` on stderr (for batches of more than one) and exit 1 on failure."""
+        total = len(self.succeeded) + len(self.failed)
+        if total > 1 or not quiet_if_single:
+            line = f"{len(self.succeeded)} of {total} {self.what}s succeeded"
+            if self.failed:
+                line += f"; failed: {', '.join(name for name, _ in self.failed)}"
+            click.echo(line, err=True)
+        if self.failed:
+            raise BatchFailed()
+
+
+def run_batch(items: Iterable[T], work: Callable[[T], None], *, name: Callable[[T], str] = str,
+              what: str = "file", progress: bool = True, description: str = "working") -> BatchReport:
+    """Run ``work(item)`` for each item; MetroError and unexpected errors are reported and the batch goes on.
+
+    A rich progress bar runs on stderr when ``progress`` and there is more than one item. Call
+    :meth:`BatchReport.finish` afterwards.
+    """
+    items = list(items)
+    report = BatchReport(what=what)
+
+    def _one(item: T) -> None:
+        label = name(item)
+        try:
+            work(item)
+        except MetroError as exc:
+            report.fail(label, str(exc))
+        except (KeyboardInterrupt, click.exceptions.Exit):
+            raise
+        except Exception as exc:  # one bad input never kills the batch
+            if _VERBOSITY >= 2:
+                import traceback
+
+                traceback.print_exc()
+            report.fail(label, f"{label}: unexpected {type(exc).__name__}: {exc}")
+        else:
+            report.ok(label)
+
+    if progress and len(items) > 1:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+        with Progress(*columns, console=stderr_console(), transient=True) as bar:
+            task = bar.add_task(description, total=len(items))
+            for item in items:
+                bar.update(task, description=f"{description} {name(item)}")
+                _one(item)
+                bar.advance(task)
+    else:
+        for item in items:
+            _one(item)
+    return report

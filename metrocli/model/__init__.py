@@ -1,0 +1,2 @@
+"""Metric3D networks (v2 ViT + DPT/ConvGRU decoder, v1 ConvNeXt + hourglass), presets, checkpoint remapping and
+loading, canonical pre/post-processing. torch only; the torch → numpy boundary is :func:`predict`."""
