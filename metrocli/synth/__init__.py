@@ -1,0 +1,1 @@
+"""The project's own ray caster (Open3D RaycastingScene): rendered photos with exactly known geometry."""
