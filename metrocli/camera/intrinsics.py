@@ -1,7 +1,8 @@
 """Pinhole intrinsics in pixels of the displayed (upright) image.
 
-Camera frame (OpenCV): x right, y down, z forward. Pixel ``(u, v)`` is column u, row v. Without calibration the
-principal point is the image centre ``(W / 2, H / 2)``, as in Metric3D's official inference (:func:`centred`).
+Camera frame (OpenCV): x right, y down, z forward. Pixel ``(u, v)`` is column u, row v.
+Without calibration the principal point is the image centre ``(W / 2, H / 2)``, as in Metric3D's
+official inference (:func:`centred`).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ class Intrinsics:
     focal_source: FocalSource = "default"
 
     @property
-    def K(self) -> np.ndarray:  # noqa: N802 - the conventional name
+    def K(self) -> np.ndarray:
         """3x3 float64 camera matrix."""
         return np.array([[self.fx, 0.0, self.cx], [0.0, self.fy, self.cy], [0.0, 0.0, 1.0]])
 
@@ -60,8 +61,15 @@ class Intrinsics:
     def scaled(self, width: int, height: int) -> Intrinsics:
         """The same camera seen at another resolution (a resize of the whole image)."""
         sx, sy = width / self.width, height / self.height
-        return replace(self, fx=self.fx * sx, fy=self.fy * sy, cx=self.cx * sx, cy=self.cy * sy,
-                       width=width, height=height)
+        return replace(
+            self,
+            fx=self.fx * sx,
+            fy=self.fy * sy,
+            cx=self.cx * sx,
+            cy=self.cy * sy,
+            width=width,
+            height=height,
+        )
 
     def with_focal(self, focal_px: float, source: FocalSource) -> Intrinsics:
         """Same principal point and size, square pixels of focal ``focal_px``."""
@@ -69,15 +77,24 @@ class Intrinsics:
 
     def to_dict(self) -> dict:
         """JSON-ready dict (pixels)."""
-        return {"fx": self.fx, "fy": self.fy, "cx": self.cx, "cy": self.cy, "width": self.width,
-                "height": self.height, "focal_source": self.focal_source}
+        return {
+            "fx": self.fx,
+            "fy": self.fy,
+            "cx": self.cx,
+            "cy": self.cy,
+            "width": self.width,
+            "height": self.height,
+            "focal_source": self.focal_source,
+        }
 
 
 def centred(width: int, height: int, focal_px: float, source: FocalSource) -> Intrinsics:
     """Intrinsics with square pixels and the principal point at the image centre ``(W/2, H/2)``."""
     if not (math.isfinite(focal_px) and focal_px > 0):
         raise ValueError(f"focal length must be a positive finite number of pixels, got {focal_px!r}")
-    return Intrinsics(float(focal_px), float(focal_px), width / 2.0, height / 2.0, int(width), int(height), source)
+    return Intrinsics(
+        float(focal_px), float(focal_px), width / 2.0, height / 2.0, int(width), int(height), source
+    )
 
 
 def focal_from_fov(width: int, fov_deg: float) -> float:

@@ -26,8 +26,13 @@ def setup_logging(verbose: int) -> None:
     from rich.logging import RichHandler
 
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
-    handler = RichHandler(console=stderr_console(), show_time=verbose > 1, show_path=verbose > 1,
-                          markup=False, rich_tracebacks=True)
+    handler = RichHandler(
+        console=stderr_console(),
+        show_time=verbose > 1,
+        show_path=verbose > 1,
+        markup=False,
+        rich_tracebacks=True,
+    )
     handler.setFormatter(logging.Formatter("%(message)s"))
     root = logging.getLogger("metrocli")
     root.handlers[:] = [handler]
@@ -101,7 +106,9 @@ class BatchFailed(click.exceptions.Exit):
 
 def json_option(func: Callable) -> Callable:
     """``--json``: JSON Lines on stdout, one object per input."""
-    return click.option("--json", "as_json", is_flag=True, help="Print JSON Lines (one object per input).")(func)
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON Lines (one object per input).")(
+        func
+    )
 
 
 def _positive_float(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
@@ -112,16 +119,30 @@ def _positive_float(ctx: click.Context, param: click.Parameter, value: float | N
 
 def _fov(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
     if value is not None and not (math.isfinite(value) and 0 < value < 180):
-        raise click.BadParameter("must be a horizontal field of view in (0, 180) degrees", ctx=ctx, param=param)
+        raise click.BadParameter(
+            "must be a horizontal field of view in (0, 180) degrees", ctx=ctx, param=param
+        )
     return value
 
 
 def focal_options(func: Callable) -> Callable:
     """``--focal-px`` and ``--fov``: override the EXIF focal length (mutually exclusive)."""
-    func = click.option("--fov", "fov_deg", type=float, default=None, callback=_fov,
-                        help="Horizontal field of view in degrees; overrides EXIF.")(func)
-    func = click.option("--focal-px", "focal_px", type=float, default=None, callback=_positive_float,
-                        help="Focal length in pixels of the displayed photo; overrides EXIF.")(func)
+    func = click.option(
+        "--fov",
+        "fov_deg",
+        type=float,
+        default=None,
+        callback=_fov,
+        help="Horizontal field of view in degrees; overrides EXIF.",
+    )(func)
+    func = click.option(
+        "--focal-px",
+        "focal_px",
+        type=float,
+        default=None,
+        callback=_positive_float,
+        help="Focal length in pixels of the displayed photo; overrides EXIF.",
+    )(func)
     return func
 
 
@@ -168,7 +189,7 @@ class BatchReport:
         error_line(message if name in message else f"{name}: {message}")
 
     def finish(self, quiet_if_single: bool = True) -> None:
-        """Print ``N succeeded, M failed: a, b`` on stderr (for batches of more than one) and exit 1 on failure."""
+        """Print the summary on stderr (for batches of more than one); exit 1 if anything failed."""
         total = len(self.succeeded) + len(self.failed)
         if total > 1 or not quiet_if_single:
             line = f"{len(self.succeeded)} of {total} {self.what}s succeeded"
@@ -179,8 +200,15 @@ class BatchReport:
             raise BatchFailed()
 
 
-def run_batch(items: Iterable[T], work: Callable[[T], None], *, name: Callable[[T], str] = str,
-              what: str = "file", progress: bool = True, description: str = "working") -> BatchReport:
+def run_batch(
+    items: Iterable[T],
+    work: Callable[[T], None],
+    *,
+    name: Callable[[T], str] = str,
+    what: str = "file",
+    progress: bool = True,
+    description: str = "working",
+) -> BatchReport:
     """Run ``work(item)`` for each item; MetroError and unexpected errors are reported and the batch goes on.
 
     A rich progress bar runs on stderr when ``progress`` and there is more than one item. Call

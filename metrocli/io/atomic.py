@@ -26,7 +26,7 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
-        if not tmp_path.exists() or tmp_path.stat().st_size == 0 and not _allow_empty(target):
+        if not tmp_path.exists() or (tmp_path.stat().st_size == 0 and not _allow_empty(target)):
             raise OSError(f"nothing was written for {target}")
         os.replace(tmp_path, target)
     except BaseException:
