@@ -70,7 +70,12 @@ def run_cli(group: click.Group, argv: Sequence[str] | None = None) -> int:
     -vv), because users must never see a traceback for bad input.
     """
     try:
-        group.main(args=list(argv) if argv is not None else None, prog_name="metro", standalone_mode=False)
+        rv = group.main(
+            args=list(argv) if argv is not None else None, prog_name="metro", standalone_mode=False
+        )
+        # Without standalone mode click *returns* the code of a raised Exit (e.g. BatchFailed).
+        if isinstance(rv, int) and not isinstance(rv, bool):
+            return rv
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except click.ClickException as exc:

@@ -1,13 +1,123 @@
-"""`metro depth` (not built yet)."""
+"""`metro depth IMAGE... -o OUTDIR`: metric depth, normals and confidence maps of photos."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
-from metrocli.errors import MetroError
+from metrocli.cli.common import check_focal_exclusive, emit_json, focal_options, json_option, run_batch
+
+#: File extensions picked up when a folder is given instead of a photo.
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".heic", ".heif", ".tif", ".tiff", ".webp", ".bmp"})
 
 
-@click.command("depth", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-def depth() -> None:
-    """Not built yet."""
-    raise MetroError("'metro depth' is not built yet in this version")
+def _model_choice() -> click.Choice:
+    from metrocli.model.presets import PRESETS
+
+    return click.Choice(list(PRESETS))
+
+
+def expand_inputs(inputs: tuple[Path, ...]) -> list[Path]:
+    """Photos as given; folders replaced by their image files (sorted, not recursive, no hidden files)."""
+    photos: list[Path] = []
+    for item in inputs:
+        if item.is_dir():
+            photos.extend(
+                sorted(
+                    p
+                    for p in item.iterdir()
+                    if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and not p.name.startswith(".")
+                )
+            )
+        else:
+            photos.append(item)
+    return photos
+
+
+@click.command("depth")
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "-o",
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Output folder (created if needed).",
+)
+@click.option("--model", "model_name", type=_model_choice(), default="vit-small", show_default=True)
+@click.option(
+    "--weights",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Official-format checkpoint file instead of the cached download.",
+)
+@focal_options
+@click.option(
+    "--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True
+)
+@click.option(
+    "--precision",
+    type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
+    default="auto",
+    show_default=True,
+    help="auto: fp32 on CPU, bf16/fp16 on GPUs.",
+)
+@click.option(
+    "--force", is_flag=True, help="Recompute photos whose outputs already exist (default: skip them)."
+)
+@json_option
+def depth(
+    images: tuple[Path, ...],
+    out_dir: Path,
+    model_name: str,
+    weights: Path | None,
+    focal_px: float | None,
+    fov_deg: float | None,
+    device: str,
+    precision: str,
+    force: bool,
+    as_json: bool,
+) -> None:
+    """Metric depth, normals and confidence of each IMAGE (photos or folders of photos).
+
+    \b
+    Writes into OUTDIR, for a photo named STEM.jpg:
+      STEM.depth.npy       float32 metres (H x W of the upright photo)
+      STEM.normal.npy      float32 H x W x 3 camera-frame normals (ViT models only)
+      STEM.confidence.npy  float32 depth confidence
+      STEM.depth.png       16-bit millimetres (0 = invalid, clipped at 65.535 m)
+      STEM.preview.png     colourised depth beside colourised normals
+      STEM.json            intrinsics (with their source), model, timings
+    Re-running skips photos whose outputs are complete (same model and weights); --force recomputes.
+    """
+    from metrocli.pipeline.depth import DepthOptions, DepthRunner, plan_stems
+
+    check_focal_exclusive(focal_px, fov_deg)
+    options = DepthOptions(
+        model=model_name,
+        weights=weights,
+        device=device,  # type: ignore[arg-type]
+        precision=precision,  # type: ignore[arg-type]
+        focal_px=focal_px,
+        fov_deg=fov_deg,
+        force=force,
+    )
+    runner = DepthRunner(options, out_dir)
+    plan = plan_stems(expand_inputs(images))
+    if not plan:
+        raise click.UsageError("no photos found in the given folders")
+    if any(runner.existing(photo, stem) is None for photo, stem in plan):
+        runner.prepare()  # missing or unsafe weights: one clear line, before any photo
+
+    def work(item: tuple[Path, str]) -> None:
+        result = runner.run(*item)
+        if as_json:
+            emit_json(result.to_dict())
+        else:
+            note = " (skipped: outputs exist)" if result.skipped else ""
+            files = ", ".join(str(p) for p in result.files.values())
+            click.echo(f"{result.photo}: {files}{note}")
+
+    report = run_batch(plan, work, name=lambda item: str(item[0]), what="photo", description="depth")
+    report.finish()

@@ -1,13 +1,164 @@
-"""`metro eval` (not built yet)."""
+"""`metro eval DATASET`: depth (and normal) accuracy of a model against ground truth."""
 
 from __future__ import annotations
 
+import json
+import math
+from pathlib import Path
+
 import click
 
-from metrocli.errors import MetroError
+from metrocli.cli.common import emit_json
+
+#: Columns of the printed table: (metric key, header, format).
+_DEPTH_COLUMNS = (
+    ("abs_rel", "AbsRel", "{:.4f}"),
+    ("rmse", "RMSE[m]", "{:.3f}"),
+    ("log10", "log10", "{:.4f}"),
+    ("delta1", "δ1", "{:.3f}"),
+    ("delta2", "δ2", "{:.3f}"),
+    ("delta3", "δ3", "{:.3f}"),
+)
+_NORMAL_COLUMNS = (
+    ("mean_deg", "mean°", "{:.2f}"),
+    ("median_deg", "median°", "{:.2f}"),
+    ("within_11_25", "<11.25°", "{:.3f}"),
+    ("within_22_5", "<22.5°", "{:.3f}"),
+    ("within_30", "<30°", "{:.3f}"),
+)
 
 
-@click.command("eval", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-def eval_cmd() -> None:
-    """Not built yet."""
-    raise MetroError("'metro eval' is not built yet in this version")
+def _model_choice() -> click.Choice:
+    from metrocli.model.presets import PRESETS
+
+    return click.Choice(list(PRESETS))
+
+
+def _cells(values: dict[str, float] | None, columns) -> list[str]:
+    out = []
+    for key, _, fmt in columns:
+        v = None if values is None else values.get(key)
+        out.append("-" if v is None or not math.isfinite(v) else fmt.format(v))
+    return out
+
+
+def format_table(report) -> str:
+    """The report as a plain-text table: one row per frame and a mean row."""
+    columns = list(_DEPTH_COLUMNS)
+    has_normals = report.mean_normal is not None
+    if has_normals:
+        columns += list(_NORMAL_COLUMNS)
+    header = ["frame", *(h for _, h, _ in columns)]
+    rows = []
+    for s in report.samples:
+        cells = _cells(s.depth, _DEPTH_COLUMNS)
+        if has_normals:
+            cells += _cells(s.normal, _NORMAL_COLUMNS)
+        rows.append([s.name, *cells])
+    mean = _cells(report.mean_depth, _DEPTH_COLUMNS)
+    if has_normals:
+        mean += _cells(report.mean_normal, _NORMAL_COLUMNS)
+    rows.append([f"mean ({len(report.samples)})", *mean])
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+
+    def line(r: list[str]) -> str:
+        return "  ".join(
+            c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))
+        )
+
+    title = (
+        f"{report.dataset}: model {report.model}, {len(report.samples)} frames, "
+        f"depth {report.min_depth_m:g}-{report.max_depth_m:g} m ({report.cap_reason})"
+    )
+    body = [line(header), *(line(r) for r in rows[:-1]), line(["-" * w for w in widths]), line(rows[-1])]
+    return "\n".join([title, *body])
+
+
+@click.command("eval")
+@click.argument("dataset", type=click.Path(path_type=Path))
+@click.option("--model", "model_name", type=_model_choice(), default="vit-small", show_default=True)
+@click.option(
+    "--weights",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Official-format checkpoint file instead of the cached download.",
+)
+@click.option(
+    "--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True
+)
+@click.option(
+    "--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="fp32", show_default=True
+)
+@click.option(
+    "--max-depth",
+    "max_depth_m",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Depth cap in metres [default: 10 for indoor, 80 for outdoor datasets, by name or GT range].",
+)
+@click.option(
+    "--min-depth",
+    "min_depth_m",
+    type=click.FloatRange(min=0),
+    default=1e-3,
+    show_default=True,
+    help="Ignore ground truth at or below this depth (m).",
+)
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Evaluate only the first N frames.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
+@click.option(
+    "-o",
+    "--output",
+    "output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write the JSON report to this file.",
+)
+def eval_cmd(
+    dataset: Path,
+    model_name: str,
+    weights: Path | None,
+    device: str,
+    precision: str,
+    max_depth_m: float | None,
+    min_depth_m: float,
+    limit: int | None,
+    as_json: bool,
+    output: Path | None,
+) -> None:
+    """Evaluate depth accuracy on DATASET, a folder with Metric3D's test_annotations.json.
+
+    \b
+    Metrics over ground-truth pixels inside (--min-depth, --max-depth), prediction clipped to that range,
+    averaged over frames: AbsRel, RMSE (m), log10, δ1/δ2/δ3 (ratio < 1.25, 1.25², 1.25³). Where the dataset
+    has ground-truth normals: mean/median angle and fraction within 11.25°/22.5°/30°.
+    Exit code 1 if any frame could not be evaluated.
+    """
+    from metrocli.cli.common import BatchFailed
+    from metrocli.io.atomic import write_text_atomic
+    from metrocli.pipeline.evaluate import EvalOptions, evaluate_dataset
+
+    options = EvalOptions(
+        model=model_name,
+        weights=weights,
+        device=device,
+        precision=precision,
+        min_depth_m=min_depth_m,
+        max_depth_m=max_depth_m,
+        limit=limit,
+    )
+    report = evaluate_dataset(dataset, options)
+    data = report.to_dict()
+    if output is not None:
+        write_text_atomic(output, json.dumps(data, indent=2, allow_nan=False) + "\n")
+    if as_json:
+        emit_json(data)
+    else:
+        click.echo(format_table(report))
+    if report.failed:
+        click.echo(
+            f"{len(report.samples)} of {len(report.samples) + len(report.failed)} frames evaluated; "
+            f"failed: {', '.join(n for n, _ in report.failed)}",
+            err=True,
+        )
+        raise BatchFailed()

@@ -1,13 +1,85 @@
-"""`metro info` (not built yet)."""
+"""`metro info FILE...`: displayed size, orientation, camera and intrinsics of photos (no model, fast)."""
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import click
 
-from metrocli.errors import MetroError
+from metrocli.cli.common import check_focal_exclusive, emit_json, focal_options, json_option, run_batch
 
 
-@click.command("info", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-def info() -> None:
-    """Not built yet."""
-    raise MetroError("'metro info' is not built yet in this version")
+def _table(infos: list) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
+    for header, justify in (
+        ("file", "left"),
+        ("width", "right"),
+        ("height", "right"),
+        ("orient.", "right"),
+        ("make / model", "left"),
+        ("focal_px", "right"),
+        ("focal_source", "left"),
+        ("cx", "right"),
+        ("cy", "right"),
+        ("35mm eq.", "right"),
+        ("fov_deg", "right"),
+    ):
+        table.add_column(header, justify=justify, overflow="fold")
+    for item in infos:
+        k = item.intrinsics
+        camera = " ".join(part for part in (item.make, item.model) if part) or "-"
+        table.add_row(
+            str(item.path),
+            str(k.width),
+            str(k.height),
+            str(item.orientation),
+            camera,
+            f"{k.fx:.1f}",
+            k.focal_source,
+            f"{k.cx:.1f}",
+            f"{k.cy:.1f}",
+            f"{k.focal_35mm:.1f} mm",
+            f"{k.fov_x_deg:.1f}",
+        )
+    console = Console(file=sys.stdout, width=None if sys.stdout.isatty() else 200, highlight=False)
+    console.print(table)
+
+
+@click.command("info")
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@focal_options
+@json_option
+def info(files: tuple[Path, ...], focal_px: float | None, fov_deg: float | None, as_json: bool) -> None:
+    """Show size, orientation, camera and intrinsics of photos.
+
+    For each FILE (JPEG, PNG, TIFF, WebP, HEIC/HEIF): the displayed (upright) width and height, the EXIF
+    orientation, make and model, and the pinhole intrinsics in pixels of the displayed photo: focal_px, where
+    it came from (focal_source: user, exif-focal-plane, exif-35mm, sensor-table or default), the principal
+    point cx, cy and the 35 mm equivalent focal length. Warnings go to stderr; an unreadable file gets one
+    error line and the exit code is 1, but the other files are still shown.
+
+    \b
+    Example:
+      metro info photo.jpg IMG_0042.HEIC
+      metro info --json --fov 70 photo.jpg
+    """
+    check_focal_exclusive(focal_px, fov_deg)
+    from metrocli.camera.photo import describe_photo
+
+    rows: list = []
+
+    def work(path: Path) -> None:
+        item = describe_photo(path, focal_px=focal_px, fov_deg=fov_deg)
+        if as_json:
+            emit_json(item.to_dict())
+        else:
+            rows.append(item)
+
+    report = run_batch(files, work, name=str, what="photo", description="reading")
+    if rows:
+        _table(rows)
+    report.finish()

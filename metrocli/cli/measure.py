@@ -1,13 +1,209 @@
-"""`metro measure` (not built yet)."""
+"""`metro measure PHOTO --line U1,V1,U2,V2 ...`: real distances between points of a photo."""
 
 from __future__ import annotations
 
+import math
+import os
+from pathlib import Path
+
 import click
 
+from metrocli.cli.common import check_focal_exclusive, emit_json, error_line, focal_options, json_option
 from metrocli.errors import MetroError
 
 
-@click.command("measure", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-def measure() -> None:
-    """Not built yet."""
-    raise MetroError("'metro measure' is not built yet in this version")
+def _parse_lines(
+    ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
+) -> list[tuple[float, float, float, float]]:
+    lines = []
+    for raw in values:
+        parts = [p.strip() for p in raw.split(",")]
+        try:
+            nums = [float(p) for p in parts]
+        except ValueError:
+            nums = []
+        if len(nums) != 4 or not all(math.isfinite(x) for x in nums):
+            raise click.BadParameter(
+                f"{raw!r} is not four numbers U1,V1,U2,V2 (pixels of the displayed photo)",
+                ctx=ctx,
+                param=param,
+            )
+        lines.append((nums[0], nums[1], nums[2], nums[3]))
+    return lines
+
+
+def _model_choice() -> click.Choice:
+    from metrocli.model.presets import PRESETS
+
+    return click.Choice(list(PRESETS))
+
+
+def has_display() -> bool:
+    """True when a graphical display is available ($DISPLAY or $WAYLAND_DISPLAY)."""
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+@click.command("measure")
+@click.argument("photo", type=click.Path(path_type=Path))
+@click.option(
+    "--line",
+    "lines",
+    multiple=True,
+    callback=_parse_lines,
+    metavar="U1,V1,U2,V2",
+    help="A line to measure, in pixels of the displayed photo (floats allowed). Repeatable. "
+    "Without --line an interactive picker opens (needs a display).",
+)
+@click.option(
+    "--depth",
+    "depth_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Sensor depth map instead of the model: .npy in metres or 16-bit .png in millimetres, "
+    "of the displayed or the stored photo size.",
+)
+@click.option(
+    "--depth-scale",
+    type=float,
+    default=None,
+    help="Metres per unit of the --depth map (default 0.001 for PNG, 1 for .npy; KITTI: 0.00390625).",
+)
+@focal_options
+@click.option("--model", "model_name", type=_model_choice(), default="vit-small", show_default=True)
+@click.option(
+    "--weights",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Official-format checkpoint file instead of the cached download.",
+)
+@click.option(
+    "--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True
+)
+@click.option(
+    "--precision",
+    type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
+    default="auto",
+    show_default=True,
+    help="auto: fp32 on CPU, bf16/fp16 on GPUs.",
+)
+@click.option(
+    "--annotate",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    metavar="OUT.png",
+    help="Also write the photo with the lines and their lengths drawn on it (PNG).",
+)
+@json_option
+def measure(
+    photo: Path,
+    lines: list[tuple[float, float, float, float]],
+    depth_file: Path | None,
+    depth_scale: float | None,
+    focal_px: float | None,
+    fov_deg: float | None,
+    model_name: str,
+    weights: Path | None,
+    device: str,
+    precision: str,
+    annotate: Path | None,
+    as_json: bool,
+) -> None:
+    """Measure real distances between points of PHOTO.
+
+    Each --line U1,V1,U2,V2 gives the two end points in pixels of the displayed (upright) photo; the
+    points are backprojected with the photo's metric depth (the Metric3D model, or a sensor map given
+    with --depth) and the focal length (EXIF, or --focal-px / --fov). Prints a table of 3D points,
+    distances and uncertainties, or with --json one object:
+    {"image", "focal_px", "focal_source", "measurements": [{"from_px", "to_px", "from_m", "to_m",
+    "distance_m", "uncertainty_m"}]}.
+
+    \b
+    Example:
+      metro measure room.jpg --line 412,388,860,402 --line 860,402,905,530 --annotate room-measured.png
+    """
+    check_focal_exclusive(focal_px, fov_deg)
+    if depth_scale is not None and not (math.isfinite(depth_scale) and depth_scale > 0):
+        raise click.BadParameter("must be a positive number of metres per unit", param_hint="--depth-scale")
+    if not lines and not has_display():
+        raise click.UsageError(
+            "give at least one --line U1,V1,U2,V2 (no display for the interactive picker: "
+            "$DISPLAY and $WAYLAND_DISPLAY are unset)"
+        )
+    from metrocli.pipeline.measure import open_session
+
+    try:
+        session = open_session(
+            photo,
+            depth_file=depth_file,
+            depth_scale=depth_scale,
+            focal_px=focal_px,
+            fov_deg=fov_deg,
+            model_name=model_name,
+            weights=weights,
+            device=device,
+            precision=precision,
+            lines=lines,
+        )
+        if lines:
+            measurements = session.measure(lines)
+        else:
+            from metrocli.io.picker import pick_and_measure
+
+            measurements = pick_and_measure(session)
+            if not measurements:
+                raise click.UsageError("no line was measured in the picker")
+        annotated = None
+        if annotate is not None:
+            from metrocli.io.annotate import write_annotated
+
+            annotated = str(write_annotated(annotate, session.photo.image, measurements))
+        result = session.result(measurements, annotated)
+    except MetroError as exc:
+        # one clean line and the error's exit code (2 for points outside the photo, 1 otherwise)
+        error_line(str(exc))
+        raise click.exceptions.Exit(exc.exit_code) from None
+    if as_json:
+        emit_json(result.to_dict())
+    else:
+        _print_table(result)
+
+
+def _print_table(result) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from metrocli.io.annotate import format_uncertainty
+
+    console = Console(file=click.get_text_stream("stdout"), width=160, highlight=False, soft_wrap=True)
+    console.print(
+        f"{result.image}: focal {result.focal_px:.1f} px ({result.focal_source}), "
+        f"depth from {result.depth_source}"
+    )
+    table = Table(show_edge=False, pad_edge=False)
+    for name, justify in (
+        ("#", "right"),
+        ("from (px)", "right"),
+        ("to (px)", "right"),
+        ("from (m)", "right"),
+        ("to (m)", "right"),
+        ("distance (m)", "right"),
+        ("distance (cm)", "right"),
+        ("± (1σ)", "right"),
+    ):
+        table.add_column(name, justify=justify, no_wrap=True)
+    for i, m in enumerate(result.measurements, start=1):
+        table.add_row(
+            str(i),
+            f"{m.from_px[0]:g}, {m.from_px[1]:g}",
+            f"{m.to_px[0]:g}, {m.to_px[1]:g}",
+            ", ".join(f"{x:+.3f}" for x in m.from_m),
+            ", ".join(f"{x:+.3f}" for x in m.to_m),
+            f"{m.distance_m:.3f}",
+            f"{m.distance_m * 100:.1f}",
+            format_uncertainty(m.uncertainty_m),
+        )
+    console.print(table)
+    if result.error_model:
+        console.print(f"uncertainty: {result.error_model}")
+    if result.annotated:
+        console.print(f"annotated picture: {result.annotated}")

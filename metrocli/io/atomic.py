@@ -24,6 +24,8 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=f".tmp{target.suffix}", dir=target.parent)
     os.close(fd)
     tmp_path = Path(tmp)
+    with contextlib.suppress(OSError):  # mkstemp makes 0600 files; outputs get the usual umask permissions
+        os.chmod(tmp_path, 0o666 & ~_umask())
     try:
         yield tmp_path
         if not tmp_path.exists() or (tmp_path.stat().st_size == 0 and not _allow_empty(target)):
@@ -33,6 +35,12 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
         with contextlib.suppress(OSError):
             tmp_path.unlink()
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _allow_empty(target: Path) -> bool:

@@ -1,0 +1,174 @@
+"""Metric distances between two pixels of a depth map, with an uncertainty.
+
+Each end point ``(u, v)`` gets its depth by edge-aware sub-pixel sampling
+(:func:`metrocli.geometry.sampling.sample_depth`) and is backprojected to the camera frame; the distance is
+the Euclidean distance of the two 3D points.
+
+Uncertainty model (:class:`ErrorModel`), one standard deviation of the distance:
+
+- ``scale_rel``: a relative error of the metric *scale* shared by the whole depth map (fully correlated
+  between the two points). A common scale factor ``s`` scales the distance by ``s``, so it contributes
+  ``scale_rel * d``. Monocular metric depth is dominated by this term.
+- ``local_rel``: an independent relative depth error of each point at the image's median confidence,
+  ``sigma_z = local_rel * z / c`` where ``c = clip(confidence / median confidence, 0.1, 1)`` (points less
+  confident than typical get proportionally larger errors; more confident ones are not trusted more).
+- ``quantum_m``: depth quantisation of sensor maps (a 16-bit millimetre PNG has 1 mm steps), an
+  independent uniform error per point: ``sigma_z = quantum_m / sqrt(12)``.
+
+Independent depth errors move each point along its viewing ray; they propagate to the distance through
+``∂d/∂z_i = ±(P1 - P2) · r_i / d`` (``r_i`` the ray with unit z). The terms add in quadrature.
+
+The model's default (:data:`MODEL_ERROR`) states Metric3D v2's zero-shot accuracy: published AbsRel on
+NYUv2 / KITTI is about 0.05–0.09 for the ViT models, taken as a 5 % scale error plus 2 % local error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from metrocli.camera.intrinsics import Intrinsics
+from metrocli.errors import MeasurementError, MetroUsageError
+from metrocli.geometry.backproject import backproject_pixels
+from metrocli.geometry.sampling import (
+    DEFAULT_MAX_DEPTH_M,
+    DEFAULT_MAX_REL_JUMP,
+    inside_image,
+    sample_depth,
+    sample_map,
+    valid_depth_mask,
+)
+
+
+@dataclass(frozen=True)
+class ErrorModel:
+    """Depth error model of a depth source (see the module docstring). All relative values are fractions."""
+
+    scale_rel: float = 0.0
+    local_rel: float = 0.0
+    quantum_m: float = 0.0
+    description: str = ""
+
+
+#: Stated error of Metric3D v2 metric depth (5 % scale, 2 % local at median confidence).
+MODEL_ERROR = ErrorModel(
+    scale_rel=0.05, local_rel=0.02, description="model: 5% metric scale error + 2% per-point error"
+)
+
+
+def sensor_error(quantum_m: float) -> ErrorModel:
+    """Error model of sensor depth quantised in steps of ``quantum_m`` metres (0 for float maps)."""
+    return ErrorModel(quantum_m=float(quantum_m), description=f"sensor: quantisation {quantum_m * 1000:g} mm")
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One measured line. Pixels in the displayed photo; points in metres in the camera frame."""
+
+    from_px: tuple[float, float]
+    to_px: tuple[float, float]
+    from_m: tuple[float, float, float]
+    to_m: tuple[float, float, float]
+    distance_m: float
+    uncertainty_m: float
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict with the keys of ``metro measure --json``."""
+        return {
+            "from_px": list(self.from_px),
+            "to_px": list(self.to_px),
+            "from_m": list(self.from_m),
+            "to_m": list(self.to_m),
+            "distance_m": self.distance_m,
+            "uncertainty_m": self.uncertainty_m,
+        }
+
+
+Line = tuple[float, float, float, float]
+
+
+def _fmt(u: float, v: float) -> str:
+    return f"({u:g}, {v:g})"
+
+
+def check_point(u: float, v: float, intrinsics: Intrinsics, label: str = "point") -> None:
+    """Raise :class:`MetroUsageError` (exit 2) naming the point when ``(u, v)`` is not on the image."""
+    if not bool(inside_image(u, v, intrinsics.width, intrinsics.height)):
+        raise MetroUsageError(
+            f"{label} {_fmt(u, v)} is outside the {intrinsics.width}x{intrinsics.height} image "
+            f"(u must be in 0..{intrinsics.width - 1}, v in 0..{intrinsics.height - 1})"
+        )
+
+
+def measure_lines(
+    depth_m: np.ndarray,
+    intrinsics: Intrinsics,
+    lines: Sequence[Line],
+    *,
+    confidence: np.ndarray | None = None,
+    error: ErrorModel = ErrorModel(),
+    max_rel_jump: float = DEFAULT_MAX_REL_JUMP,
+    max_depth_m: float = DEFAULT_MAX_DEPTH_M,
+) -> list[Measurement]:
+    """Measure each line ``(u1, v1, u2, v2)`` (displayed-photo pixels) on a depth map.
+
+    Args:
+        depth_m: (H, W) metres; 0, NaN, inf or ``>= max_depth_m`` (sky) is "no depth".
+        intrinsics: intrinsics of this H x W image.
+        lines: pixel coordinates of the end points.
+        confidence: (H, W) model confidence for the ``local_rel`` term, or None (confidence 1 everywhere).
+        error: the depth error model.
+    Raises:
+        MetroUsageError: an end point is outside the image (exit 2).
+        MeasurementError: an end point has no valid depth (exit 1).
+    """
+    depth = np.asarray(depth_m, dtype=np.float32)
+    if depth.shape != (intrinsics.height, intrinsics.width):
+        raise ValueError(f"depth map shape {depth.shape} does not match the intrinsics")
+    for i, (u1, v1, u2, v2) in enumerate(lines, start=1):
+        check_point(u1, v1, intrinsics, f"start point of line {i}")
+        check_point(u2, v2, intrinsics, f"end point of line {i}")
+    conf_ref = None
+    if confidence is not None:
+        valid = valid_depth_mask(depth, max_depth_m) & np.isfinite(confidence)
+        conf_ref = float(np.median(confidence[valid])) if valid.any() else None
+    out = []
+    for i, (u1, v1, u2, v2) in enumerate(lines, start=1):
+        us = np.array([u1, u2], dtype=np.float64)
+        vs = np.array([v1, v2], dtype=np.float64)
+        z = sample_depth(depth, us, vs, max_rel_jump=max_rel_jump, max_depth_m=max_depth_m)
+        for k, which in enumerate(("start", "end")):
+            if not np.isfinite(z[k]):
+                raise MeasurementError(
+                    f"{which} point of line {i} {_fmt(us[k], vs[k])} has no valid depth (0, NaN or sky)"
+                )
+        p = backproject_pixels(us, vs, z, intrinsics)
+        diff = p[0] - p[1]
+        d = float(np.linalg.norm(diff))
+        var = (error.scale_rel * d) ** 2
+        sigma_z = np.full(2, error.quantum_m / np.sqrt(12.0)) ** 2
+        if error.local_rel > 0:
+            c = np.ones(2)
+            if confidence is not None and conf_ref and conf_ref > 0:
+                c = np.clip(sample_map(confidence, us, vs).astype(np.float64) / conf_ref, 0.1, 1.0)
+                c = np.where(np.isfinite(c), c, 0.1)
+            sigma_z = sigma_z + (error.local_rel * z / c) ** 2
+        if d > 0:
+            rays = p / z[:, None]
+            grad = np.array([diff @ rays[0], -(diff @ rays[1])]) / d
+            var += float(np.sum(grad**2 * sigma_z))
+        else:
+            var += float(np.sum(sigma_z))
+        out.append(
+            Measurement(
+                from_px=(float(u1), float(v1)),
+                to_px=(float(u2), float(v2)),
+                from_m=tuple(float(x) for x in p[0]),
+                to_m=tuple(float(x) for x in p[1]),
+                distance_m=d,
+                uncertainty_m=float(np.sqrt(var)),
+            )
+        )
+    return out

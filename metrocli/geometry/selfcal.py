@@ -1,0 +1,520 @@
+"""Self-calibration of the focal length from depth–normal consistency (issue 9). numpy only.
+
+Why the focal length is observable
+----------------------------------
+Metric3D predicts depth in a canonical camera; the metric depth of a photo taken with focal length ``f``
+(pixels) is proportional to ``f``. Let ``depth0`` be the depth the model implies when the focal length is
+*assumed* to be ``f0`` (:func:`self_calibrate`'s ``assumed_focal_px``). For any other focal length ``f``::
+
+    Z_f(u, v) = depth0(u, v) * s,        s = f / f0
+    X_f = (u - cx) * Z_f / f = (u - cx) * depth0 / f0 = X_0          (and Y_f = Y_0)
+
+so the backprojected surface is the one at ``f0`` stretched by ``s`` along the optical axis. Surface normals
+transform with the inverse transpose of ``diag(1, 1, s)``: the (unnormalised) normal at ``f`` is
+``(s * n0x, s * n0y, n0z)`` where ``n0`` is the normal of the surface at ``f0``. This holds *exactly* for
+normals computed as cross products of finite differences of the point map, because those differences are
+linear in the points. The predicted normals do not depend on the focal length (Metric3D's normal head never
+sees it), so the depth-derived normals agree with them only at the true ``f``.
+
+Precomputation (once per image): depth-derived unit normals ``n0`` at ``f0`` and the predicted normals ``p``
+on well-conditioned pixels; per pixel ``A = n0x*px + n0y*py``, ``B = n0z*pz``, ``C = n0x^2 + n0y^2``. Each
+evaluation of the objective at a scale ``s`` is then ``cos = (s*A + B) / sqrt(s^2*C + 1 - C)`` and a robust
+(Welsch) loss of ``1 - cos``: a few vectorised operations on at most :data:`MAX_SAMPLES` pixels.
+
+Surfaces that are fronto-parallel (``n0x = n0y = 0``) or parallel to the optical axis (``n0z = 0``) carry no
+information; oblique surfaces (about 45 degrees to the optical axis) carry the most. When the scene has too
+little such surface the objective is flat and :func:`self_calibrate` falls back to the assumed focal length
+with a warning.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from typing import Literal
+
+import numpy as np
+
+from metrocli.errors import DepthMapError
+
+Objective = Literal["gradient", "angle"]
+
+#: The depth map is block-averaged to at most this many pixels along its longer side before the search.
+WORK_MAX_SIDE = 640
+#: Finite-difference half-step (working pixels) of the inverse-depth gradients.
+DIFF_STEP = 2
+#: Box filter (working pixels, odd) applied to the inverse depth before differencing.
+SMOOTH_SIZE = 5
+#: Pixels whose inverse-depth curvature exceeds this multiple of the image's median are edges.
+CURVATURE_FACTOR = 4.0
+#: Gradient residuals are divided by |g| + SIGMA_FLOOR * median|g| (relative, with a floor).
+SIGMA_FLOOR = 1.0
+#: At most this many pixels enter the objective (a deterministic random subset of the usable ones).
+MAX_SAMPLES = 40_000
+#: Scale of the robust (Welsch) loss on the relative depth-gradient residual (objective "gradient").
+ROBUST_REL_GRADIENT = 0.5
+#: Scale of the robust (Welsch) loss on the angle between predicted and depth-derived normals ("angle").
+ROBUST_ANGLE_DEG = 12.0
+#: Predicted normals that turn by more than this across the difference stencil mark a crease (degrees).
+CREASE_DEG = 15.0
+#: Relative change of depth per working pixel above which a pixel is a depth edge or seen at grazing angle.
+MAX_REL_GRADIENT = 0.08
+#: Objective is "flat" when a 10 % change of focal length turns the usable normals by less than
+#: ``0.1 * FLAT_LEVERAGE`` radians (RMS), i.e. the scene has almost no oblique surface.
+FLAT_LEVERAGE = 0.1
+#: ... or when the estimated relative uncertainty of the focal length exceeds this.
+FLAT_REL_UNCERTAINTY = 0.25
+#: Fewer usable pixels than this: no estimate.
+MIN_PIXELS = 200
+#: Number of log-spaced focal lengths of the coarse scan over the FOV range.
+COARSE_STEPS = 48
+#: Relative disagreement above which :func:`check_focal` reports the EXIF focal length as off.
+CHECK_FOCAL_TOLERANCE = 0.10
+
+
+@dataclass(frozen=True)
+class SelfCalResult:
+    """The outcome of :func:`self_calibrate`; all focal lengths in pixels of the ``width`` x ``height`` image.
+
+    Attributes:
+        focal_px: the self-calibrated focal length (px); the fallback focal length when ``fallback``.
+        uncertainty_px: one-sigma uncertainty of ``focal_px`` (px), from the curvature of the objective and
+            the spread of per-pixel slopes (cluster-robust sandwich estimate); ``inf`` when there is no estimate.
+        fov_deg: horizontal field of view (degrees) of ``focal_px``.
+        objective_flat: the objective barely depends on the focal length (e.g. a fronto-parallel wall) or too
+            few pixels were usable: no trustworthy estimate.
+        fallback: ``focal_px`` is the fallback focal length, not an estimate (flat objective, too few pixels,
+            or optimum at the edge of the FOV range).
+        estimate_px: the minimiser of the objective even when it was not trusted (px); nan without pixels.
+        samples: ``(focal_px, objective)`` pairs of the coarse scan, ascending focal length (diagnostics).
+        n_pixels: number of pixels that entered the objective.
+        leverage: RMS rate (radians per unit of ``log f``) at which the depth-derived normals turn with the
+            focal length: about 0.5 for surfaces at 45 degrees, 0 for a fronto-parallel wall.
+        warning: a one-line explanation when the estimate is not trusted, else None.
+    """
+
+    focal_px: float
+    uncertainty_px: float
+    fov_deg: float
+    objective_flat: bool
+    fallback: bool
+    estimate_px: float
+    samples: tuple[tuple[float, float], ...]
+    n_pixels: int
+    leverage: float
+    warning: str | None = None
+
+    @property
+    def focal_source(self) -> str:
+        """``"self-calibrated"``, or ``"default"`` when the result is the fallback."""
+        return "default" if self.fallback else "self-calibrated"
+
+    def to_dict(self) -> dict:
+        """JSON-ready summary (without the curve samples)."""
+        return {
+            "focal_px": self.focal_px,
+            "uncertainty_px": self.uncertainty_px if math.isfinite(self.uncertainty_px) else None,
+            "fov_deg": self.fov_deg,
+            "objective_flat": self.objective_flat,
+            "fallback": self.fallback,
+            "estimate_px": self.estimate_px if math.isfinite(self.estimate_px) else None,
+            "n_pixels": self.n_pixels,
+            "leverage": self.leverage,
+            "focal_source": self.focal_source,
+            "warning": self.warning,
+        }
+
+
+@dataclass(frozen=True)
+class _Terms:
+    """Per-pixel quantities of the objective that do not depend on the focal length (float64, one per pixel)."""
+
+    px: np.ndarray  # predicted unit normal
+    py: np.ndarray
+    pz: np.ndarray
+    e: np.ndarray  # px*(u - cx) + py*(v - cy), pixels
+    gu: np.ndarray  # measured d(log inverse depth)/du, per pixel of the input grid
+    gv: np.ndarray
+    inv_sigma: np.ndarray  # 1 / (|g| + floor): gradient residuals are relative
+    a: np.ndarray  # angle objective: n0x*px + n0y*py with n0 the depth-derived unit normal at f0
+    b: np.ndarray  # n0z*pz
+    c: np.ndarray  # n0x^2 + n0y^2 (n0z^2 = 1 - c)
+    weight: np.ndarray  # normalised to sum 1
+    cluster: np.ndarray  # spatial block index of each pixel (for the uncertainty)
+    f0: float  # assumed focal length, pixels of the input grid (fx)
+
+
+def _block_mean(array: np.ndarray, k: int) -> np.ndarray:
+    """Mean over k x k blocks of an (H, W[, C]) array (cropped to a multiple of k); NaN propagates."""
+    if k == 1:
+        return array.astype(np.float32, copy=False)
+    h, w = array.shape[0] // k, array.shape[1] // k
+    cropped = array[: h * k, : w * k]
+    shaped = cropped.reshape(h, k, w, k, *array.shape[2:])
+    return shaped.mean(axis=(1, 3), dtype=np.float32)
+
+
+def _box_filter(values: np.ndarray, size: int) -> np.ndarray:
+    """Mean over ``size`` x ``size`` windows (odd size, same shape); NaN where any pixel of the window is NaN."""
+    if size <= 1:
+        return values
+    valid = np.isfinite(values)
+    filled = np.where(valid, values, 0.0).astype(np.float64)
+    r = size // 2
+
+    def window_sum(a: np.ndarray) -> np.ndarray:
+        c = np.zeros((a.shape[0] + 1, a.shape[1] + 1))
+        np.cumsum(a, axis=0, out=c[1:, 1:])
+        np.cumsum(c[1:, 1:], axis=1, out=c[1:, 1:])
+        out = np.full(a.shape, np.nan)
+        out[r:-r, r:-r] = c[size:, size:] - c[:-size, size:] - c[size:, :-size] + c[:-size, :-size]
+        return out
+
+    sums = window_sum(filled)
+    counts = window_sum(valid.astype(np.float64))
+    with np.errstate(invalid="ignore"):
+        return np.where(counts > size * size - 0.5, sums / (size * size), np.nan)
+
+
+def _normalised_weight(values: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray:
+    """Confidence map -> weights in [0, 1] (divided by its 90th percentile); ones when absent."""
+    if values is None:
+        return np.ones(shape, np.float32)
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return np.zeros(shape, np.float32)
+    ref = float(np.percentile(finite, 90))
+    if not ref > 0:
+        return np.ones(shape, np.float32)
+    out = np.clip(values / ref, 0.0, 1.0)
+    return np.where(np.isfinite(out), out, 0.0).astype(np.float32)
+
+
+def _prepare(
+    depth: np.ndarray,
+    normal: np.ndarray,
+    confidence: np.ndarray | None,
+    normal_confidence: np.ndarray | None,
+    *,
+    fx: float,
+    fy: float,
+    cx: float,
+    cy: float,
+    max_samples: int,
+) -> tuple[_Terms | None, int]:
+    """Precompute the objective's terms. Intrinsics in pixels of ``depth``'s grid. Returns (terms, n_usable)."""
+    height, width = depth.shape
+    k = max(1, math.ceil(max(height, width) / WORK_MAX_SIDE))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        inv = np.where(np.isfinite(depth) & (depth > 0), 1.0 / depth, np.nan).astype(np.float32)
+    # Inverse depth is affine in (u, v) on a plane, so block means, box filters and central differences of it
+    # are exact on planes: smoothing costs no bias there.
+    inv = _box_filter(_block_mean(inv, k), SMOOTH_SIZE)
+    # Predicted normals are constant on a plane: averaging them over the same window removes i.i.d. noise,
+    # which would otherwise bias the (non-linear in the normal) predicted depth gradient.
+    p = _block_mean(normal.astype(np.float32, copy=False), k)
+    p = np.stack([_box_filter(p[..., i], SMOOTH_SIZE) for i in range(3)], axis=-1)
+    weight = _normalised_weight(confidence, depth.shape) * _normalised_weight(normal_confidence, depth.shape)
+    weight = _block_mean(weight, k)
+    hw, ww = inv.shape
+    h = DIFF_STEP
+    if hw < 2 * h + 3 or ww < 2 * h + 3:
+        return None, 0
+
+    c = (slice(h, -h), slice(h, -h))
+    right, left = (slice(h, -h), slice(2 * h, None)), (slice(h, -h), slice(None, -2 * h))
+    down, up = (slice(2 * h, None), slice(h, -h)), (slice(None, -2 * h), slice(h, -h))
+    # Centres of the working pixels in the input grid, relative to the principal point.
+    uu = np.arange(h, ww - h, dtype=np.float64) * k + (k - 1) / 2.0 - cx
+    vv = np.arange(h, hw - h, dtype=np.float64) * k + (k - 1) / 2.0 - cy
+
+    ic = inv[c]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        gu = (inv[right] - inv[left]) / (2 * h * k * ic)  # d log(1/Z) / du, per input pixel
+        gv = (inv[down] - inv[up]) / (2 * h * k * ic) * (fy / fx)  # per pixel of a square grid (fx)
+        curv = (np.abs(inv[right] + inv[left] - 2 * ic) + np.abs(inv[down] + inv[up] - 2 * ic)) / ic
+    vv = vv * (fx / fy)
+
+    pn = np.sqrt(np.sum(p * p, axis=-1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p = p / pn[..., None]
+    pc = p[c]
+    cos_crease = math.cos(math.radians(CREASE_DEG))
+    crease_ok = (np.sum(p[right] * p[left], axis=-1) > cos_crease) & (
+        np.sum(p[down] * p[up], axis=-1) > cos_crease
+    )
+    wc = weight[c]
+    gmag = np.hypot(gu, gv)
+    usable = (
+        np.isfinite(gmag)
+        & np.isfinite(curv)
+        & np.isfinite(pc).all(axis=-1)
+        & (pn[c] > 0.5)
+        & crease_ok
+        & (gmag * k < MAX_REL_GRADIENT)
+        & (wc > 0)
+    )
+    if not usable.any():
+        return None, 0
+    # Depth edges: curvature of the inverse depth far above its typical (noise-level) value in the image.
+    curv_ref = float(np.median(curv[usable]))
+    usable &= curv <= max(CURVATURE_FACTOR * curv_ref, 1e-3 * h)
+    idx = np.flatnonzero(usable)
+    n_usable = int(idx.size)
+    if n_usable < MIN_PIXELS:
+        return None, n_usable
+    if idx.size > max_samples:
+        rng = np.random.default_rng(0)
+        idx = np.sort(rng.choice(idx, size=max_samples, replace=False))
+    rows, cols = np.divmod(idx, ww - 2 * h)
+    ppx, ppy, ppz = (pc[..., i].ravel()[idx].astype(np.float64) for i in range(3))
+    u_s, v_s = uu[cols], vv[rows]
+    gu_s, gv_s = gu.ravel()[idx].astype(np.float64), gv.ravel()[idx].astype(np.float64)
+    g_s = np.hypot(gu_s, gv_s)
+    floor = max(SIGMA_FLOOR * float(np.median(g_s)), 1e-9)
+    # Depth-derived unit normal at f0 (angle objective): -(f0*gu, f0*gv, 1 - u*gu - v*gv), facing the camera.
+    n0 = -np.stack([fx * gu_s, fx * gv_s, 1.0 - u_s * gu_s - v_s * gv_s], axis=-1)
+    n0 /= np.sqrt(np.sum(n0 * n0, axis=-1, keepdims=True))
+    w = wc.ravel()[idx].astype(np.float64)
+    w /= w.sum()
+    # Spatial clusters of about 1/12 of the image side, for the cluster-robust uncertainty.
+    cell = max(1, max(hw, ww) // 12)
+    cluster = (rows // cell) * (ww // cell + 1) + cols // cell
+    terms = _Terms(
+        px=ppx,
+        py=ppy,
+        pz=ppz,
+        e=ppx * u_s + ppy * v_s,
+        gu=gu_s,
+        gv=gv_s,
+        inv_sigma=1.0 / (g_s + floor),
+        a=n0[:, 0] * ppx + n0[:, 1] * ppy,
+        b=n0[:, 2] * ppz,
+        c=n0[:, 0] ** 2 + n0[:, 1] ** 2,
+        weight=w,
+        cluster=cluster,
+        f0=fx,
+    )
+    return terms, n_usable
+
+
+def _per_pixel_loss(terms: _Terms, log_scale: float, objective: Objective) -> np.ndarray:
+    """Robust per-pixel loss at focal ``f = f0 * exp(log_scale)``."""
+    if objective == "angle":
+        s = math.exp(log_scale)
+        cos = (s * terms.a + terms.b) / np.sqrt(s * s * terms.c + (1.0 - terms.c))
+        return -np.expm1(-(1.0 - cos) / (1.0 - math.cos(math.radians(ROBUST_ANGLE_DEG))))
+    f = terms.f0 * math.exp(log_scale)
+    den = terms.e + f * terms.pz  # (p . ray) * f: negative for a plane that faces the camera
+    with np.errstate(divide="ignore", invalid="ignore"):
+        inv_den = 1.0 / den
+    du = (terms.gu - terms.px * inv_den) * terms.inv_sigma
+    dv = (terms.gv - terms.py * inv_den) * terms.inv_sigma
+    loss = -np.expm1(-(du * du + dv * dv) * (1.0 / ROBUST_REL_GRADIENT**2))
+    return np.where(den < 0, loss, 1.0)
+
+
+def _objective(terms: _Terms, log_scale: float, objective: Objective) -> float:
+    """Weighted mean robust loss at ``log(f / f0)``."""
+    return float(np.sum(terms.weight * _per_pixel_loss(terms, log_scale, objective)))
+
+
+def _golden(terms: _Terms, lo: float, hi: float, objective: Objective, tol: float = 2e-4) -> float:
+    """Golden-section minimum of the objective over ``[lo, hi]`` (log-scale units)."""
+    g = (math.sqrt(5.0) - 1.0) / 2.0
+    x1, x2 = hi - g * (hi - lo), lo + g * (hi - lo)
+    f1, f2 = _objective(terms, x1, objective), _objective(terms, x2, objective)
+    while hi - lo > tol:
+        if f1 <= f2:
+            hi, x2, f2 = x2, x1, f1
+            x1 = hi - g * (hi - lo)
+            f1 = _objective(terms, x1, objective)
+        else:
+            lo, x1, f1 = x1, x2, f2
+            x2 = lo + g * (hi - lo)
+            f2 = _objective(terms, x2, objective)
+    return (lo + hi) / 2.0
+
+
+def _uncertainty_log(terms: _Terms, x: float, objective: Objective, eps: float = 0.01) -> float:
+    """Cluster-robust sandwich estimate of the standard deviation of ``log f`` at the optimum ``x``."""
+    lm = _per_pixel_loss(terms, x - eps, objective)
+    l0 = _per_pixel_loss(terms, x, objective)
+    lp = _per_pixel_loss(terms, x + eps, objective)
+    slope = terms.weight * (lp - lm) / (2 * eps)
+    hess = float(np.sum(terms.weight * (lp - 2 * l0 + lm)) / (eps * eps))
+    if not hess > 0:
+        return math.inf
+    per_cluster = np.bincount(terms.cluster, weights=slope)
+    return math.sqrt(float(np.sum(per_cluster * per_cluster))) / hess
+
+
+def _leverage(terms: _Terms) -> float:
+    """Weighted RMS of |sin(t) cos(t)|, t the predicted normal's angle to the optical axis: the rate (rad per
+    unit of log f) at which the depth-derived normals turn with the focal length, near the solution."""
+    sin2 = terms.px**2 + terms.py**2
+    return math.sqrt(float(np.sum(terms.weight * sin2 * terms.pz**2)))
+
+
+def _fov_deg(width: int, focal_px: float) -> float:
+    return math.degrees(2.0 * math.atan(width / (2.0 * focal_px)))
+
+
+def self_calibrate(
+    depth_at_assumed_focal: np.ndarray,
+    normal_pred: np.ndarray,
+    *,
+    width: int,
+    height: int,
+    cx: float,
+    cy: float,
+    assumed_focal_px: float,
+    confidence: np.ndarray | None = None,
+    normal_confidence: np.ndarray | None = None,
+    fov_range_deg: tuple[float, float] = (20.0, 120.0),
+    fallback_focal_px: float | None = None,
+    max_samples: int = MAX_SAMPLES,
+    objective: Objective = "gradient",
+) -> SelfCalResult:
+    """Estimate the focal length of a photo from its predicted depth and normals (one model forward).
+
+    Args:
+        depth_at_assumed_focal: (H, W) float, metres: the depth the model implies when the focal length is
+            ``assumed_focal_px`` (e.g. ``Prediction.depth`` with ``Prediction.intrinsics.fx``). The depth for
+            any other focal length ``f`` is ``depth * f / assumed_focal_px`` (Metric3D's canonical depth times
+            ``f / 1000``). A canonical depth map is passed with ``assumed_focal_px`` = the canonical focal
+            expressed in pixels of this image. 0, negative or non-finite = invalid.
+        normal_pred: (H, W, 3) float predicted unit normals, camera frame (x right, y down, z forward), facing
+            the camera; independent of the focal length. NaN = invalid.
+        width, height: size (px) of the image the intrinsics refer to. The maps may have another resolution
+            of the same image (a resize); they are then related to it by scaling.
+        cx, cy: principal point (px of the ``width`` x ``height`` image).
+        assumed_focal_px: focal length (px of the ``width`` x ``height`` image) that the depth was computed with.
+        confidence: optional (H, W) depth confidence (higher = better, any scale), used as weights.
+        normal_confidence: optional (H, W) normal confidence (kappa), used as weights.
+        fov_range_deg: plausible horizontal field of view range (degrees) that is searched.
+        fallback_focal_px: focal length (px) returned when there is no trustworthy estimate;
+            ``assumed_focal_px`` when None.
+        max_samples: at most this many pixels enter the objective.
+
+    Returns:
+        :class:`SelfCalResult`. A flat objective (no oblique surface), too few usable pixels or an optimum at the
+        edge of ``fov_range_deg`` give ``fallback=True`` with ``focal_px = fallback_focal_px`` and a warning.
+
+    Raises:
+        DepthMapError: the depth and normal maps have inconsistent shapes, or their aspect ratio differs from
+            ``width`` x ``height``.
+    """
+    depth = np.asarray(depth_at_assumed_focal)
+    normal = np.asarray(normal_pred)
+    if depth.ndim != 2 or normal.shape != (*depth.shape, 3):
+        raise DepthMapError(
+            f"self-calibration needs an (H, W) depth map and (H, W, 3) normals, got {depth.shape} and "
+            f"{normal.shape}"
+        )
+    for name, extra in (("confidence", confidence), ("normal confidence", normal_confidence)):
+        if extra is not None and np.shape(extra) != depth.shape:
+            raise DepthMapError(f"{name} map of shape {np.shape(extra)} does not match depth {depth.shape}")
+    if not (math.isfinite(assumed_focal_px) and assumed_focal_px > 0):
+        raise DepthMapError(f"assumed focal length must be positive, got {assumed_focal_px!r} px")
+    lo_deg, hi_deg = sorted(fov_range_deg)
+    if not (0 < lo_deg < hi_deg < 180):
+        raise DepthMapError(f"FOV range must lie within (0, 180) degrees, got {fov_range_deg!r}")
+    sx, sy = depth.shape[1] / width, depth.shape[0] / height
+    if abs(sx / sy - 1.0) > 0.02:
+        raise DepthMapError(
+            f"depth map {depth.shape[1]}x{depth.shape[0]} is not a resize of the {width}x{height} image"
+        )
+    fallback = float(assumed_focal_px if fallback_focal_px is None else fallback_focal_px)
+    f_lo = width / (2.0 * math.tan(math.radians(hi_deg) / 2.0))
+    f_hi = width / (2.0 * math.tan(math.radians(lo_deg) / 2.0))
+
+    terms, n_usable = _prepare(
+        depth,
+        normal,
+        None if confidence is None else np.asarray(confidence, np.float32),
+        None if normal_confidence is None else np.asarray(normal_confidence, np.float32),
+        fx=assumed_focal_px * sx,
+        fy=assumed_focal_px * sy,
+        cx=cx * sx,
+        cy=cy * sy,
+        max_samples=max_samples,
+    )
+    if terms is None:
+        return SelfCalResult(
+            focal_px=fallback,
+            uncertainty_px=math.inf,
+            fov_deg=_fov_deg(width, fallback),
+            objective_flat=True,
+            fallback=True,
+            estimate_px=math.nan,
+            samples=(),
+            n_pixels=n_usable,
+            leverage=0.0,
+            warning=(
+                f"self-calibration: only {n_usable} usable pixels (need {MIN_PIXELS}); "
+                f"using the fallback focal length {fallback:.1f} px"
+            ),
+        )
+
+    log_f0 = math.log(assumed_focal_px)
+    grid = np.linspace(math.log(f_lo), math.log(f_hi), COARSE_STEPS)
+    values = np.array([_objective(terms, x - log_f0, objective) for x in grid])
+    best = int(np.argmin(values))
+    step = grid[1] - grid[0]
+    lo = grid[max(best - 1, 0)] - log_f0
+    hi = grid[min(best + 1, len(grid) - 1)] - log_f0
+    x = _golden(terms, lo, hi, objective)
+    estimate = math.exp(x + log_f0)
+    sigma_log = _uncertainty_log(terms, x, objective)
+    leverage = _leverage(terms)
+    rel_sigma = math.expm1(sigma_log) if math.isfinite(sigma_log) else math.inf
+    samples = tuple((float(math.exp(g)), float(val)) for g, val in zip(grid, values, strict=True))
+
+    flat = leverage < FLAT_LEVERAGE or not rel_sigma <= FLAT_REL_UNCERTAINTY
+    at_edge = (x + log_f0) - grid[0] < 0.5 * step or grid[-1] - (x + log_f0) < 0.5 * step
+    warning = None
+    if flat:
+        warning = (
+            f"self-calibration: the objective is flat (leverage {leverage:.3f}, relative uncertainty "
+            f"{rel_sigma:.0%}): the scene has too few oblique surfaces; using the fallback focal length "
+            f"{fallback:.1f} px"
+        )
+    elif at_edge:
+        warning = (
+            f"self-calibration: the best focal length {estimate:.1f} px lies at the edge of the "
+            f"{lo_deg:g}-{hi_deg:g} degree FOV range; using the fallback focal length {fallback:.1f} px"
+        )
+    use_fallback = warning is not None
+    focal = fallback if use_fallback else estimate
+    return SelfCalResult(
+        focal_px=focal,
+        uncertainty_px=estimate * rel_sigma if not use_fallback else math.inf,
+        fov_deg=_fov_deg(width, focal),
+        objective_flat=flat,
+        fallback=use_fallback,
+        estimate_px=estimate,
+        samples=samples,
+        n_pixels=int(terms.a.size),
+        leverage=leverage,
+        warning=warning,
+    )
+
+
+def check_focal(
+    exif_focal_px: float, selfcal: SelfCalResult, *, tolerance: float = CHECK_FOCAL_TOLERANCE
+) -> tuple[float, bool]:
+    """Cross-check an EXIF focal length against a self-calibration.
+
+    Returns ``(disagreement_ratio, is_off)``: ``disagreement_ratio = selfcal.estimate_px / exif_focal_px - 1``
+    (signed; +0.2 = the image looks 20 % more telephoto than EXIF says) and ``is_off`` when its magnitude
+    exceeds ``tolerance`` (10 %) *and* the self-calibration is trustworthy (not a fallback). A fallback gives
+    ``(nan, False)``: nothing can be said.
+    """
+    if not (math.isfinite(exif_focal_px) and exif_focal_px > 0):
+        raise DepthMapError(f"EXIF focal length must be positive, got {exif_focal_px!r} px")
+    if selfcal.fallback or not math.isfinite(selfcal.estimate_px):
+        return math.nan, False
+    ratio = selfcal.estimate_px / exif_focal_px - 1.0
+    return ratio, abs(ratio) > tolerance

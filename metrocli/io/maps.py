@@ -1,0 +1,252 @@
+"""Depth/normal/confidence map files and their colourised previews (numpy + Pillow, no torch, no matplotlib).
+
+Files written for one photo with stem ``S`` (all atomically, see :mod:`metrocli.io.atomic`):
+
+- ``S.depth.npy``       (H, W) float32 metres, 0 where invalid
+- ``S.normal.npy``      (H, W, 3) float32 unit normals, camera frame (x right, y down, z forward); not written
+  for depth-only models
+- ``S.confidence.npy``  (H, W) float32 depth confidence (model-specific scale)
+- ``S.depth.png``       (H, W) 16-bit millimetres, clipped to 65.535 m, 0 = invalid
+- ``S.preview.png``     colourised depth (turbo-like, near = red) beside colourised normals
+- ``S.json``            intrinsics (with their source), model, timings, depth statistics, file names
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from metrocli.errors import MetroUsageError
+from metrocli.io.atomic import atomic_path, write_text_atomic
+from metrocli.prediction import Prediction
+
+#: Largest depth a 16-bit millimetre PNG can hold (m).
+PNG_MAX_DEPTH_M = 65.535
+#: Longest side of a preview panel (px); larger maps are downscaled for the preview only.
+PREVIEW_MAX_SIDE_PX = 1280
+
+# Polynomial fit of the Turbo colormap (Mikhailov 2019): channel(x) = sum_k c_k x^k, x in [0, 1].
+_TURBO = np.array(
+    [
+        [0.13572138, 4.61539260, -42.66032258, 132.13108234, -152.94239396, 59.28637943],
+        [0.09140261, 2.19418839, 4.84296658, -14.18503333, 4.27729857, 2.82956604],
+        [0.10667330, 12.64194608, -60.58204836, 110.36276771, -89.90310912, 27.34824973],
+    ]
+)
+
+
+def turbo(x: np.ndarray) -> np.ndarray:
+    """Map values in [0, 1] (clipped; any shape S) to turbo-like RGB: uint8 array of shape S + (3,)."""
+    x = np.clip(np.nan_to_num(np.asarray(x, dtype=np.float64), nan=0.0), 0.0, 1.0)
+    powers = np.stack([x**k for k in range(6)], axis=-1)
+    rgb = np.clip(powers @ _TURBO.T, 0.0, 1.0)
+    return np.round(rgb * 255.0).astype(np.uint8)
+
+
+def valid_depth_mask(depth_m: np.ndarray) -> np.ndarray:
+    """(H, W) bool: finite and strictly positive depth."""
+    depth_m = np.asarray(depth_m)
+    return np.isfinite(depth_m) & (depth_m > 0)
+
+
+def colourise_depth(depth_m: np.ndarray, invalid_rgb: tuple[int, int, int] = (0, 0, 0)) -> np.ndarray:
+    """(H, W) depth in metres -> (H, W, 3) uint8 RGB.
+
+    Inverse depth is normalised between its 2nd and 98th percentile over valid pixels and mapped through
+    :func:`turbo` (its [0.05, 0.95] part), so near is red and far is blue. Invalid pixels (0, negative,
+    NaN, inf) get ``invalid_rgb``.
+    """
+    depth_m = np.asarray(depth_m, dtype=np.float64)
+    if depth_m.ndim != 2:
+        raise ValueError(f"depth must be (H, W), got shape {depth_m.shape}")
+    valid = valid_depth_mask(depth_m)
+    out = np.empty((*depth_m.shape, 3), np.uint8)
+    out[:] = invalid_rgb
+    if not valid.any():
+        return out
+    inv = 1.0 / depth_m[valid]
+    lo, hi = np.percentile(inv, [2.0, 98.0])
+    scale = np.clip((inv - lo) / (hi - lo), 0.0, 1.0) if hi > lo else np.full_like(inv, 0.5)
+    out[valid] = turbo(0.05 + 0.9 * scale)  # stay off turbo's dark ends: black means invalid
+    return out
+
+
+def colourise_normals(normal: np.ndarray, invalid_rgb: tuple[int, int, int] = (0, 0, 0)) -> np.ndarray:
+    """(H, W, 3) unit normals (camera frame) -> (H, W, 3) uint8 RGB as ``(n + 1) / 2 * 255``.
+
+    Pixels whose normal is not finite or has (near) zero length get ``invalid_rgb``.
+    """
+    normal = np.asarray(normal, dtype=np.float64)
+    if normal.ndim != 3 or normal.shape[2] != 3:
+        raise ValueError(f"normals must be (H, W, 3), got shape {normal.shape}")
+    length = np.linalg.norm(np.nan_to_num(normal, nan=0.0, posinf=0.0, neginf=0.0), axis=2)
+    valid = np.isfinite(normal).all(axis=2) & (length > 1e-6)
+    unit = np.where(valid[..., None], normal / np.where(valid, length, 1.0)[..., None], 0.0)
+    out = np.round((unit + 1.0) * 127.5).clip(0, 255).astype(np.uint8)
+    out[~valid] = invalid_rgb
+    return out
+
+
+def depth_to_png_mm(depth_m: np.ndarray) -> np.ndarray:
+    """(H, W) metres -> (H, W) uint16 millimetres, rounded, clipped to 65535; 0 where invalid."""
+    depth_m = np.asarray(depth_m, dtype=np.float64)
+    valid = valid_depth_mask(depth_m)
+    mm = np.zeros(depth_m.shape, np.uint16)
+    mm[valid] = np.clip(np.round(depth_m[valid] * 1000.0), 1, 65535).astype(np.uint16)
+    return mm
+
+
+def write_npy(target: Path, array: np.ndarray) -> Path:
+    """Save one array as ``.npy`` atomically."""
+    with atomic_path(target) as tmp, open(tmp, "wb") as fh:
+        np.save(fh, array, allow_pickle=False)
+    return target
+
+
+def write_png(target: Path, array: np.ndarray) -> Path:
+    """Save a (H, W) uint8/uint16 or (H, W, 3) uint8 array as PNG atomically."""
+    from PIL import Image
+
+    array = np.ascontiguousarray(array)
+    if array.dtype == np.uint16 and array.ndim != 2:
+        raise ValueError("16-bit PNGs must be single-channel")
+    if array.dtype not in (np.uint8, np.uint16):
+        raise ValueError(f"PNGs need uint8 or uint16 data, got {array.dtype}")
+    image = Image.fromarray(array)  # uint16 (H, W) -> mode I;16
+    with atomic_path(target) as tmp:
+        image.save(tmp, format="PNG")
+    return target
+
+
+def _fit(rgb: np.ndarray, max_side: int) -> np.ndarray:
+    h, w = rgb.shape[:2]
+    if max(h, w) <= max_side:
+        return rgb
+    from PIL import Image
+
+    s = max_side / max(h, w)
+    size = (max(1, round(w * s)), max(1, round(h * s)))
+    return np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.BILINEAR))
+
+
+def preview_image(depth_m: np.ndarray, normal: np.ndarray | None, max_side: int = PREVIEW_MAX_SIDE_PX):
+    """(h, w·k, 3) uint8: colourised depth, and beside it the colourised normals when given."""
+    panels = [_fit(colourise_depth(depth_m), max_side)]
+    if normal is not None:
+        panels.append(_fit(colourise_normals(normal), max_side))
+    return np.concatenate(panels, axis=1)
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._+-]")
+
+
+def safe_stem(name: str | Path) -> str:
+    """A file-name stem derived from ``name`` that can never leave the output folder.
+
+    Only the last path component is used, without its extension; characters other than letters, digits and
+    ``._+-`` become ``_``; leading dots are replaced (no hidden files, no ``..``). Never empty.
+    """
+    base = re.split(r"[\\/]", str(name))[-1]
+    stem = base.rsplit(".", 1)[0] if "." in base.lstrip(".") else base
+    stem = _UNSAFE.sub("_", stem)
+    stem = re.sub(r"^\.+", lambda m: "_" * len(m.group(0)), stem)
+    return stem[:200] or "photo"
+
+
+def output_paths(out_dir: Path, stem: str) -> dict[str, Path]:
+    """The output files of one photo, keyed ``depth``, ``normal``, ``confidence``, ``depth_png``, ``preview``,
+    ``json``. Raises :class:`MetroUsageError` if ``stem`` would leave ``out_dir``."""
+    out_dir = Path(out_dir)
+    if stem != safe_stem(stem + ".x") or stem in {"", ".", ".."}:
+        raise MetroUsageError(f"unsafe output name {stem!r}")
+    paths = {
+        "depth": out_dir / f"{stem}.depth.npy",
+        "normal": out_dir / f"{stem}.normal.npy",
+        "confidence": out_dir / f"{stem}.confidence.npy",
+        "depth_png": out_dir / f"{stem}.depth.png",
+        "preview": out_dir / f"{stem}.preview.png",
+        "json": out_dir / f"{stem}.json",
+    }
+    root = out_dir.resolve()
+    for path in paths.values():
+        if path.resolve().parent != root:
+            raise MetroUsageError(f"output {path} would leave {out_dir}")
+    return paths
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, np.generic):
+        return _json_safe(value.item())
+    return value
+
+
+def depth_stats(depth_m: np.ndarray) -> dict[str, float | int | None]:
+    """Valid-pixel count and min/median/max depth (m) of a depth map."""
+    valid = valid_depth_mask(depth_m)
+    d = np.asarray(depth_m)[valid]
+    if d.size == 0:
+        return {"valid_pixels": 0, "min_m": None, "median_m": None, "max_m": None}
+    return {
+        "valid_pixels": int(d.size),
+        "min_m": float(d.min()),
+        "median_m": float(np.median(d)),
+        "max_m": float(d.max()),
+    }
+
+
+def write_depth_outputs(
+    out_dir: str | Path,
+    stem: str,
+    prediction: Prediction,
+    *,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Path]:
+    """Write all output files of one prediction (see the module docstring); returns kind -> path.
+
+    ``extra`` is merged into the JSON sidecar (e.g. the source photo, weights, warnings). The JSON is written
+    last, so its presence marks a complete set (used to resume batches).
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = output_paths(out_dir, stem)
+    depth = np.asarray(prediction.depth, dtype=np.float32)
+    written: dict[str, Path] = {}
+    written["depth"] = write_npy(paths["depth"], depth)
+    if prediction.normal is not None:
+        written["normal"] = write_npy(paths["normal"], np.asarray(prediction.normal, dtype=np.float32))
+    written["confidence"] = write_npy(paths["confidence"], np.asarray(prediction.confidence, np.float32))
+    written["depth_png"] = write_png(paths["depth_png"], depth_to_png_mm(depth))
+    written["preview"] = write_png(paths["preview"], preview_image(depth, prediction.normal))
+    meta: dict[str, Any] = {
+        "model": prediction.model,
+        "width": int(depth.shape[1]),
+        "height": int(depth.shape[0]),
+        "intrinsics": prediction.intrinsics.to_dict(),
+        "depth": depth_stats(depth),
+        "depth_png_clipped_pixels": int(
+            np.count_nonzero(valid_depth_mask(depth) & (depth > PNG_MAX_DEPTH_M))
+        ),
+        "normals": prediction.normal is not None,
+        "timings_s": dict(prediction.timings_s),
+        "files": {k: p.name for k, p in written.items()},
+    }
+    if extra:
+        meta.update(extra)
+    written["json"] = paths["json"]
+    meta["files"]["json"] = paths["json"].name
+    write_text_atomic(paths["json"], json.dumps(_json_safe(meta), indent=2, allow_nan=False) + "\n")
+    return written

@@ -1,0 +1,150 @@
+"""DINOv2 ViT encoder with register tokens (Metric3D v2 backbone), built on timm's ``VisionTransformer``.
+
+Differences from timm's stock forward, all needed to reproduce DINOv2 (and so Metric3D) exactly:
+
+* ``pos_embed`` covers ``[cls, 37 x 37 patches]`` (1370 tokens, DINOv2's layout); register tokens get no
+  positional embedding and are inserted right after the class token *after* the embedding is added.
+* The patch part of ``pos_embed`` is resampled like DINOv2's ``interpolate_pos_encoding``: bicubic, no
+  antialiasing, with ``scale_factor = (n + 0.1) / sqrt(N)`` handed to ``F.interpolate`` (timm's
+  ``resample_abs_pos_embed`` asks for an output *size*, which samples at different positions).
+* An input whose sides are not multiples of the patch size is resized bilinearly up to the next multiple.
+* Either the final normalised tokens (ViT-S/L) or the raw outputs of the blocks at each quarter of the depth
+  (ViT-giant2) are returned, as the official decoder expects.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from timm.layers import Mlp, SwiGLUPacked
+from timm.models.vision_transformer import VisionTransformer
+from torch import Tensor, nn
+
+from metrocli.model.presets import Preset
+
+#: Side (in patches) of the square grid the pretrained positional embedding was learnt on (518 / 14).
+PRETRAIN_GRID = 37
+#: DINOv2's work-around offset added to the target grid before computing the interpolation scale factor.
+INTERPOLATE_OFFSET = 0.1
+
+
+class DinoV2Encoder(VisionTransformer):
+    """DINOv2 ViT-S/L/giant2 with 4 registers, as in Metric3D v2 (``ViT_DINO_reg.py``).
+
+    ``forward_features(x)`` takes a normalised (B, 3, H, W) float tensor and returns four token tensors
+    (B, 1 + R + h*w, C) (class token, R register tokens, then the h x w patch grid in row-major order) and
+    the grid size (h, w) = (ceil(H / 14), ceil(W / 14)).
+    """
+
+    def __init__(self, preset: Preset, *, device: torch.device | str | None = None) -> None:
+        if preset.family != "vit":
+            raise ValueError(f"preset {preset.name!r} is not a ViT model")
+        dim = preset.embed_dim
+        swiglu = preset.ffn == "swiglu"
+        # timm sizes the MLP as int(dim * mlp_ratio); SwiGLUPacked's fc1 holds both branches (2 x hidden).
+        fc1_width = 2 * preset.ffn_hidden if swiglu else preset.ffn_hidden
+        super().__init__(
+            img_size=PRETRAIN_GRID * preset.patch_size,
+            patch_size=preset.patch_size,
+            num_classes=0,
+            global_pool="",
+            embed_dim=dim,
+            depth=preset.depth,
+            num_heads=preset.num_heads,
+            mlp_ratio=(fc1_width + 0.5) / dim,
+            qkv_bias=True,
+            init_values=1e-5,
+            class_token=True,
+            reg_tokens=preset.num_register_tokens,
+            no_embed_class=False,
+            mlp_layer=SwiGLUPacked if swiglu else Mlp,
+            act_layer=nn.SiLU if swiglu else nn.GELU,
+            weight_init="skip",
+            device=device,
+        )
+        # DINOv2 layout of the positional embedding: class token + pretrain grid (registers have none).
+        self.pos_embed = nn.Parameter(torch.zeros(1, 1 + PRETRAIN_GRID**2, dim, device=device))
+        # Present in the official checkpoints (DINOv2 masked-image training), unused at inference.
+        self.mask_token = nn.Parameter(torch.zeros(1, dim, device=device))
+        for block in self.blocks:
+            block.attn.fused_attn = True  # F.scaled_dot_product_attention
+        self.intermediate_features = preset.intermediate_features
+        self._init_parameters()
+
+    def _init_parameters(self) -> None:
+        """Random initialisation (timm's ViT scheme); real use always loads a checkpoint over it."""
+        if self.pos_embed.is_meta:
+            return
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        nn.init.normal_(self.cls_token, std=1e-6)
+        nn.init.normal_(self.reg_token, std=1e-6)
+        nn.init.zeros_(self.mask_token)
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.trunc_normal_(module.weight, std=0.02)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.LayerNorm):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+        for block in self.blocks:
+            nn.init.constant_(block.ls1.gamma, 1e-5)
+            nn.init.constant_(block.ls2.gamma, 1e-5)
+
+    @property
+    def patch_px(self) -> int:
+        """Patch side in pixels."""
+        return int(self.patch_embed.patch_size[0])
+
+    def interpolate_pos_embed(self, grid_h: int, grid_w: int) -> Tensor:
+        """Positional embedding (1, 1 + grid_h * grid_w, C) for a grid_h x grid_w patch grid, DINOv2-style."""
+        pos = self.pos_embed
+        n_pretrain = pos.shape[1] - 1
+        if grid_h * grid_w == n_pretrain and grid_h == grid_w:
+            return pos
+        dtype = pos.dtype
+        pos = pos.float()
+        side = math.sqrt(n_pretrain)
+        patch_pos = pos[:, 1:].reshape(1, int(side), int(side), -1).permute(0, 3, 1, 2)
+        scale = ((grid_h + INTERPOLATE_OFFSET) / side, (grid_w + INTERPOLATE_OFFSET) / side)
+        patch_pos = F.interpolate(patch_pos, scale_factor=scale, mode="bicubic", antialias=False)
+        if patch_pos.shape[-2:] != (grid_h, grid_w):  # pragma: no cover - guarded by the 0.1 offset
+            raise RuntimeError(f"positional embedding resampled to {tuple(patch_pos.shape[-2:])}")
+        patch_pos = patch_pos.permute(0, 2, 3, 1).reshape(1, grid_h * grid_w, -1)
+        return torch.cat((pos[:, :1], patch_pos), dim=1).to(dtype)
+
+    def embed(self, x: Tensor) -> tuple[Tensor, tuple[int, int]]:
+        """Patch tokens + positional embedding + registers: (B, 1 + R + h*w, C) and the grid (h, w)."""
+        _, _, height, width = x.shape
+        p = self.patch_px
+        padded = (math.ceil(height / p) * p, math.ceil(width / p) * p)
+        if padded != (height, width):
+            x = F.interpolate(x, size=padded, mode="bilinear", align_corners=False)
+        tokens = self.patch_embed.proj(x)  # (B, C, h, w)
+        grid = (tokens.shape[2], tokens.shape[3])
+        tokens = tokens.flatten(2).transpose(1, 2)
+        batch = tokens.shape[0]
+        tokens = torch.cat((self.cls_token.expand(batch, -1, -1), tokens), dim=1)
+        tokens = tokens + self.interpolate_pos_embed(*grid)
+        tokens = torch.cat((tokens[:, :1], self.reg_token.expand(batch, -1, -1), tokens[:, 1:]), dim=1)
+        return tokens, grid
+
+    def forward_features(self, x: Tensor) -> tuple[list[Tensor], tuple[int, int]]:  # type: ignore[override]
+        """Four token tensors (B, 1 + R + h*w, C) for the decoder, and the patch grid (h, w)."""
+        tokens, grid = self.embed(x)
+        if not self.intermediate_features:
+            tokens = self.norm(self.blocks(tokens))
+            return [tokens] * 4, grid
+        every = len(self.blocks) // 4
+        features = []
+        for index, block in enumerate(self.blocks):
+            tokens = block(tokens)
+            if (index + 1) % every == 0:
+                features.append(tokens)
+        return features, grid
+
+    def forward(self, x: Tensor) -> tuple[list[Tensor], tuple[int, int]]:  # type: ignore[override]
+        """Same as :meth:`forward_features`."""
+        return self.forward_features(x)

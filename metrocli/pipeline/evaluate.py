@@ -1,0 +1,231 @@
+"""`metro eval` as a library: run the model over an annotated dataset and score it against ground truth.
+
+Protocol (see :mod:`metrocli.evaluation.metrics`): each frame is predicted at its stored resolution with the
+annotated intrinsics; depth errors are computed over ground-truth pixels inside ``(min_depth_m, max_depth_m)``
+with the prediction clipped to the same range, then averaged over frames (every frame weighs the same).
+The default cap is 10 m for indoor and 80 m for outdoor datasets, chosen from the folder name (``nyu``… /
+``kitti``…) or else from the ground-truth range (:func:`metrocli.evaluation.dataset.default_max_depth`).
+No crop (e.g. Garg/Eigen for KITTI) is applied. Where the dataset has ground-truth normals and the model
+predicts normals, angular errors are reported too.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from metrocli.camera.intrinsics import Intrinsics
+from metrocli.errors import DatasetError, MetroError, MetroUsageError
+from metrocli.evaluation.dataset import (
+    DEFAULT_MIN_DEPTH_M,
+    Dataset,
+    Sample,
+    default_max_depth,
+    load_dataset,
+    load_depth_gt,
+    load_normal_gt,
+    load_rgb,
+)
+from metrocli.evaluation.metrics import (
+    DEPTH_METRICS,
+    NORMAL_METRICS,
+    depth_metrics,
+    mean_metrics,
+    normal_metrics,
+)
+from metrocli.prediction import Prediction
+
+log = logging.getLogger("metrocli.pipeline.evaluate")
+
+#: ``predict(image_uint8 (H,W,3), intrinsics) -> Prediction``: what is evaluated (normally the model).
+Predictor = Callable[[np.ndarray, Intrinsics], Prediction]
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    """Model and protocol of an evaluation. ``max_depth_m=None``: by dataset (10 m indoor, 80 m outdoor)."""
+
+    model: str = "vit-small"
+    weights: Path | None = None
+    device: str = "auto"
+    precision: str = "fp32"
+    min_depth_m: float = DEFAULT_MIN_DEPTH_M
+    max_depth_m: float | None = None
+    limit: int | None = None
+
+
+@dataclass(frozen=True)
+class SampleResult:
+    """Scores of one frame: depth metrics (+ ``valid_pixels``), normal metrics or None, seconds spent."""
+
+    name: str
+    depth: dict[str, float]
+    normal: dict[str, float] | None
+    seconds: float
+
+
+@dataclass(frozen=True)
+class EvalReport:
+    """Per-frame and mean scores of a dataset, with the protocol used."""
+
+    dataset: str
+    root: Path
+    model: str
+    weights: str | None
+    min_depth_m: float
+    max_depth_m: float
+    cap_reason: str
+    samples: tuple[SampleResult, ...]
+    failed: tuple[tuple[str, str], ...] = ()
+    mean_depth: dict[str, float] = field(default_factory=dict)
+    mean_normal: dict[str, float] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready report (NaN -> None)."""
+
+        def clean(d: dict[str, float] | None) -> dict[str, Any] | None:
+            if d is None:
+                return None
+            return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in d.items()}
+
+        return {
+            "dataset": self.dataset,
+            "root": str(self.root),
+            "model": self.model,
+            "weights": self.weights,
+            "min_depth_m": self.min_depth_m,
+            "max_depth_m": self.max_depth_m,
+            "cap": self.cap_reason,
+            "frames": len(self.samples),
+            "mean": {"depth": clean(self.mean_depth), "normal": clean(self.mean_normal)},
+            "samples": [
+                {"name": s.name, "depth": clean(s.depth), "normal": clean(s.normal), "seconds": s.seconds}
+                for s in self.samples
+            ],
+            "failed": [{"name": n, "error": e} for n, e in self.failed],
+        }
+
+
+def _choose_cap(dataset: Dataset, options: EvalOptions) -> tuple[float, str]:
+    if options.max_depth_m is not None:
+        return float(options.max_depth_m), "given (--max-depth)"
+    by_name = default_max_depth(dataset.name)
+    if "dataset name" in by_name[1]:
+        return by_name
+    gts = [load_depth_gt(s) for s in dataset.samples[:20]]
+    return default_max_depth(dataset.name, gts)
+
+
+def evaluate_sample(
+    sample: Sample, predict: Predictor, *, min_depth_m: float, max_depth_m: float
+) -> SampleResult:
+    """Predict one frame and score it against its ground truth."""
+    start = time.perf_counter()
+    rgb = load_rgb(sample)
+    gt = load_depth_gt(sample)
+    h, w = rgb.shape[:2]
+    if gt.shape != (h, w):
+        raise DatasetError(
+            f"depth map {sample.depth} is {gt.shape[1]}x{gt.shape[0]}, image {sample.rgb} {w}x{h}"
+        )
+    fx, fy, cx, cy = sample.cam_in
+    intrinsics = Intrinsics(fx, fy, cx, cy, w, h, "user")
+    prediction = predict(rgb, intrinsics)
+    depth = depth_metrics(prediction.depth, gt, min_depth_m=min_depth_m, max_depth_m=max_depth_m)
+    normal = None
+    gt_normal = load_normal_gt(sample)
+    if gt_normal is not None and prediction.normal is not None:
+        if gt_normal.shape[:2] != (h, w):
+            raise DatasetError(f"normal map {sample.normal} does not match image {sample.rgb} ({w}x{h})")
+        normal = normal_metrics(prediction.normal, gt_normal)
+    return SampleResult(sample.name, depth, normal, time.perf_counter() - start)
+
+
+def model_predictor(options: EvalOptions) -> Predictor:
+    """Load the model of ``options`` (weights resolved first, so a missing file is one clear error)."""
+    from metrocli.model.weights import resolve_weights
+
+    weights = resolve_weights(options.model, options.weights)
+    from metrocli.model.factory import load_model
+
+    model = load_model(options.model, weights=weights, device=options.device, precision=options.precision)
+    return model.predict
+
+
+def evaluate_dataset(
+    folder: str | Path,
+    options: EvalOptions,
+    *,
+    predict: Predictor | None = None,
+    progress: bool = True,
+) -> EvalReport:
+    """Evaluate ``options.model`` (or ``predict``) on the dataset in ``folder``.
+
+    A frame that cannot be read is recorded in ``failed`` and the others go on; DatasetError when the folder
+    or its annotations are unusable, or when no frame could be evaluated.
+    """
+    if not (
+        options.min_depth_m >= 0
+        and (options.max_depth_m is None or options.min_depth_m < options.max_depth_m)
+    ):
+        raise MetroUsageError(
+            f"need 0 <= --min-depth < --max-depth, got {options.min_depth_m} and {options.max_depth_m}"
+        )
+    dataset = load_dataset(folder)
+    samples = dataset.samples[: options.limit] if options.limit else dataset.samples
+    max_depth_m, reason = _choose_cap(dataset, options)
+    if options.min_depth_m >= max_depth_m:
+        raise MetroUsageError(
+            f"--min-depth {options.min_depth_m} must be below the depth cap {max_depth_m} m"
+        )
+    if predict is None:
+        predict = model_predictor(options)
+    results: list[SampleResult] = []
+    failed: list[tuple[str, str]] = []
+
+    def one(sample: Sample) -> None:
+        try:
+            results.append(
+                evaluate_sample(sample, predict, min_depth_m=options.min_depth_m, max_depth_m=max_depth_m)
+            )
+        except MetroError as exc:
+            log.error("%s", exc)
+            failed.append((sample.name, str(exc)))
+
+    if progress and len(samples) > 1:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+        with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+            task = bar.add_task("eval", total=len(samples))
+            for sample in samples:
+                bar.update(task, description=f"eval {sample.name}")
+                one(sample)
+                bar.advance(task)
+    else:
+        for sample in samples:
+            one(sample)
+    if not results:
+        raise DatasetError(f"no frame of {dataset.root} could be evaluated")
+    with_normals = [r.normal for r in results if r.normal is not None]
+    return EvalReport(
+        dataset=dataset.name,
+        root=dataset.root,
+        model=options.model,
+        weights=str(options.weights) if options.weights else None,
+        min_depth_m=options.min_depth_m,
+        max_depth_m=max_depth_m,
+        cap_reason=reason,
+        samples=tuple(results),
+        failed=tuple(failed),
+        mean_depth=mean_metrics((r.depth for r in results), DEPTH_METRICS),
+        mean_normal=mean_metrics(with_normals, NORMAL_METRICS) if with_normals else None,
+    )

@@ -1,0 +1,200 @@
+"""Single-photo 3D: photo -> metric depth (model or sensor) -> cleaned point cloud -> mesh with normals.
+
+:func:`reconstruct_photo` is the library function behind ``metro reconstruct PHOTO -o OUT`` for one photo.
+Everything is metric and in the photo's camera frame (x right, y down, z forward, metres).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from metrocli.geometry.pointcloud import CleanOptions
+from metrocli.prediction import Prediction
+
+log = logging.getLogger("metrocli.pipeline.single")
+
+#: Largest grid mesh built by default (vertices); larger photos are meshed on every n-th pixel.
+DEFAULT_MAX_VERTICES = 3_000_000
+
+
+@dataclass(frozen=True)
+class ReconstructResult:
+    """What :func:`reconstruct_photo` wrote.
+
+    Attributes:
+        photo: path of the photo.
+        output: path of the written file.
+        kind: ``"points"`` or ``"mesh"``.
+        method: ``"points"``, ``"grid"`` or ``"poisson"``.
+        n_points: points of the cleaned cloud.
+        n_vertices, n_triangles: of the written mesh (0 for points).
+        focal_px, focal_source: the focal length used.
+        depth_source: ``"sensor"`` or the model preset.
+        stride: pixel stride of the grid mesh (1 = every pixel).
+    """
+
+    photo: str
+    output: str
+    kind: Literal["points", "mesh"]
+    method: str
+    n_points: int
+    n_vertices: int
+    n_triangles: int
+    focal_px: float
+    focal_source: str
+    depth_source: str
+    stride: int = 1
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict."""
+        return dict(self.__dict__)
+
+
+def reconstruct_photo(
+    photo_path: str | os.PathLike[str],
+    out_path: str | os.PathLike[str],
+    *,
+    depth_file: str | os.PathLike[str] | None = None,
+    depth_scale: float | None = None,
+    points_only: bool = False,
+    mesh_method: Literal["grid", "poisson"] = "grid",
+    simplify: int | None = None,
+    focal_px: float | None = None,
+    fov_deg: float | None = None,
+    model_name: str = "vit-small",
+    weights: str | os.PathLike[str] | None = None,
+    device: str = "cpu",
+    precision: str = "fp32",
+    clean: CleanOptions = CleanOptions(),
+    poisson_depth: int = 9,
+    max_vertices: int | None = DEFAULT_MAX_VERTICES,
+    prediction: Prediction | None = None,
+) -> ReconstructResult:
+    """Reconstruct one photo in 3D and write a point cloud or a mesh to ``out_path`` (atomically).
+
+    Args:
+        photo_path: the photo (EXIF orientation and focal length are honoured).
+        out_path: output file; the extension picks the format: point clouds ``.ply`` (with colour, normal
+            and confidence per point) / ``.pcd`` / ``.obj`` / ``.glb``; meshes ``.ply`` / ``.obj`` / ``.glb``.
+        depth_file, depth_scale: sensor depth instead of the model (see :mod:`metrocli.io.sensor_depth`).
+        points_only: write the cleaned point cloud instead of a mesh.
+        mesh_method: ``"grid"`` (pixel-grid triangulation, default) or ``"poisson"`` (screened Poisson,
+            trimmed by density); see :mod:`metrocli.geometry.mesh`.
+        simplify: target triangle count (quadric decimation), or None.
+        focal_px, fov_deg: override the EXIF focal length.
+        model_name, weights, device, precision: the model (ignored with ``depth_file`` or ``prediction``).
+        clean: flying-pixel removal thresholds (:class:`CleanOptions`).
+        poisson_depth: octree depth of the Poisson solver.
+        max_vertices: grid meshes of larger photos use every n-th pixel to stay below this; None = all.
+        prediction: an already computed :class:`Prediction` of this photo (skips the depth step).
+    Returns:
+        :class:`ReconstructResult`.
+    Raises:
+        ImageError, DepthMapError, WeightsError: unreadable inputs; MetroUsageError: unsupported output
+        extension or bad option; ReconstructionError: no usable depth in the photo.
+    """
+    from metrocli.camera.photo import load_photo
+    from metrocli.errors import MetroUsageError, ReconstructionError
+    from metrocli.geometry.pointcloud import point_cloud_from_depth
+    from metrocli.io.geometry_io import MESH_SUFFIXES, POINT_CLOUD_SUFFIXES, write_mesh, write_point_cloud
+
+    out_path = Path(out_path)
+    allowed = POINT_CLOUD_SUFFIXES if points_only else MESH_SUFFIXES
+    if out_path.suffix.lower() not in allowed:
+        what = "point cloud" if points_only else "mesh"
+        raise MetroUsageError(
+            f"{out_path}: cannot write a {what} as {out_path.suffix or 'a file without extension'!r}; "
+            f"use one of {', '.join(allowed)}"
+        )
+    if mesh_method not in ("grid", "poisson"):
+        raise MetroUsageError(f"unknown mesh method {mesh_method!r}; use grid or poisson")
+    if simplify is not None and simplify <= 0:
+        raise MetroUsageError(f"--simplify must be a positive triangle count, got {simplify}")
+
+    photo = load_photo(photo_path, focal_px=focal_px, fov_deg=fov_deg)
+    if prediction is None:
+        from metrocli.pipeline.source import depth_for_photo
+
+        prediction = depth_for_photo(
+            photo,
+            depth_file=depth_file,
+            depth_scale=depth_scale,
+            model_name=model_name,
+            weights=weights,
+            device=device,
+            precision=precision,
+        )
+    k = prediction.intrinsics
+    rgb = photo.image
+    if rgb.shape[:2] != prediction.depth.shape:
+        raise ReconstructionError(
+            f"{photo.path}: depth is {prediction.depth.shape[1]}x{prediction.depth.shape[0]} "
+            f"but the photo is {rgb.shape[1]}x{rgb.shape[0]}"
+        )
+    confidence = None if prediction.model == "sensor" else prediction.confidence
+    cloud = point_cloud_from_depth(
+        prediction.depth,
+        k,
+        rgb=rgb,
+        normal=prediction.normal,
+        confidence=confidence,
+        options=clean,
+        fill_normals=points_only or mesh_method == "poisson",
+    )
+    if len(cloud) < 3:
+        raise ReconstructionError(f"{photo.path}: no valid depth to reconstruct ({len(cloud)} points)")
+    common = {
+        "photo": str(photo.path),
+        "output": str(out_path),
+        "n_points": len(cloud),
+        "focal_px": float(k.fx),
+        "focal_source": str(k.focal_source),
+        "depth_source": prediction.model,
+    }
+    if points_only:
+        write_point_cloud(out_path, cloud)
+        log.info("%s: %d points -> %s", photo.path.name, len(cloud), out_path)
+        return ReconstructResult(kind="points", method="points", n_vertices=0, n_triangles=0, **common)
+
+    from metrocli.geometry.mesh import auto_stride, grid_mesh, poisson_mesh
+    from metrocli.geometry.mesh import simplify as simplify_mesh
+
+    stride = 1
+    if mesh_method == "grid":
+        stride = auto_stride(k.width, k.height, max_vertices)
+        mesh = grid_mesh(
+            prediction.depth,
+            k,
+            rgb=rgb,
+            normal=prediction.normal,
+            confidence=confidence,
+            options=clean,
+            stride=stride,
+        )
+    else:
+        mesh = poisson_mesh(cloud, depth=poisson_depth)
+    if len(mesh.triangles) == 0:
+        raise ReconstructionError(f"{photo.path}: no surface could be meshed (depth too sparse)")
+    if simplify is not None:
+        mesh = simplify_mesh(mesh, simplify)
+    write_mesh(out_path, mesh)
+    log.info(
+        "%s: %s mesh, %d vertices, %d triangles -> %s",
+        photo.path.name,
+        mesh_method,
+        len(mesh.vertices),
+        len(mesh.triangles),
+        out_path,
+    )
+    return ReconstructResult(
+        kind="mesh",
+        method=mesh_method,
+        n_vertices=len(mesh.vertices),
+        n_triangles=len(mesh.triangles),
+        stride=stride,
+        **common,
+    )

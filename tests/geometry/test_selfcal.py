@@ -1,0 +1,323 @@
+"""Focal-length self-calibration from depth–normal consistency (issue 9) on analytic ray-cast scenes.
+
+The scenes are ray-cast by hand (boxes, the inside of a room) so that depth and normals are exact. The depth is
+handed to the method as the model would hand it over: at an *assumed* focal length, i.e. the true depth times
+``assumed_focal / true_focal``.
+
+Noise model ("model-like noise", acceptance 2): normals get 3 degrees RMS angular noise, i.i.d. per pixel; the
+depth gets a smooth multiplicative error field ``1 + e(u, v)`` with ``max |e| = 3 %`` made of a few random
+low-frequency waves (wavelengths >= half the image width; Metric3D's depth is smooth, its errors are
+low-frequency), plus (separately tested) an i.i.d. per-pixel component.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+from metrocli.errors import DepthMapError
+from metrocli.geometry.selfcal import SelfCalResult, check_focal, self_calibrate
+
+FULL_FRAME_DIAGONAL_MM = math.hypot(36.0, 24.0)
+W, H = 640, 480
+
+
+# ----------------------------------------------------------------------------------------------- ray caster
+@dataclass(frozen=True)
+class Box:
+    """Axis-aligned box in its own frame, rotated by ``yaw_deg`` about the world y axis and moved to ``centre``.
+
+    ``inside=True``: the camera is inside (a room): rays hit the far side.
+    """
+
+    centre: tuple[float, float, float]
+    size: tuple[float, float, float]
+    yaw_deg: float = 0.0
+    inside: bool = False
+
+
+def _yaw(deg: float) -> np.ndarray:
+    c, s = math.cos(math.radians(deg)), math.sin(math.radians(deg))
+    return np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])
+
+
+def look_at(eye, target, up=(0.0, -1.0, 0.0)) -> np.ndarray:
+    """3x3 camera-to-world rotation, OpenCV axes (x right, y down, z forward); world y points down."""
+    eye, target, up = (np.asarray(a, float) for a in (eye, target, up))
+    z = target - eye
+    z /= np.linalg.norm(z)
+    x = np.cross(-up, z)  # right = down x forward
+    x /= np.linalg.norm(x)
+    y = np.cross(z, x)
+    return np.stack([x, y, z], axis=1)
+
+
+def render(boxes: list[Box], focal_px: float, eye, rot: np.ndarray, width: int = W, height: int = H):
+    """Exact z-depth (H, W) and camera-frame normals facing the camera (H, W, 3) of a scene of boxes."""
+    u = np.arange(width) - width / 2.0
+    v = np.arange(height) - height / 2.0
+    rays_c = np.stack(np.broadcast_arrays(u[None, :] / focal_px, v[:, None] / focal_px, np.ones((1, 1))), -1)
+    rays_w = rays_c @ rot.T
+    eye = np.asarray(eye, float)
+    best_t = np.full((height, width), np.inf)
+    best_n = np.zeros((height, width, 3))
+    for box in boxes:
+        r = _yaw(box.yaw_deg)
+        o = (eye - np.asarray(box.centre)) @ r  # into the box frame
+        d = rays_w @ r
+        half = np.asarray(box.size) / 2.0
+        with np.errstate(divide="ignore", invalid="ignore"):
+            t1 = (-half - o) / d
+            t2 = (half - o) / d
+        tmin, tmax = np.minimum(t1, t2), np.maximum(t1, t2)
+        t_enter, t_exit = tmin.max(-1), tmax.min(-1)
+        if box.inside:
+            t = t_exit
+            axis = tmax.argmin(-1)
+        else:
+            t = np.where((t_enter <= t_exit) & (t_enter > 0), t_enter, np.inf)
+            axis = tmin.argmax(-1)
+        n_local = np.zeros((height, width, 3))
+        np.put_along_axis(n_local, axis[..., None], 1.0, axis=-1)
+        n_world = n_local @ r.T
+        hit = t < best_t
+        best_t[hit] = t[hit]
+        best_n[hit] = n_world[hit]
+    depth = best_t  # rays have z = 1 in the camera frame, so t is the z-depth
+    normal = best_n @ rot  # world -> camera
+    facing = np.sum(normal * rays_c, -1) > 0
+    normal[facing] *= -1
+    return depth.astype(np.float32), normal.astype(np.float32)
+
+
+def focal_for_lens(mm_35: float, width: int = W, height: int = H) -> float:
+    """Focal length (px) of a 35 mm equivalent lens, diagonal convention."""
+    return mm_35 * math.hypot(width, height) / FULL_FRAME_DIAGONAL_MM
+
+
+ROOM = [
+    Box((0.0, -1.5, 0.0), (8.0, 3.0, 10.0), inside=True),  # floor at y = 0 (y down), ceiling at y = -3
+    Box((1.0, -0.5, 1.0), (1.2, 1.0, 0.8), yaw_deg=30.0),
+    Box((-1.5, -0.4, 2.5), (0.8, 0.8, 0.8), yaw_deg=-20.0),
+    Box((2.0, -0.9, 3.0), (1.0, 1.8, 0.6), yaw_deg=50.0),
+]
+
+
+def room_view(lens_mm: float) -> tuple[np.ndarray, np.ndarray, float]:
+    """A room corner with boxes, framed so that the lens sees oblique walls, floor and box faces."""
+    focal = focal_for_lens(lens_mm)
+    if lens_mm >= 50:  # telephoto: a rotated box and the floor behind it, from afar
+        eye, target = (-2.0, -1.6, -4.0), (1.0, -0.5, 1.0)
+    else:
+        eye, target = (-2.5, -1.6, -4.0), (2.5, -0.8, 3.5)
+    depth, normal = render(ROOM, focal, eye, look_at(eye, target))
+    return depth, normal, focal
+
+
+def street_view(lens_mm: float) -> tuple[np.ndarray, np.ndarray, float]:
+    """Ground plane with rotated building blocks."""
+    focal = focal_for_lens(lens_mm)
+    scene = [
+        Box((0.0, 0.5, 0.0), (200.0, 1.0, 200.0)),  # ground, top face at y = 0
+        Box((-8.0, -6.0, 30.0), (10.0, 12.0, 20.0), yaw_deg=35.0),
+        Box((9.0, -4.0, 25.0), (8.0, 8.0, 12.0), yaw_deg=-25.0),
+        Box((1.0, -10.0, 60.0), (14.0, 20.0, 14.0), yaw_deg=10.0),
+    ]
+    eye = (0.0, -1.7, 0.0)
+    target = (0.0, -3.0, 30.0) if lens_mm < 50 else (-6.0, -4.0, 28.0)
+    depth, normal = render(scene, focal, eye, look_at(eye, target))
+    return depth, normal, focal
+
+
+def wall_view(lens_mm: float = 26.0) -> tuple[np.ndarray, np.ndarray, float]:
+    """A fronto-parallel wall filling the view."""
+    focal = focal_for_lens(lens_mm)
+    eye = (0.0, -1.5, 0.0)
+    depth, normal = render(
+        [Box((0.0, -1.5, 3.5), (40.0, 40.0, 1.0))], focal, eye, look_at(eye, (0.0, -1.5, 3.0))
+    )
+    return depth, normal, focal
+
+
+# ------------------------------------------------------------------------------------------------- noise
+def smooth_field(shape: tuple[int, int], amplitude: float, rng: np.random.Generator) -> np.ndarray:
+    """Smooth random field with max |e| = amplitude: a few waves with wavelengths >= half the image width."""
+    h, w = shape
+    yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
+    field = np.zeros(shape)
+    for _ in range(4):
+        freq = rng.uniform(0.3, 2.0)  # cycles per image side
+        angle = rng.uniform(0, 2 * math.pi)
+        phase = rng.uniform(0, 2 * math.pi)
+        field += np.sin(2 * math.pi * freq * (xx * math.cos(angle) + yy * math.sin(angle)) + phase)
+    return amplitude * field / np.abs(field).max()
+
+
+def noisy_normals(normal: np.ndarray, sigma_deg: float, rng: np.random.Generator) -> np.ndarray:
+    """Perturb unit normals by an isotropic tangent-plane Gaussian of ``sigma_deg`` RMS total angle."""
+    sigma = math.radians(sigma_deg) / math.sqrt(2.0)  # per tangent axis
+    noise = rng.normal(0.0, sigma, normal.shape)
+    noise -= np.sum(noise * normal, -1, keepdims=True) * normal  # tangent to the sphere
+    out = normal + noise
+    return (out / np.linalg.norm(out, axis=-1, keepdims=True)).astype(np.float32)
+
+
+def calibrate(depth_true, normal, focal_true, *, assumed=None, **kwargs) -> SelfCalResult:
+    """Run the method on the depth the model would report at an assumed focal length."""
+    h, w = depth_true.shape
+    assumed = assumed if assumed is not None else focal_for_lens(26.0, w, h) * 1.3
+    depth_assumed = depth_true * (assumed / focal_true)
+    return self_calibrate(
+        depth_assumed, normal, width=w, height=h, cx=w / 2.0, cy=h / 2.0, assumed_focal_px=assumed, **kwargs
+    )
+
+
+# ------------------------------------------------------------------------------------------------- tests
+VIEWS = {"room": room_view, "street": street_view}
+
+
+@pytest.mark.parametrize("lens_mm", [13.0, 26.0, 77.0])
+@pytest.mark.parametrize("view", ["room", "street"])
+def test_exact_depth_and_normals_recover_focal_within_2_percent(view: str, lens_mm: float) -> None:
+    depth, normal, focal = VIEWS[view](lens_mm)
+    result = calibrate(depth, normal, focal)
+    assert not result.fallback, result.warning
+    assert result.warning is None
+    assert result.focal_source == "self-calibrated"
+    assert abs(result.focal_px / focal - 1) < 0.02, (result.focal_px, focal)
+    assert result.uncertainty_px < 0.02 * focal
+    assert result.n_pixels > 1000
+    assert result.fov_deg == pytest.approx(math.degrees(2 * math.atan(W / (2 * result.focal_px))))
+
+
+@pytest.mark.parametrize("assumed", [300.0, 1000.0, 3000.0])
+def test_result_does_not_depend_on_assumed_focal(assumed: float) -> None:
+    depth, normal, focal = room_view(26.0)
+    result = calibrate(depth, normal, focal, assumed=assumed)
+    assert abs(result.focal_px / focal - 1) < 0.02
+
+
+@pytest.mark.parametrize("lens_mm", [13.0, 26.0, 77.0])
+@pytest.mark.parametrize("view", ["room", "street"])
+def test_smooth_depth_error_and_normal_noise_within_5_percent(view: str, lens_mm: float) -> None:
+    rng = np.random.default_rng(int(lens_mm) + (7 if view == "room" else 0))
+    depth, normal, focal = VIEWS[view](lens_mm)
+    depth = depth * (1.0 + smooth_field(depth.shape, 0.03, rng))
+    normal = noisy_normals(normal, 3.0, rng)
+    result = calibrate(depth, normal, focal)
+    assert not result.fallback, result.warning
+    assert abs(result.focal_px / focal - 1) < 0.05, (result.focal_px, focal)
+
+
+@pytest.mark.parametrize("lens_mm", [13.0, 26.0, 77.0])
+def test_smooth_plus_iid_depth_noise_within_5_percent(lens_mm: float) -> None:
+    rng = np.random.default_rng(100 + int(lens_mm))
+    depth, normal, focal = room_view(lens_mm)
+    depth = depth * (1.0 + smooth_field(depth.shape, 0.03, rng) + rng.normal(0.0, 0.002, depth.shape))
+    normal = noisy_normals(normal, 3.0, rng)
+    result = calibrate(depth, normal, focal)
+    assert not result.fallback, result.warning
+    assert abs(result.focal_px / focal - 1) < 0.05, (result.focal_px, focal)
+
+
+def test_fronto_parallel_wall_is_flat_and_falls_back() -> None:
+    depth, normal, focal = wall_view()
+    assumed = 900.0
+    result = calibrate(depth, normal, focal, assumed=assumed)
+    assert result.objective_flat
+    assert result.fallback
+    assert result.focal_px == assumed
+    assert result.focal_source == "default"
+    assert result.warning is not None and "flat" in result.warning
+    assert not math.isfinite(result.uncertainty_px)
+    assert result.leverage < 0.01
+    assert check_focal(focal, result) == (pytest.approx(float("nan"), nan_ok=True), False)
+
+
+def test_fronto_parallel_wall_with_noise_is_flat() -> None:
+    rng = np.random.default_rng(3)
+    depth, normal, focal = wall_view()
+    depth = depth * (1.0 + smooth_field(depth.shape, 0.03, rng))
+    normal = noisy_normals(normal, 3.0, rng)
+    result = calibrate(depth, normal, focal, fallback_focal_px=777.0)
+    assert result.objective_flat and result.fallback
+    assert result.focal_px == 777.0
+
+
+def test_samples_cover_fov_range_and_minimum_is_near_truth() -> None:
+    depth, normal, focal = room_view(26.0)
+    result = calibrate(depth, normal, focal, fov_range_deg=(30.0, 100.0))
+    focals = np.array([f for f, _ in result.samples])
+    values = np.array([v for _, v in result.samples])
+    assert np.all(np.diff(focals) > 0)
+    fovs = 2 * np.degrees(np.arctan(W / (2 * focals)))
+    assert fovs[0] == pytest.approx(100.0) and fovs[-1] == pytest.approx(30.0)
+    assert abs(focals[np.argmin(values)] / focal - 1) < 0.05
+    assert values.max() > 10 * values.min()
+
+
+def test_optimum_outside_fov_range_falls_back_with_warning() -> None:
+    depth, normal, focal = room_view(13.0)  # about 100 degrees horizontal FOV
+    result = calibrate(depth, normal, focal, fov_range_deg=(20.0, 60.0))
+    assert result.fallback and not result.objective_flat
+    assert "edge" in result.warning
+
+
+def test_confidence_weights_ignore_corrupted_region() -> None:
+    rng = np.random.default_rng(5)
+    depth, normal, focal = room_view(26.0)
+    bad = np.zeros(depth.shape, bool)
+    bad[:, : W // 3] = True
+    normal = normal.copy()
+    normal[bad] = noisy_normals(normal[bad], 40.0, rng)
+    conf = np.where(bad, 0.0, 1.0).astype(np.float32)
+    result = calibrate(depth, normal, focal, confidence=conf)
+    assert abs(result.focal_px / focal - 1) < 0.02
+
+
+def test_lower_resolution_maps_of_the_same_image() -> None:
+    depth, normal, focal = room_view(26.0)  # 640 x 480, treat as a 2x downscale of a 1280 x 960 photo
+    assumed = 1200.0
+    result = self_calibrate(
+        depth * (assumed / (2 * focal)),
+        normal,
+        width=2 * W,
+        height=2 * H,
+        cx=W,
+        cy=H,
+        assumed_focal_px=assumed,
+    )
+    assert abs(result.focal_px / (2 * focal) - 1) < 0.02
+
+
+def test_too_few_pixels_falls_back() -> None:
+    depth = np.zeros((40, 50), np.float32)
+    normal = np.full((40, 50, 3), np.nan, np.float32)
+    result = self_calibrate(depth, normal, width=50, height=40, cx=25, cy=20, assumed_focal_px=60.0)
+    assert result.fallback and result.objective_flat and result.n_pixels == 0
+    assert "usable pixels" in result.warning
+
+
+def test_bad_shapes_raise_depth_map_error() -> None:
+    with pytest.raises(DepthMapError):
+        self_calibrate(
+            np.ones((10, 10)), np.ones((10, 11, 3)), width=10, height=10, cx=5, cy=5, assumed_focal_px=10
+        )
+    with pytest.raises(DepthMapError):
+        self_calibrate(
+            np.ones((10, 20)), np.ones((10, 20, 3)), width=10, height=10, cx=5, cy=5, assumed_focal_px=10
+        )
+
+
+def test_check_focal_flags_disagreement_beyond_10_percent() -> None:
+    depth, normal, focal = room_view(26.0)
+    result = calibrate(depth, normal, focal)
+    ratio, off = check_focal(focal, result)
+    assert abs(ratio) < 0.02 and not off
+    ratio, off = check_focal(focal * 1.25, result)
+    assert ratio == pytest.approx(1 / 1.25 - 1, abs=0.02) and off
+    ratio, off = check_focal(focal * 0.85, result)
+    assert ratio > 0.1 and off

@@ -1,0 +1,134 @@
+"""Depth/normal map files, colourisation and output-name safety."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from metrocli.camera.intrinsics import centred
+from metrocli.errors import MetroUsageError
+from metrocli.io import maps
+from metrocli.prediction import Prediction
+
+
+def _prediction(h: int = 12, w: int = 16, normals: bool = True) -> Prediction:
+    rng = np.random.default_rng(0)
+    depth = rng.uniform(0.5, 5.0, (h, w)).astype(np.float32)
+    depth[0, 0] = 0.0
+    depth[0, 1] = np.nan
+    depth[1, 0] = 70.0  # beyond the 16-bit millimetre range
+    normal = None
+    if normals:
+        n = rng.normal(size=(h, w, 3))
+        n[..., 2] = -np.abs(n[..., 2])
+        normal = (n / np.linalg.norm(n, axis=2, keepdims=True)).astype(np.float32)
+    return Prediction(
+        depth=depth,
+        normal=normal,
+        confidence=rng.uniform(0, 1, (h, w)).astype(np.float32),
+        normal_confidence=None,
+        intrinsics=centred(w, h, 20.0, "user"),
+        model="vit-small",
+        timings_s={"forward": 1.5},
+    )
+
+
+def test_turbo_endpoints_and_shape() -> None:
+    rgb = maps.turbo(np.array([[0.0, 0.5, 1.0, 2.0, -1.0, np.nan, 0.15, 0.85]]))
+    assert rgb.shape == (1, 8, 3) and rgb.dtype == np.uint8
+    assert rgb[0, 0].max() < 60 and rgb[0, 2].max() < 160  # dark at both ends
+    assert rgb[0, 6, 2] > 200 > rgb[0, 6, 0]  # low values blue
+    assert rgb[0, 7, 0] > 200 > rgb[0, 7, 2]  # high values red
+    assert rgb[0, 1, 1] > 200  # middle green
+    np.testing.assert_array_equal(rgb[0, 3], rgb[0, 2])  # clipped
+    np.testing.assert_array_equal(rgb[0, 4], rgb[0, 0])
+    np.testing.assert_array_equal(rgb[0, 5], rgb[0, 0])
+
+
+def test_colourise_depth_near_is_red_far_is_blue_invalid_black() -> None:
+    depth = np.array([[1.0, 2.0, 4.0, 8.0, 0.0, np.nan, -1.0]], np.float32)
+    rgb = maps.colourise_depth(depth)
+    assert rgb.shape == (1, 7, 3) and rgb.dtype == np.uint8
+    assert rgb[0, 0, 0] > rgb[0, 0, 2] and rgb[0, 3, 2] > rgb[0, 3, 0]
+    assert (rgb[0, 4:] == 0).all()
+    assert (maps.colourise_depth(np.zeros((3, 3))) == 0).all()
+    assert maps.colourise_depth(np.full((2, 2), 3.0)).std(axis=(0, 1)).max() == 0  # flat depth, one colour
+
+
+def test_colourise_normals_encoding() -> None:
+    n = np.array([[[0, 0, -1], [1, 0, 0], [0, 0, 0], [np.nan, 0, 1], [0, 2, 0]]], np.float32)
+    rgb = maps.colourise_normals(n)
+    np.testing.assert_array_equal(rgb[0, 0], [128, 128, 0])
+    np.testing.assert_array_equal(rgb[0, 1], [255, 128, 128])
+    np.testing.assert_array_equal(rgb[0, 2], [0, 0, 0])
+    np.testing.assert_array_equal(rgb[0, 3], [0, 0, 0])
+    np.testing.assert_array_equal(rgb[0, 4], [128, 255, 128])  # renormalised
+
+
+def test_depth_png_mm() -> None:
+    depth = np.array([[0.0, 1.2345, 65.535, 100.0, np.nan, -2.0, 0.0001]])
+    np.testing.assert_array_equal(maps.depth_to_png_mm(depth), [[0, 1234, 65535, 65535, 0, 0, 1]])
+
+
+@pytest.mark.parametrize("normals", [True, False])
+def test_write_depth_outputs_roundtrip(tmp_path: Path, normals: bool) -> None:
+    pred = _prediction(normals=normals)
+    files = maps.write_depth_outputs(tmp_path / "out", "img_1", pred, extra={"photo": "a/img_1.jpg"})
+    expected = {"depth", "confidence", "depth_png", "preview", "json"} | ({"normal"} if normals else set())
+    assert set(files) == expected
+    out = tmp_path / "out"
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in files.values())  # no temp left
+    depth = np.load(files["depth"])
+    assert depth.dtype == np.float32 and depth.shape == (12, 16)
+    np.testing.assert_array_equal(depth, pred.depth)
+    if normals:
+        np.testing.assert_array_equal(np.load(files["normal"]), pred.normal)
+    png = np.asarray(Image.open(files["depth_png"]))
+    assert png.dtype == np.uint16 and png.shape == (12, 16)
+    assert png[0, 0] == 0 and png[0, 1] == 0 and png[1, 0] == 65535
+    assert png[5, 5] == round(float(pred.depth[5, 5]) * 1000)
+    preview = Image.open(files["preview"])
+    assert preview.mode == "RGB" and preview.size == ((32 if normals else 16), 12)
+    meta = json.loads(files["json"].read_text())
+    assert meta["model"] == "vit-small" and meta["intrinsics"]["focal_source"] == "user"
+    assert meta["intrinsics"]["fx"] == 20.0 and meta["timings_s"] == {"forward": 1.5}
+    assert meta["photo"] == "a/img_1.jpg" and meta["normals"] is normals
+    assert meta["depth_png_clipped_pixels"] == 1 and meta["depth"]["valid_pixels"] == 12 * 16 - 2
+    assert meta["files"]["depth"] == "img_1.depth.npy" and meta["files"]["json"] == "img_1.json"
+
+
+def test_preview_is_downscaled_for_huge_maps() -> None:
+    depth = np.ones((100, 3000), np.float32)
+    assert maps.preview_image(depth, None, max_side=600).shape == (20, 600, 3)
+
+
+@pytest.mark.parametrize(
+    ("name", "stem"),
+    [
+        ("photo.jpg", "photo"),
+        ("a/b/IMG_0001.HEIC", "IMG_0001"),
+        ("../../etc/passwd", "passwd"),
+        ("..", "__"),
+        ("...jpg", "___jpg"),
+        (".bashrc", "_bashrc"),
+        ("C:\\evil\\..\\x.png", "x"),
+        ("x y$z;rm -rf.JPG", "x_y_z_rm_-rf"),
+        ("", "photo"),
+        ("dir/", "photo"),
+        ("naïve.jpg", "na_ve"),
+    ],
+)
+def test_safe_stem(name: str, stem: str) -> None:
+    assert maps.safe_stem(name) == stem
+
+
+def test_output_paths_never_escape(tmp_path: Path) -> None:
+    for bad in ["../x", "a/b", "..", "", ".hidden"]:
+        with pytest.raises(MetroUsageError):
+            maps.output_paths(tmp_path, bad)
+    paths = maps.output_paths(tmp_path, maps.safe_stem("../../../../tmp/evil.jpg"))
+    assert all(p.parent == tmp_path for p in paths.values())
