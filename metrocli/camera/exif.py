@@ -125,11 +125,11 @@ def _number(values: Any) -> float:
         raise _Invalid(f"is not a number ({value!r})")
     if hasattr(value, "numerator") and hasattr(value, "denominator") and not isinstance(value, int):
         num, den = value.numerator, value.denominator
-        if not isinstance(num, int) or not isinstance(den, int):
+        if not isinstance(num, (int, float)) or not isinstance(den, (int, float)):
             raise _Invalid(f"is a malformed rational {value!r}")
         if den == 0:
             raise _Invalid(f"is a rational with a zero denominator ({num}/0)")
-        result = num / den
+        result = float(num) / float(den)
     elif isinstance(value, (int, float)):
         result = float(value)
     elif isinstance(value, (str, bytes)):
@@ -228,16 +228,68 @@ def parse_exif_tags(tags: dict[str, Any], name: str = "image") -> ExifData:
     return ExifData(**out, warnings=tuple(warnings))
 
 
+#: Pillow tag ids -> the exifread names :func:`parse_exif_tags` understands (for the Pillow fallback).
+_PILLOW_IFD0 = {
+    0x010F: "Image Make",
+    0x0110: "Image Model",
+    0x0112: "Image Orientation",
+    0x0131: "Image Software",
+    0x0132: "Image DateTime",
+}
+_PILLOW_EXIF = {
+    0x9003: "EXIF DateTimeOriginal",
+    0xA434: "EXIF LensModel",
+    0x920A: "EXIF FocalLength",
+    0xA405: "EXIF FocalLengthIn35mmFilm",
+    0xA20E: "EXIF FocalPlaneXResolution",
+    0xA20F: "EXIF FocalPlaneYResolution",
+    0xA210: "EXIF FocalPlaneResolutionUnit",
+    0xA002: "EXIF ExifImageWidth",
+    0xA003: "EXIF ExifImageLength",
+}
+
+
+def _pillow_tags(fh: BinaryIO) -> dict[str, Any]:
+    """EXIF tags read by Pillow (WebP and Pillow-written HEIF files, which exifread misses)."""
+    import warnings
+
+    from PIL import Image
+
+    from metrocli.camera.image import _register_heif
+
+    _register_heif()
+    fh.seek(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with Image.open(fh) as im:
+            exif = im.getexif()
+            tags: dict[str, Any] = {name: exif[tag] for tag, name in _PILLOW_IFD0.items() if tag in exif}
+            sub = exif.get_ifd(0x8769)
+            tags.update({name: sub[tag] for tag, name in _PILLOW_EXIF.items() if tag in sub})
+    return tags
+
+
 def read_exif_stream(fh: BinaryIO, name: str = "image") -> ExifData:
-    """Read EXIF from an open binary file; never raises for damaged metadata (warning instead)."""
+    """Read EXIF from an open binary file; never raises for damaged metadata (warning instead).
+
+    exifread first; when it finds nothing (or fails), Pillow's EXIF reader is tried.
+    """
     import exifread
 
+    problem = ""
     try:
         tags = exifread.process_file(fh, details=False, extract_thumbnail=False, strict=False)
     except Exception as exc:  # exifread raises anything on crafted files (MemoryError included)
-        return ExifData(warnings=(f"{name}: EXIF is unreadable ({type(exc).__name__}); ignored",))
+        tags, problem = {}, type(exc).__name__
     if not isinstance(tags, dict):
-        return ExifData()
+        tags = {}
+    if not tags:
+        try:
+            tags = _pillow_tags(fh)
+        except Exception:  # not an image Pillow knows, or damaged EXIF
+            tags = {}
+        if not tags and problem:
+            return ExifData(warnings=(f"{name}: EXIF is unreadable ({problem}); ignored",))
     return parse_exif_tags(tags, name)
 
 

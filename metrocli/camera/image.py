@@ -270,7 +270,7 @@ def _to_rgb(im) -> np.ndarray:
     return np.asarray(im.convert("RGB"), dtype=np.uint8)
 
 
-def _read(path: str | os.PathLike[str], decode: bool) -> LoadedImage:
+def _read(path: str | os.PathLike[str], decode: bool, verify: bool = True) -> LoadedImage:
     from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
@@ -304,12 +304,13 @@ def _read(path: str | os.PathLike[str], decode: bool) -> LoadedImage:
                     f"{MAX_PIXELS / 1e6:.0f} MP limit (a decompression bomb?)"
                 )
             orientation, apply = _orientation_of(im, fmt, str(path), notes)
+            stored = _stored_size(im, fmt, (width, height), orientation)
             rgb = None
             try:
                 if decode:
                     im.load()
                     rgb = _to_rgb(im)
-                else:
+                elif verify:
                     _verify_decodes(im)
             except MemoryError as exc:
                 raise ImageError(f"{path}: not enough memory to decode the {width} x {height} image") from exc
@@ -317,19 +318,31 @@ def _read(path: str | os.PathLike[str], decode: bool) -> LoadedImage:
                 raise ImageError(
                     f"{path}: cannot decode {SUPPORTED_FORMATS[fmt]} image ({_one_line(exc)})"
                 ) from exc
-    if fmt == "HEIF":
-        displayed = (width, height)
-        stored = displayed_to_stored_size(width, height, orientation)
-    else:
-        stored = (width, height)
-        displayed = stored_to_displayed_size(width, height, orientation)
+            if fmt == "TIFF" and apply and 0x0112 not in getattr(im, "tag_v2", {}):
+                apply = False  # Pillow's TIFF decoder turned the pixels itself (and dropped the tag)
+    displayed = stored_to_displayed_size(*stored, orientation)
     if rgb is not None:
-        if rgb.shape[:2] != (height, width) or rgb.ndim != 3 or rgb.shape[2] != 3:
-            raise ImageError(f"{path}: decoded pixels have an unexpected shape {rgb.shape}")
         if apply:
             rgb = apply_orientation(rgb, orientation)
+        if rgb.shape != (displayed[1], displayed[0], 3):
+            raise ImageError(
+                f"{path}: decoded pixels have an unexpected shape {rgb.shape} for a "
+                f"{displayed[0]} x {displayed[1]} image"
+            )
         rgb = np.ascontiguousarray(rgb)
     return LoadedImage(rgb, orientation, stored, displayed, fmt, tuple(notes))
+
+
+def _stored_size(im, fmt: str, size: tuple[int, int], orientation: int) -> tuple[int, int]:
+    """(width, height) of the pixels as stored in the file, before the EXIF orientation."""
+    if fmt == "HEIF":  # libheif reports (and decodes) the displayed image
+        return displayed_to_stored_size(*size, orientation)
+    if fmt == "TIFF":  # Pillow may report the displayed size of TIFFs with orientation 5-8
+        tags = getattr(im, "tag_v2", {})
+        width, height = tags.get(256), tags.get(257)
+        if isinstance(width, int) and isinstance(height, int) and {width, height} == set(size):
+            return width, height
+    return size
 
 
 def _verify_decodes(im) -> None:
@@ -344,13 +357,14 @@ def read_image(path: str | os.PathLike[str]) -> LoadedImage:
     return _read(path, decode=True)
 
 
-def probe_image(path: str | os.PathLike[str]) -> LoadedImage:
+def probe_image(path: str | os.PathLike[str], verify: bool = True) -> LoadedImage:
     """Size, orientation and format of the image at ``path`` without keeping its pixels (``rgb`` is None).
 
-    The file is still decoded (JPEGs at 1/8 scale, which is fast) so truncated or corrupt files raise
-    :class:`ImageError` just as with :func:`read_image`.
+    With ``verify`` (default) the file is still decoded (JPEGs at 1/8 scale, which is fast) so truncated or
+    corrupt files raise :class:`ImageError` just as with :func:`read_image`; ``verify=False`` reads the
+    headers only.
     """
-    return _read(path, decode=False)
+    return _read(path, decode=False, verify=verify)
 
 
 def load_image(path: str | os.PathLike[str]) -> tuple[np.ndarray, int]:

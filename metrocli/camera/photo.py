@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -80,7 +80,8 @@ class Photo:
     ``intrinsics`` are in pixels of ``image`` (x right, y down, z forward; principal point at the centre);
     ``orientation`` is the EXIF orientation 1..8 of the file (use
     :func:`metrocli.camera.image.apply_orientation` for other arrays stored like it, e.g. sensor depth);
-    ``stored_size`` is (width, height) as stored in the file. ``warnings`` list everything that was odd.
+    ``stored_size`` is (width, height) as stored in the file. ``warnings`` list everything that was odd;
+    ``exif`` holds the parsed EXIF fields.
     """
 
     path: Path
@@ -90,8 +91,8 @@ class Photo:
     stored_size: tuple[int, int]
     make: str | None
     model: str | None
-    exif: ExifData
     warnings: tuple[str, ...] = ()
+    exif: ExifData = field(default_factory=ExifData)
 
     @property
     def width(self) -> int:
@@ -118,27 +119,31 @@ def _describe(
 
 
 def describe_photo(
-    path: str | os.PathLike[str], focal_px: float | None = None, fov_deg: float | None = None
+    path: str | os.PathLike[str],
+    focal_px: float | None = None,
+    fov_deg: float | None = None,
+    *,
+    verify: bool = True,
 ) -> PhotoInfo:
     """Size, orientation, EXIF and intrinsics of the photo at ``path``, without keeping its pixels.
 
-    The file is decoded (cheaply) to make sure it is a readable image; raises
+    With ``verify`` the file is decoded (cheaply) to make sure it is a readable image; raises
     :class:`~metrocli.errors.ImageError` otherwise. ``focal_px``/``fov_deg`` override the EXIF (see
     :func:`metrocli.camera.focal.resolve_intrinsics`).
     """
     path = Path(path)
-    loaded = probe_image(path)
+    loaded = probe_image(path, verify=verify)
     exif, intrinsics, warnings = _describe(path, loaded, focal_px, fov_deg)
     return PhotoInfo(
-        path,
-        intrinsics,
-        loaded.orientation,
-        loaded.stored_size,
-        exif.make,
-        exif.model,
-        exif,
-        loaded.format,
-        warnings,
+        path=path,
+        intrinsics=intrinsics,
+        orientation=loaded.orientation,
+        stored_size=loaded.stored_size,
+        make=exif.make,
+        model=exif.model,
+        exif=exif,
+        format=loaded.format,
+        warnings=warnings,
     )
 
 
@@ -156,13 +161,13 @@ def load_photo(
     assert loaded.rgb is not None
     exif, intrinsics, warnings = _describe(path, loaded, focal_px, fov_deg)
     return Photo(
-        path,
-        loaded.rgb,
-        intrinsics,
-        loaded.orientation,
-        loaded.stored_size,
-        exif.make,
-        exif.model,
-        exif,
-        warnings,
+        path=path,
+        image=loaded.rgb,
+        intrinsics=intrinsics,
+        orientation=loaded.orientation,
+        stored_size=loaded.stored_size,
+        make=exif.make,
+        model=exif.model,
+        warnings=warnings,
+        exif=exif,
     )

@@ -89,7 +89,8 @@ def depth(
       STEM.depth.png       16-bit millimetres (0 = invalid, clipped at 65.535 m)
       STEM.preview.png     colourised depth beside colourised normals
       STEM.json            intrinsics (with their source), model, timings
-    Re-running skips photos whose outputs are complete (same model and weights); --force recomputes.
+    Re-running skips photos whose outputs are complete (same photo, model, weights and
+    focal override); --force recomputes them.
     """
     from metrocli.pipeline.depth import DepthOptions, DepthRunner, plan_stems
 

@@ -129,9 +129,10 @@ def eval_cmd(
     """Evaluate depth accuracy on DATASET, a folder with Metric3D's test_annotations.json.
 
     \b
-    Metrics over ground-truth pixels inside (--min-depth, --max-depth), prediction clipped to that range,
-    averaged over frames: AbsRel, RMSE (m), log10, δ1/δ2/δ3 (ratio < 1.25, 1.25², 1.25³). Where the dataset
-    has ground-truth normals: mean/median angle and fraction within 11.25°/22.5°/30°.
+    Metrics over ground-truth pixels inside (--min-depth, --max-depth), with the
+    prediction clipped to that range, averaged over frames: AbsRel, RMSE (m), log10,
+    δ1/δ2/δ3 (ratio < 1.25, 1.25², 1.25³). Where the dataset has ground-truth normals:
+    mean/median angle and the fraction within 11.25°/22.5°/30°.
     Exit code 1 if any frame could not be evaluated.
     """
     from metrocli.cli.common import BatchFailed

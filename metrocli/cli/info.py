@@ -10,6 +10,14 @@ import click
 from metrocli.cli.common import check_focal_exclusive, emit_json, focal_options, json_option, run_batch
 
 
+def _camera_name(make: str | None, model: str | None) -> str:
+    """``"Apple iPhone 12"``, but ``"Canon EOS 40D"`` rather than ``"Canon Canon EOS 40D"``."""
+    make, model = (make or "").strip(), (model or "").strip()
+    if make and model and model.split()[0].lower() == make.split()[0].lower():
+        return model
+    return " ".join(part for part in (make, model) if part) or "-"
+
+
 def _table(infos: list) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -31,7 +39,7 @@ def _table(infos: list) -> None:
         table.add_column(header, justify=justify, overflow="fold")
     for item in infos:
         k = item.intrinsics
-        camera = " ".join(part for part in (item.make, item.model) if part) or "-"
+        camera = _camera_name(item.make, item.model)
         table.add_row(
             str(item.path),
             str(k.width),

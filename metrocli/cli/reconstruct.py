@@ -1,13 +1,263 @@
-"""`metro reconstruct` (not built yet)."""
+"""`metro reconstruct INPUT -o OUT`: metric 3D mesh of one photo, or one fused scene of a folder."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
-from metrocli.errors import MetroError
+from metrocli.cli.common import (
+    check_focal_exclusive,
+    emit_json,
+    focal_options,
+    json_option,
+    run_batch,
+    stderr_console,
+)
 
 
-@click.command("reconstruct", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-def reconstruct() -> None:
-    """Not built yet."""
-    raise MetroError("'metro reconstruct' is not built yet in this version")
+def _model_choice() -> click.Choice:
+    from metrocli.model.presets import PRESETS
+
+    return click.Choice(list(PRESETS))
+
+
+def _positive_int(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:
+    if value is not None and value <= 0:
+        raise click.BadParameter("must be a positive number of triangles", ctx=ctx, param=param)
+    return value
+
+
+def _positive_float(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    import math
+
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise click.BadParameter("must be a positive number of metres", ctx=ctx, param=param)
+    return value
+
+
+@click.command("reconstruct")
+@click.argument("input_path", metavar="INPUT", type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "-o",
+    "--out",
+    "out_path",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Output mesh (.ply, .obj, .glb); with --separate an output folder.",
+)
+@click.option(
+    "--depth",
+    "depth_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Sensor depth map of the single PHOTO (.npy metres, 16-bit .png millimetres) instead of the model.",
+)
+@click.option(
+    "--depth-dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="Folder of sensor depth maps STEM.depth.png|STEM.depth.npy|STEM.png|STEM.npy for photos STEM.*.",
+)
+@click.option("--separate", is_flag=True, help="One mesh per photo into the folder -o (batch conversion).")
+@click.option("--force", is_flag=True, help="Recompute outputs that already exist (default: skip them).")
+@click.option(
+    "--voxel-m",
+    type=float,
+    default=None,
+    callback=_positive_float,
+    help="TSDF voxel size in metres for a folder [default: from the scene extent, about 1 cm in a room].",
+)
+@click.option(
+    "--per-photo-scale/--no-per-photo-scale",
+    default=None,
+    help="Estimate a depth scale per photo [default: on for model depth, off for sensor depth].",
+)
+@click.option(
+    "--scale-ref",
+    type=click.Choice(["first", "mean"]),
+    default="first",
+    show_default=True,
+    help="Metric scale of the scene: the first photo's depth, or the geometric mean over all photos.",
+)
+@click.option("--model", "model_name", type=_model_choice(), default="vit-small", show_default=True)
+@click.option(
+    "--weights",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Official-format checkpoint file instead of the cached download.",
+)
+@click.option(
+    "--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True
+)
+@click.option(
+    "--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True
+)
+@focal_options
+@click.option("--points-only", is_flag=True, help="Single photo / --separate: write the point cloud.")
+@click.option(
+    "--mesh",
+    "mesh_method",
+    type=click.Choice(["grid", "poisson"]),
+    default="grid",
+    show_default=True,
+    help="Single photo / --separate: pixel-grid mesh or screened Poisson.",
+)
+@click.option(
+    "--simplify", type=int, default=None, callback=_positive_int, help="Target triangle count of the mesh."
+)
+@json_option
+def reconstruct(
+    input_path: Path,
+    out_path: Path,
+    depth_file: Path | None,
+    depth_dir: Path | None,
+    separate: bool,
+    force: bool,
+    voxel_m: float | None,
+    per_photo_scale: bool | None,
+    scale_ref: str,
+    model_name: str,
+    weights: Path | None,
+    device: str,
+    precision: str,
+    focal_px: float | None,
+    fov_deg: float | None,
+    points_only: bool,
+    mesh_method: str,
+    simplify: int | None,
+    as_json: bool,
+) -> None:
+    """Metric 3D of INPUT: a photo, or a folder of photos of one scene.
+
+    \b
+    INPUT a photo:   photo -> metric depth -> cleaned points -> mesh (or --points-only) in its camera frame.
+    INPUT a folder:  the photos (sorted by name) are registered in any order, fused (TSDF) into one mesh in
+                     the camera frame of the first photo, in metres; OUT.json beside OUT holds each photo's
+                     pose (4x4 camera-to-first-camera), intrinsics, focal source and depth scale, and the
+                     photos left out with the reason.
+    --separate:      one mesh per photo into the folder -o; re-running skips finished photos (--force redoes).
+    """
+    check_focal_exclusive(focal_px, fov_deg)
+    if input_path.is_dir():
+        if depth_file is not None:
+            raise click.UsageError("--depth is for a single photo; use --depth-dir with a folder")
+        if separate:
+            _separate(input_path, out_path, locals())
+        else:
+            if points_only or mesh_method != "grid":
+                raise click.UsageError(
+                    "--points-only and --mesh are for single photos and --separate; a folder is fused by TSDF"
+                )
+            _folder(input_path, out_path, locals())
+        return
+    if separate:
+        _separate(input_path, out_path, locals())
+        return
+    if depth_file is None and depth_dir is not None:
+        from metrocli.pipeline.multiview import find_depth_file
+
+        depth_file = find_depth_file(input_path, depth_dir)
+    _single(input_path, out_path, depth_file, locals())
+
+
+def _single(photo: Path, out_path: Path, depth_file: Path | None, a: dict) -> None:
+    from metrocli.pipeline.single import reconstruct_photo
+
+    result = reconstruct_photo(
+        photo,
+        out_path,
+        depth_file=depth_file,
+        points_only=a["points_only"],
+        mesh_method=a["mesh_method"],
+        simplify=a["simplify"],
+        focal_px=a["focal_px"],
+        fov_deg=a["fov_deg"],
+        model_name=a["model_name"],
+        weights=a["weights"],
+        device=a["device"],
+        precision=a["precision"],
+    )
+    if a["as_json"]:
+        emit_json(result.to_dict())
+    else:
+        what = (
+            f"{result.n_points} points"
+            if result.kind == "points"
+            else f"{result.n_vertices} vertices, {result.n_triangles} triangles"
+        )
+        click.echo(f"{photo}: {result.output} ({what}, focal {result.focal_px:.1f} px {result.focal_source})")
+
+
+def _separate(inputs: Path, out_dir: Path, a: dict) -> None:
+    from metrocli.pipeline.multiview import SeparateJob, SeparateOptions
+
+    options = SeparateOptions(
+        depth_dir=a["depth_dir"],
+        points_only=a["points_only"],
+        mesh_method=a["mesh_method"],  # type: ignore[arg-type]
+        simplify=a["simplify"],
+        focal_px=a["focal_px"],
+        fov_deg=a["fov_deg"],
+        model_name=a["model_name"],
+        weights=a["weights"],
+        device=a["device"],
+        precision=a["precision"],
+        force=a["force"],
+    )
+    job = SeparateJob(inputs, out_dir, options)
+    job.prepare()
+
+    def work(item: tuple[Path, str]) -> None:
+        result = job.run(item)
+        if a["as_json"]:
+            emit_json(result.to_dict())
+        else:
+            note = " (skipped: exists)" if result.skipped else ""
+            click.echo(f"{result.photo}: {result.output}{note}")
+
+    report = run_batch(
+        job.plan, work, name=lambda item: str(item[0]), what="photo", description="reconstruct"
+    )
+    report.finish()
+
+
+def _folder(folder: Path, out_path: Path, a: dict) -> None:
+    from metrocli.cli.common import BatchReport
+    from metrocli.pipeline.multiview import MultiviewJob, MultiviewOptions
+
+    options = MultiviewOptions(
+        depth_dir=a["depth_dir"],
+        voxel_m=a["voxel_m"],
+        per_photo_scale=a["per_photo_scale"],
+        scale_reference=a["scale_ref"],  # type: ignore[arg-type]
+        simplify=a["simplify"],
+        model_name=a["model_name"],
+        weights=a["weights"],
+        device=a["device"],
+        precision=a["precision"],
+        force=a["force"],
+        focal_px=a["focal_px"],
+        fov_deg=a["fov_deg"],
+    )
+    job = MultiviewJob(folder, out_path, options)
+    result = job.up_to_date()
+    report = BatchReport(what="photo")
+    if result is None:
+        job.prepare()
+        report = run_batch(job.photos, job.load, name=str, what="photo", description="loading")
+        with stderr_console().status("registering and fusing"):
+            result = job.finish()
+    if a["as_json"]:
+        emit_json(result.to_dict())
+    else:
+        note = " (skipped: up to date)" if result.skipped else ""
+        left = f", {len(result.left_out)} left out" if result.left_out else ""
+        click.echo(
+            f"{out_path}: {len(result.registered)} photos registered{left}, "
+            f"{result.n_vertices} vertices, {result.n_triangles} triangles, "
+            f"frame of {result.reference}; poses in {result.json_path}{note}"
+        )
+        for name, why in sorted(result.left_out.items()):
+            click.echo(f"  left out {name}: {why}")
+    report.finish()

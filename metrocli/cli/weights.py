@@ -55,7 +55,7 @@ def list_cmd(as_json: bool) -> None:
 
 
 @weights.command("pull")
-@click.argument("name", type=_model_choice())
+@click.argument("name", type=_model_choice(), metavar="NAME")
 @click.option("--force", is_flag=True, help="Download again even if a cached copy exists.")
 def pull_cmd(name: str, force: bool) -> None:
     """Download the official checkpoint of NAME from Hugging Face (resumable, verified)."""
@@ -65,7 +65,7 @@ def pull_cmd(name: str, force: bool) -> None:
 
 
 @weights.command("path")
-@click.argument("name", type=_model_choice())
+@click.argument("name", type=_model_choice(), metavar="NAME")
 def path_cmd(name: str) -> None:
     """Print the cache path of NAME's checkpoint (whether or not it has been downloaded)."""
     from metrocli.model.weights import cached_path
@@ -74,7 +74,7 @@ def path_cmd(name: str) -> None:
 
 
 @weights.command("verify")
-@click.argument("name", type=_model_choice(), required=False)
+@click.argument("name", type=_model_choice(), required=False, metavar="[NAME]")
 @click.option(
     "--weights",
     "weights_file",

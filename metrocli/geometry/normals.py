@@ -4,7 +4,9 @@ The normal of a surface seen in a depth map is the cross product of the image-sp
 backprojected points: ``n ∝ ∂P/∂v × ∂P/∂u`` (camera frame x right, y down, z forward; this order points
 towards the camera). Derivatives are central differences, or one-sided where one neighbour lies across a
 depth discontinuity (relative jump above ``max_rel_jump``, see :mod:`metrocli.geometry.sampling`) or has no
-depth; a pixel with no usable neighbour along u or along v has no normal (NaN).
+depth, or where the two one-sided differences disagree (a crease, or a step smaller than the threshold:
+the side with the smaller depth change is taken); a pixel with no usable neighbour along u or along v has
+no normal (NaN).
 """
 
 from __future__ import annotations
@@ -30,6 +32,17 @@ def _derivative(
         ok_b = np.abs(bwd_z - z) <= max_rel_jump * np.minimum(bwd_z, z)
     d_f = fwd_pts - points
     d_b = points - bwd_pts
+    # Both usable: central difference, unless the two sides disagree (a crease or a small step below the
+    # jump threshold), where the side with the smaller depth change is the one on this pixel's surface.
+    dz_f = np.abs(d_f[..., 2])
+    dz_b = np.abs(d_b[..., 2])
+    with np.errstate(invalid="ignore"):
+        disagree = np.abs(dz_f - dz_b) > 0.5 * (dz_f + dz_b) + 1e-4 * z
+        both = ok_f & ok_b
+        use_f = both & disagree & (dz_f < dz_b)
+        use_b = both & disagree & ~(dz_f < dz_b)
+        ok_f = ok_f & ~use_b
+        ok_b = ok_b & ~use_f
     d = np.where((ok_f & ok_b)[..., None], 0.5 * (d_f + d_b), np.nan)
     d = np.where((ok_f & ~ok_b)[..., None], d_f, d)
     d = np.where((~ok_f & ok_b)[..., None], d_b, d)

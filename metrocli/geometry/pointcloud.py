@@ -167,7 +167,7 @@ def point_cloud_from_depth(
     return cloud
 
 
-def fill_missing_normals(cloud: PointCloud, *, knn: int = 16) -> PointCloud:
+def fill_missing_normals(cloud: PointCloud, *, knn: int = 40) -> PointCloud:
     """Estimate the NaN normals of a cloud from its 3D neighbours (Open3D), oriented towards the camera."""
     if cloud.normals is None or len(cloud) < 3:
         return cloud

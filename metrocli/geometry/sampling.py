@@ -16,7 +16,10 @@ Sub-pixel sampling
     neighbouring samples that are valid and on the same surface as the reference sample; their weights are
     renormalised. The reference is the front-most valid neighbour: at an occlusion edge the position snaps
     to the front surface (the corners of objects, which people click to measure them, lie on their
-    silhouettes against a farther background). The result is never a blend of two surfaces.
+    silhouettes against a farther background). The result is never a blend of two surfaces. Where some of
+    the four neighbours are excluded, the reference surface is extrapolated to the position by a weighted
+    plane fit of inverse depth over its samples in the 4x4 neighbourhood (exact on planes right up to the
+    edge), falling back to the renormalised bilinear value when that fit is ill-posed.
 """
 
 from __future__ import annotations
@@ -109,8 +112,58 @@ def sample_depth(
         inv = np.where(keep, 1.0 / np.where(keep, z, 1.0), 0.0)
         inv_z = (wts * inv).sum(axis=1) / total
         out = np.where(total > 1e-12, 1.0 / inv_z, z_ref)
+    partial = any_ok & ~keep.all(axis=1)
+    if partial.any():
+        fit = _plane_fit_inverse_depth(
+            depth, u[partial], v[partial], z_ref[partial], max_rel_jump, max_depth_m
+        )
+        good = np.isfinite(fit) & same_surface(fit, z_ref[partial], max_rel_jump)
+        out[np.flatnonzero(partial)[good]] = fit[good]
     out = np.where(any_ok, out, np.nan)
     return out.reshape(shape)
+
+
+def _plane_fit_inverse_depth(
+    depth: np.ndarray,
+    u: np.ndarray,
+    v: np.ndarray,
+    z_ref: np.ndarray,
+    max_rel_jump: float,
+    max_depth_m: float,
+) -> np.ndarray:
+    """Depth at (u, v) from a weighted plane fit of inverse depth over the 4x4 neighbourhood's samples on
+    the reference surface (exact on planes, also next to an edge). NaN where the fit is ill-posed."""
+    h, w = depth.shape
+    offs = np.arange(-1, 3)
+    us = np.clip(np.floor(u).astype(np.int64)[:, None, None] + offs[None, None, :], 0, w - 1)
+    vs = np.clip(np.floor(v).astype(np.int64)[:, None, None] + offs[None, :, None], 0, h - 1)
+    us, vs = np.broadcast_arrays(us, vs)
+    us = us.reshape(len(u), -1)
+    vs = vs.reshape(len(u), -1)
+    z = depth[vs, us]
+    ok = valid_depth_mask(z, max_depth_m) & same_surface(z, z_ref[:, None], max_rel_jump)
+    du = us - u[:, None]
+    dv = vs - v[:, None]
+    wts = np.where(ok, np.exp(-(du**2 + dv**2) / (2 * 1.5**2)), 0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        inv = np.where(ok, 1.0 / np.where(ok, z, 1.0), 0.0)
+    # weighted least squares of inv = a + b du + c dv; the value at the point is a
+    a_mat = np.stack([np.ones_like(du, dtype=np.float64), du, dv], axis=2)  # (N, 16, 3)
+    ata = np.einsum("nk,nki,nkj->nij", wts, a_mat, a_mat)
+    atb = np.einsum("nk,nki,nk->ni", wts, a_mat, inv)
+    out = np.full(len(u), np.nan)
+    # well-posed: at least 3 samples spread in two directions
+    eig_min = np.linalg.eigvalsh(
+        ata[:, 1:, 1:]
+        - np.einsum("ni,nj->nij", ata[:, 0, 1:], ata[:, 0, 1:])
+        / np.maximum(ata[:, 0, 0], 1e-12)[:, None, None]
+    )[:, 0]
+    solvable = (ok.sum(axis=1) >= 3) & (eig_min > 0.05 * np.maximum(ata[:, 0, 0], 1e-12))
+    if solvable.any():
+        coef = np.linalg.solve(ata[solvable], atb[solvable][..., None])[..., 0]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out[solvable] = np.where(coef[:, 0] > 0, 1.0 / coef[:, 0], np.nan)
+    return out
 
 
 def sample_map(values: np.ndarray, u: np.ndarray | float, v: np.ndarray | float) -> np.ndarray:

@@ -30,8 +30,7 @@ with a warning.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
@@ -41,7 +40,9 @@ from metrocli.errors import DepthMapError
 Objective = Literal["gradient", "angle"]
 
 #: The depth map is block-averaged to at most this many pixels along its longer side before the search.
-WORK_MAX_SIDE = 640
+WORK_MAX_SIDE = 400
+#: At most this many pixels per axis of each block are averaged when block-averaging down to WORK_MAX_SIDE.
+BLOCK_SAMPLES = 3
 #: Finite-difference half-step (working pixels) of the inverse-depth gradients.
 DIFF_STEP = 2
 #: Box filter (working pixels, odd) applied to the inverse depth before differencing.
@@ -50,8 +51,13 @@ SMOOTH_SIZE = 5
 CURVATURE_FACTOR = 4.0
 #: Gradient residuals are divided by |g| + SIGMA_FLOOR * median|g| (relative, with a floor).
 SIGMA_FLOOR = 1.0
+#: The uncertainty treats pixels in blocks of 1/UNCERTAINTY_CELLS of the image side as correlated.
+UNCERTAINTY_CELLS = 6
+#: Relative uncertainty added in quadrature for errors the per-pixel statistics cannot see (smooth, image-wide
+#: depth errors of the model); from the synthetic noise study in tests/geometry/test_selfcal.py.
+UNCERTAINTY_FLOOR_REL = 0.02
 #: At most this many pixels enter the objective (a deterministic random subset of the usable ones).
-MAX_SAMPLES = 40_000
+MAX_SAMPLES = 20_000
 #: Scale of the robust (Welsch) loss on the relative depth-gradient residual (objective "gradient").
 ROBUST_REL_GRADIENT = 0.5
 #: Scale of the robust (Welsch) loss on the angle between predicted and depth-derived normals ("angle").
@@ -80,7 +86,8 @@ class SelfCalResult:
     Attributes:
         focal_px: the self-calibrated focal length (px); the fallback focal length when ``fallback``.
         uncertainty_px: one-sigma uncertainty of ``focal_px`` (px), from the curvature of the objective and
-            the spread of per-pixel slopes (cluster-robust sandwich estimate); ``inf`` when there is no estimate.
+            the spread of per-pixel slopes (cluster-robust sandwich estimate) plus a 2 % floor; ``inf``
+            when there is no estimate.
         fov_deg: horizontal field of view (degrees) of ``focal_px``.
         objective_flat: the objective barely depends on the focal length (e.g. a fronto-parallel wall) or too
             few pixels were usable: no trustworthy estimate.
@@ -128,7 +135,7 @@ class SelfCalResult:
 
 @dataclass(frozen=True)
 class _Terms:
-    """Per-pixel quantities of the objective that do not depend on the focal length (float64, one per pixel)."""
+    """Per-pixel terms of the objective that do not depend on the focal length (float64, one per pixel)."""
 
     px: np.ndarray  # predicted unit normal
     py: np.ndarray
@@ -145,49 +152,72 @@ class _Terms:
     f0: float  # assumed focal length, pixels of the input grid (fx)
 
 
-def _block_mean(array: np.ndarray, k: int) -> np.ndarray:
-    """Mean over k x k blocks of an (H, W[, C]) array (cropped to a multiple of k); NaN propagates."""
+def _block_offsets(k: int) -> list[int]:
+    """Offsets of the (at most :data:`BLOCK_SAMPLES` per axis) pixels averaged in each k-pixel block.
+
+    Symmetric about the block centre ``(k - 1) / 2``. Large inputs are model outputs upsampled to the photo,
+    smooth at the scale of a block, so a few samples per block see as much as all of them.
+    """
+    m = min(k, BLOCK_SAMPLES)
+    return [math.floor((j + 0.5) * k / m) if m < k else j for j in range(m)]
+
+
+def _block_mean(array: np.ndarray, k: int, transform=None) -> np.ndarray:
+    """float32 mean over k x k blocks of an (H, W) array (cropped to a multiple of k); NaN propagates.
+
+    Averages the pixels at :func:`_block_offsets` of each block (all of them when ``k <= BLOCK_SAMPLES``),
+    after applying ``transform`` to them (e.g. inverse depth) when given.
+    """
     if k == 1:
-        return array.astype(np.float32, copy=False)
+        out = array if transform is None else transform(array)
+        return out.astype(np.float32, copy=False)
     h, w = array.shape[0] // k, array.shape[1] // k
-    cropped = array[: h * k, : w * k]
-    shaped = cropped.reshape(h, k, w, k, *array.shape[2:])
-    return shaped.mean(axis=(1, 3), dtype=np.float32)
+    offsets = _block_offsets(k)
+    out = np.zeros((h, w), np.float32)
+    for i in offsets:  # strided adds: much faster than reshape(...).mean(axis=(1, 3))
+        for j in offsets:
+            view = array[i : h * k : k, j : w * k : k]
+            out += view if transform is None else transform(view)
+    out *= 1.0 / len(offsets) ** 2
+    return out
 
 
-def _box_filter(values: np.ndarray, size: int) -> np.ndarray:
-    """Mean over ``size`` x ``size`` windows (odd size, same shape); NaN where any pixel of the window is NaN."""
+def _window_sum(a: np.ndarray, size: int) -> np.ndarray:
+    """float64 sums over ``size`` x ``size`` windows (odd), NaN within ``size // 2`` of the border."""
+    r = size // 2
+    c = np.zeros((a.shape[0] + 1, a.shape[1] + 1))
+    np.cumsum(a, axis=0, out=c[1:, 1:])
+    np.cumsum(c[1:, 1:], axis=1, out=c[1:, 1:])
+    out = np.full(a.shape, np.nan)
+    out[r:-r, r:-r] = c[size:, size:] - c[:-size, size:] - c[size:, :-size] + c[:-size, :-size]
+    return out
+
+
+def _box_filter(values: np.ndarray, size: int, full: np.ndarray | None = None) -> np.ndarray:
+    """Mean over ``size`` x ``size`` windows (odd size, same shape); NaN where the window has a NaN.
+
+    ``full``: the windows without NaN when already known (a boolean map, from the same validity).
+    """
     if size <= 1:
         return values
     valid = np.isfinite(values)
-    filled = np.where(valid, values, 0.0).astype(np.float64)
-    r = size // 2
-
-    def window_sum(a: np.ndarray) -> np.ndarray:
-        c = np.zeros((a.shape[0] + 1, a.shape[1] + 1))
-        np.cumsum(a, axis=0, out=c[1:, 1:])
-        np.cumsum(c[1:, 1:], axis=1, out=c[1:, 1:])
-        out = np.full(a.shape, np.nan)
-        out[r:-r, r:-r] = c[size:, size:] - c[:-size, size:] - c[size:, :-size] + c[:-size, :-size]
-        return out
-
-    sums = window_sum(filled)
-    counts = window_sum(valid.astype(np.float64))
-    with np.errstate(invalid="ignore"):
-        return np.where(counts > size * size - 0.5, sums / (size * size), np.nan)
+    if full is None:
+        full = _window_sum(valid.astype(np.float64), size) > size * size - 0.5
+    sums = _window_sum(np.where(valid, values, 0.0), size)
+    return np.where(full, sums * (1.0 / (size * size)), np.nan)
 
 
-def _normalised_weight(values: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray:
-    """Confidence map -> weights in [0, 1] (divided by its 90th percentile); ones when absent."""
+def _normalised_weight(values: np.ndarray | None) -> np.ndarray | float:
+    """Confidence map -> weights in [0, 1] (divided by its 90th percentile); 1.0 when absent."""
     if values is None:
-        return np.ones(shape, np.float32)
+        return 1.0
     finite = values[np.isfinite(values)]
     if finite.size == 0:
-        return np.zeros(shape, np.float32)
+        return np.zeros(values.shape, np.float32)
     ref = float(np.percentile(finite, 90))
     if not ref > 0:
-        return np.ones(shape, np.float32)
-    out = np.clip(values / ref, 0.0, 1.0)
+        return 1.0
+    out = np.clip(values * (1.0 / ref), 0.0, 1.0)
     return np.where(np.isfinite(out), out, 0.0).astype(np.float32)
 
 
@@ -202,22 +232,30 @@ def _prepare(
     cx: float,
     cy: float,
     max_samples: int,
+    f_ref: float,
 ) -> tuple[_Terms | None, int]:
-    """Precompute the objective's terms. Intrinsics in pixels of ``depth``'s grid. Returns (terms, n_usable)."""
+    """Precompute the objective's terms; intrinsics in pixels of ``depth``'s grid. -> (terms, n_usable)."""
     height, width = depth.shape
     k = max(1, math.ceil(max(height, width) / WORK_MAX_SIDE))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        inv = np.where(np.isfinite(depth) & (depth > 0), 1.0 / depth, np.nan).astype(np.float32)
+
+    def inverse(d: np.ndarray) -> np.ndarray:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(np.isfinite(d) & (d > 0), 1.0 / d, np.nan).astype(np.float32)
+
     # Inverse depth is affine in (u, v) on a plane, so block means, box filters and central differences of it
     # are exact on planes: smoothing costs no bias there.
-    inv = _box_filter(_block_mean(inv, k), SMOOTH_SIZE)
+    inv = _box_filter(_block_mean(depth, k, inverse), SMOOTH_SIZE)
     # Predicted normals are constant on a plane: averaging them over the same window removes i.i.d. noise,
     # which would otherwise bias the (non-linear in the normal) predicted depth gradient.
-    p = _block_mean(normal.astype(np.float32, copy=False), k)
-    p = np.stack([_box_filter(p[..., i], SMOOTH_SIZE) for i in range(3)], axis=-1)
-    weight = _normalised_weight(confidence, depth.shape) * _normalised_weight(normal_confidence, depth.shape)
-    weight = _block_mean(weight, k)
+    pxw, pyw, pzw = (_block_mean(normal[..., i], k) for i in range(3))
+    full = _window_sum(np.isfinite(pxw + pyw + pzw).astype(np.float64), SMOOTH_SIZE) > SMOOTH_SIZE**2 - 0.5
+    pxw, pyw, pzw = (_box_filter(a, SMOOTH_SIZE, full) for a in (pxw, pyw, pzw))
+    weight = 1.0
+    for conf in (confidence, normal_confidence):
+        if conf is not None:
+            weight = weight * _normalised_weight(_block_mean(conf, k))
     hw, ww = inv.shape
+    weight = np.broadcast_to(np.asarray(weight, np.float32), (hw, ww))
     h = DIFF_STEP
     if hw < 2 * h + 3 or ww < 2 * h + 3:
         return None, 0
@@ -226,8 +264,9 @@ def _prepare(
     right, left = (slice(h, -h), slice(2 * h, None)), (slice(h, -h), slice(None, -2 * h))
     down, up = (slice(2 * h, None), slice(h, -h)), (slice(None, -2 * h), slice(h, -h))
     # Centres of the working pixels in the input grid, relative to the principal point.
-    uu = np.arange(h, ww - h, dtype=np.float64) * k + (k - 1) / 2.0 - cx
-    vv = np.arange(h, hw - h, dtype=np.float64) * k + (k - 1) / 2.0 - cy
+    centre = float(np.mean(_block_offsets(k))) if k > 1 else 0.0
+    uu = np.arange(h, ww - h, dtype=np.float64) * k + centre - cx
+    vv = np.arange(h, hw - h, dtype=np.float64) * k + centre - cy
 
     ic = inv[c]
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -236,20 +275,20 @@ def _prepare(
         curv = (np.abs(inv[right] + inv[left] - 2 * ic) + np.abs(inv[down] + inv[up] - 2 * ic)) / ic
     vv = vv * (fx / fy)
 
-    pn = np.sqrt(np.sum(p * p, axis=-1))
+    pn = np.sqrt(pxw * pxw + pyw * pyw + pzw * pzw)
     with np.errstate(invalid="ignore", divide="ignore"):
-        p = p / pn[..., None]
-    pc = p[c]
+        pxw, pyw, pzw = pxw / pn, pyw / pn, pzw / pn
+
+    def dot(a: tuple[slice, slice], b: tuple[slice, slice]) -> np.ndarray:
+        return pxw[a] * pxw[b] + pyw[a] * pyw[b] + pzw[a] * pzw[b]
+
     cos_crease = math.cos(math.radians(CREASE_DEG))
-    crease_ok = (np.sum(p[right] * p[left], axis=-1) > cos_crease) & (
-        np.sum(p[down] * p[up], axis=-1) > cos_crease
-    )
+    crease_ok = (dot(right, left) > cos_crease) & (dot(down, up) > cos_crease)
     wc = weight[c]
     gmag = np.hypot(gu, gv)
     usable = (
         np.isfinite(gmag)
         & np.isfinite(curv)
-        & np.isfinite(pc).all(axis=-1)
         & (pn[c] > 0.5)
         & crease_ok
         & (gmag * k < MAX_REL_GRADIENT)
@@ -268,18 +307,22 @@ def _prepare(
         rng = np.random.default_rng(0)
         idx = np.sort(rng.choice(idx, size=max_samples, replace=False))
     rows, cols = np.divmod(idx, ww - 2 * h)
-    ppx, ppy, ppz = (pc[..., i].ravel()[idx].astype(np.float64) for i in range(3))
+    ppx, ppy, ppz = (a[c].ravel()[idx].astype(np.float64) for a in (pxw, pyw, pzw))
     u_s, v_s = uu[cols], vv[rows]
     gu_s, gv_s = gu.ravel()[idx].astype(np.float64), gv.ravel()[idx].astype(np.float64)
-    g_s = np.hypot(gu_s, gv_s)
-    floor = max(SIGMA_FLOOR * float(np.median(g_s)), 1e-9)
+    # Residual scale: the gradient magnitude the predicted normal implies at a reference focal length
+    # ``f_ref`` (middle of the search range). It must not depend on the measured gradient: weights that are
+    # correlated with the depth noise bias the estimate.
+    den_ref = np.minimum(ppx * u_s + ppy * v_s + f_ref * ppz, -0.05 * f_ref)
+    g_ref = np.hypot(ppx, ppy) / -den_ref
+    floor = max(SIGMA_FLOOR * float(np.median(g_ref)), 1e-9)
     # Depth-derived unit normal at f0 (angle objective): -(f0*gu, f0*gv, 1 - u*gu - v*gv), facing the camera.
     n0 = -np.stack([fx * gu_s, fx * gv_s, 1.0 - u_s * gu_s - v_s * gv_s], axis=-1)
     n0 /= np.sqrt(np.sum(n0 * n0, axis=-1, keepdims=True))
     w = wc.ravel()[idx].astype(np.float64)
     w /= w.sum()
     # Spatial clusters of about 1/12 of the image side, for the cluster-robust uncertainty.
-    cell = max(1, max(hw, ww) // 12)
+    cell = max(1, max(hw, ww) // UNCERTAINTY_CELLS)
     cluster = (rows // cell) * (ww // cell + 1) + cols // cell
     terms = _Terms(
         px=ppx,
@@ -288,7 +331,7 @@ def _prepare(
         e=ppx * u_s + ppy * v_s,
         gu=gu_s,
         gv=gv_s,
-        inv_sigma=1.0 / (g_s + floor),
+        inv_sigma=1.0 / (g_ref + floor),
         a=n0[:, 0] * ppx + n0[:, 1] * ppy,
         b=n0[:, 2] * ppz,
         c=n0[:, 0] ** 2 + n0[:, 1] ** 2,
@@ -297,6 +340,23 @@ def _prepare(
         f0=fx,
     )
     return terms, n_usable
+
+
+def _subset(terms: _Terms, step: int) -> _Terms:
+    """Every ``step``-th pixel of ``terms`` (weights renormalised)."""
+    if terms.weight.size < 4 * step * MIN_PIXELS:
+        return terms
+    sl = slice(None, None, step)
+    weight = terms.weight[sl]
+    return replace(
+        terms,
+        **{
+            name: getattr(terms, name)[sl]
+            for name in ("px", "py", "pz", "e", "gu", "gv", "inv_sigma", "a", "b", "c")
+        },
+        weight=weight / weight.sum(),
+        cluster=terms.cluster[sl],
+    )
 
 
 def _per_pixel_loss(terms: _Terms, log_scale: float, objective: Objective) -> np.ndarray:
@@ -376,6 +436,7 @@ def self_calibrate(
     fallback_focal_px: float | None = None,
     max_samples: int = MAX_SAMPLES,
     objective: Objective = "gradient",
+    max_depth_m: float | None = None,
 ) -> SelfCalResult:
     """Estimate the focal length of a photo from its predicted depth and normals (one model forward).
 
@@ -390,17 +451,22 @@ def self_calibrate(
         width, height: size (px) of the image the intrinsics refer to. The maps may have another resolution
             of the same image (a resize); they are then related to it by scaling.
         cx, cy: principal point (px of the ``width`` x ``height`` image).
-        assumed_focal_px: focal length (px of the ``width`` x ``height`` image) that the depth was computed with.
+        assumed_focal_px: focal length (px of the ``width`` x ``height`` image) the depth was computed with.
         confidence: optional (H, W) depth confidence (higher = better, any scale), used as weights.
         normal_confidence: optional (H, W) normal confidence (kappa), used as weights.
         fov_range_deg: plausible horizontal field of view range (degrees) that is searched.
         fallback_focal_px: focal length (px) returned when there is no trustworthy estimate;
             ``assumed_focal_px`` when None.
         max_samples: at most this many pixels enter the objective.
+        objective: ``"gradient"`` (default): robust residual between the measured log-inverse-depth gradient
+            and the gradient the predicted normal implies at ``f``; ``"angle"``: robust angle between the
+            predicted and the depth-derived normals. Both vanish at the true ``f`` on exact data; with noisy
+            depth the angle is biased (noise inflates the depth-derived tilt), the gradient residual is not.
+        max_depth_m: depth at or beyond this (the model's clamp, e.g. 300 m) is treated as invalid.
 
     Returns:
-        :class:`SelfCalResult`. A flat objective (no oblique surface), too few usable pixels or an optimum at the
-        edge of ``fov_range_deg`` give ``fallback=True`` with ``focal_px = fallback_focal_px`` and a warning.
+        :class:`SelfCalResult`. A flat objective (no oblique surface), too few usable pixels or an optimum at
+        the edge of ``fov_range_deg`` give ``fallback=True``, ``focal_px = fallback_focal_px`` and a warning.
 
     Raises:
         DepthMapError: the depth and normal maps have inconsistent shapes, or their aspect ratio differs from
@@ -408,6 +474,8 @@ def self_calibrate(
     """
     depth = np.asarray(depth_at_assumed_focal)
     normal = np.asarray(normal_pred)
+    if max_depth_m is not None and depth.ndim == 2:
+        depth = np.where(depth < max_depth_m * (1.0 - 1e-4), depth, np.nan)
     if depth.ndim != 2 or normal.shape != (*depth.shape, 3):
         raise DepthMapError(
             f"self-calibration needs an (H, W) depth map and (H, W, 3) normals, got {depth.shape} and "
@@ -440,6 +508,7 @@ def self_calibrate(
         cx=cx * sx,
         cy=cy * sy,
         max_samples=max_samples,
+        f_ref=math.sqrt(f_lo * f_hi) * sx,
     )
     if terms is None:
         return SelfCalResult(
@@ -460,20 +529,25 @@ def self_calibrate(
 
     log_f0 = math.log(assumed_focal_px)
     grid = np.linspace(math.log(f_lo), math.log(f_hi), COARSE_STEPS)
-    values = np.array([_objective(terms, x - log_f0, objective) for x in grid])
+    # Coarse scan on every 4th pixel (cheap), golden section on all of them within two steps of its best.
+    coarse = _subset(terms, 4)
+    values = np.array([_objective(coarse, x - log_f0, objective) for x in grid])
     best = int(np.argmin(values))
     step = grid[1] - grid[0]
-    lo = grid[max(best - 1, 0)] - log_f0
-    hi = grid[min(best + 1, len(grid) - 1)] - log_f0
+    lo = grid[max(best - 2, 0)] - log_f0
+    hi = grid[min(best + 2, len(grid) - 1)] - log_f0
     x = _golden(terms, lo, hi, objective)
     estimate = math.exp(x + log_f0)
     sigma_log = _uncertainty_log(terms, x, objective)
     leverage = _leverage(terms)
-    rel_sigma = math.expm1(sigma_log) if math.isfinite(sigma_log) else math.inf
+    rel_sigma = (
+        math.hypot(math.expm1(sigma_log), UNCERTAINTY_FLOOR_REL) if math.isfinite(sigma_log) else math.inf
+    )
     samples = tuple((float(math.exp(g)), float(val)) for g, val in zip(grid, values, strict=True))
 
-    flat = leverage < FLAT_LEVERAGE or not rel_sigma <= FLAT_REL_UNCERTAINTY
     at_edge = (x + log_f0) - grid[0] < 0.5 * step or grid[-1] - (x + log_f0) < 0.5 * step
+    # At the edge of the range the objective is not at a minimum, so its curvature says nothing there.
+    flat = leverage < FLAT_LEVERAGE or (not at_edge and not rel_sigma <= FLAT_REL_UNCERTAINTY)
     warning = None
     if flat:
         warning = (

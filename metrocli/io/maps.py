@@ -78,9 +78,12 @@ def colourise_depth(depth_m: np.ndarray, invalid_rgb: tuple[int, int, int] = (0,
 
 
 def colourise_normals(normal: np.ndarray, invalid_rgb: tuple[int, int, int] = (0, 0, 0)) -> np.ndarray:
-    """(H, W, 3) unit normals (camera frame) -> (H, W, 3) uint8 RGB as ``(n + 1) / 2 * 255``.
+    """(H, W, 3) unit normals (camera frame: x right, y down, z forward) -> (H, W, 3) uint8 RGB.
 
-    Pixels whose normal is not finite or has (near) zero length get ``invalid_rgb``.
+    The usual normal-map look: the normal is expressed with x right, y up, z towards the viewer and encoded
+    as ``(n + 1) / 2 * 255``, so a surface facing the camera is light blue (128, 128, 255), a floor greenish
+    and a wall facing right reddish. Pixels whose normal is not finite or has (near) zero length get
+    ``invalid_rgb``.
     """
     normal = np.asarray(normal, dtype=np.float64)
     if normal.ndim != 3 or normal.shape[2] != 3:
@@ -88,6 +91,7 @@ def colourise_normals(normal: np.ndarray, invalid_rgb: tuple[int, int, int] = (0
     length = np.linalg.norm(np.nan_to_num(normal, nan=0.0, posinf=0.0, neginf=0.0), axis=2)
     valid = np.isfinite(normal).all(axis=2) & (length > 1e-6)
     unit = np.where(valid[..., None], normal / np.where(valid, length, 1.0)[..., None], 0.0)
+    unit = unit * np.array([1.0, -1.0, -1.0])  # camera frame -> x right, y up, z towards the viewer
     out = np.round((unit + 1.0) * 127.5).clip(0, 255).astype(np.uint8)
     out[~valid] = invalid_rgb
     return out

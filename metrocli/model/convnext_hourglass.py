@@ -51,7 +51,7 @@ class ConvNeXtHourglassConfig:
     """Architecture hyper-parameters of one Metric3D v1 variant.
 
     ``depths``/``dims``: ConvNeXt blocks and channels per stage. ``decoder_channels``: hourglass pyramid
-    channels at (/4 unused, /4, /8, /16) as in the official config ``decoder_channel``. ``depth_range_m``:
+    channels at (unused, /4, /8, /16) as in the official config ``decoder_channel``. ``depth_range_m``:
     (min, max) canonical metres spanned by the log-spaced depth bins. ``input_size``: (H, W) the published
     model is run at.
     """

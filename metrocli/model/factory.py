@@ -83,13 +83,15 @@ def load_model(
             (``metrocli.model.weights.resolve_weights``).
         device: ``cpu``, ``cuda``, ``mps`` or ``auto``.
         precision: ``fp32``, ``bf16``, ``fp16`` (autocast in :meth:`Metric3D.predict`) or ``auto`` (bf16 on
-            CUDA devices that support it, fp32 elsewhere). Parameters stay float32.
+            CUDA devices that support it, fp32 elsewhere; ``model.precision`` holds the resolved value).
+            Parameters stay float32.
 
     Raises:
         MetroUsageError: unknown name, device or precision.
         WeightsError / UnsafeCheckpointError: missing, corrupt, unsafe or non-matching checkpoint.
     """
     from metrocli.model.checkpoint import load_state_dict_strict, read_checkpoint
+    from metrocli.model.predict import resolve_precision
     from metrocli.model.weights import resolve_weights
 
     preset = get_preset(name)
@@ -111,7 +113,7 @@ def load_model(
         )
     model.requires_grad_(False)
     model.to(dev)
-    model.precision = precision
+    model.precision = resolve_precision(precision, dev)  # type: ignore[assignment]
     model.eval()
     log.info("loaded %s from %s on %s in %.1f s", name, path, dev, time.perf_counter() - t0)
     return model

@@ -44,11 +44,17 @@ def as_intrinsics(
     return result
 
 
-def autocast_context(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
-    """Autocast for ``bf16`` / ``fp16`` (``auto``: bf16 on CUDA with bf16 support), nothing for ``fp32``."""
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``auto`` -> ``bf16`` on CUDA devices with bf16 support, else ``fp32``; other values unchanged."""
     if precision == "auto":
         bf16_ok = device.type == "cuda" and torch.cuda.is_bf16_supported()
-        precision = "bf16" if bf16_ok else "fp32"
+        return "bf16" if bf16_ok else "fp32"
+    return precision
+
+
+def autocast_context(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """Autocast for ``bf16`` / ``fp16`` (``auto``: see :func:`resolve_precision`), nothing for ``fp32``."""
+    precision = resolve_precision(precision, device)
     if precision == "fp32":
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16

@@ -23,7 +23,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from metrocli.errors import MetroUsageError, WeightsError
+from metrocli.errors import WeightsError
 from metrocli.io.atomic import write_text_atomic
 
 log = logging.getLogger("metrocli.model.weights")
@@ -45,12 +45,10 @@ def cache_dir() -> Path:
 
 
 def _preset(name: str):
+    """The preset ``name`` (MetroUsageError listing the valid names otherwise)."""
     from metrocli.model.presets import get_preset
 
-    try:
-        return get_preset(name)
-    except (KeyError, ValueError) as exc:  # get_preset may raise either for an unknown name
-        raise MetroUsageError(f"unknown model {name!r}") from exc
+    return get_preset(name)
 
 
 def cached_path(name: str) -> Path:
@@ -281,8 +279,6 @@ def list_weights() -> list[WeightsStatus]:
         cached = path.is_file()
         meta = read_meta(path) if cached else None
         size = path.stat().st_size if cached else None
-        if size is None:
-            size = getattr(preset, "size_bytes", None)
         if meta is not None and isinstance(meta.get("size"), int) and size != meta["size"]:
             cached = False
         rows.append(WeightsStatus(name, preset.filename, path, cached, size, preset.hf_repo))

@@ -8,8 +8,8 @@ Usage::
         result = runner.run(photo, stem)
 
 The model is imported and loaded lazily (torch is only imported when a photo needs it). Outputs of a photo are
-written atomically and its JSON sidecar last, so a re-run skips photos whose outputs are complete (same model
-and weights) unless ``force``.
+written atomically and its JSON sidecar last, so a re-run skips photos whose outputs are complete (same photo,
+model, weights and focal override) unless ``force``.
 """
 
 from __future__ import annotations
@@ -108,6 +108,8 @@ class DepthRunner:
         wanted_weights = str(self.options.weights) if self.options.weights else None
         if meta.get("weights_arg") != wanted_weights or meta.get("photo") != str(photo):
             return None
+        if meta.get("focal_override") != self._focal_override():
+            return None
         names = meta.get("files")
         if not isinstance(names, dict):
             return None
@@ -122,6 +124,9 @@ class DepthRunner:
             intrinsics=meta.get("intrinsics") or {},
             depth_median_m=(meta.get("depth") or {}).get("median_m"),
         )
+
+    def _focal_override(self) -> dict[str, float | None]:
+        return {"focal_px": self.options.focal_px, "fov_deg": self.options.fov_deg}
 
     # -- model --------------------------------------------------------------------------------------------
     def prepare(self) -> None:
@@ -179,6 +184,7 @@ class DepthRunner:
             "photo": str(photo_path),
             "weights": str(self._weights_path),
             "weights_arg": str(self.options.weights) if self.options.weights else None,
+            "focal_override": self._focal_override(),
             "device": self.device,
             "precision": self.precision,
             "orientation": photo.orientation,

@@ -135,7 +135,7 @@ def reconstruct_photo(
             f"{photo.path}: depth is {prediction.depth.shape[1]}x{prediction.depth.shape[0]} "
             f"but the photo is {rgb.shape[1]}x{rgb.shape[0]}"
         )
-    confidence = None if prediction.model == "sensor" else prediction.confidence
+    confidence = prediction.confidence  # sensor depth: 1 where it has depth
     cloud = point_cloud_from_depth(
         prediction.depth,
         k,

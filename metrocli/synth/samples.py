@@ -71,7 +71,7 @@ def write_depth_png(path: str | os.PathLike[str], depth_m: np.ndarray) -> Path:
 
     mm = depth_to_png_mm(depth_m)
     with atomic_path(path) as tmp:
-        if not cv2.imwrite(str(tmp), mm):
+        if not cv2.imwrite(str(tmp), mm, [cv2.IMWRITE_PNG_COMPRESSION, 9]):
             raise OSError(f"could not write depth PNG {path}")
     return Path(path)
 
@@ -337,6 +337,12 @@ def readme_text(records: list[dict]) -> str:
             size = obj["size_m"]
             lines.append(f"| {name} | {size[0]:.3f} | {size[1]:.3f} | {size[2]:.3f} |")
         lines.append("")
+        if scene_name == "room":
+            lines += [
+                "The table's box is its bounding box: a 4 cm top on four 6 cm legs standing 5 cm in from the",
+                "bottom corners (so the bottom corners are points in the air at floor level).",
+                "",
+            ]
         for r in recs:
             k = r["intrinsics"]
             w, h = r["display_size"]

@@ -61,7 +61,9 @@ def fbm(s: np.ndarray, t: np.ndarray, cell_m: float, seed: np.ndarray | int, oct
     return total / norm
 
 
-def dots(s: np.ndarray, t: np.ndarray, cell_m: float, seed: np.ndarray | int, prob: float = 0.35) -> np.ndarray:
+def dots(
+    s: np.ndarray, t: np.ndarray, cell_m: float, seed: np.ndarray | int, prob: float = 0.35
+) -> np.ndarray:
     """Sparse random dots (float in [0, 1]: 1 inside a dot, soft edge), at most one per ``cell_m`` cell.
 
     Each cell holds a dot with probability ``prob``, of random radius (0.12-0.4 cells) and position: blob-like

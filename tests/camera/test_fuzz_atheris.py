@@ -1,6 +1,6 @@
 """A bounded coverage-guided fuzz run (atheris/libFuzzer) of ``load_photo`` on arbitrary file contents.
 
-The fuzzer runs in a subprocess for at most 2000 inputs / 20 s, starting from small valid photos (JPEG with
+The fuzzer runs in a subprocess for at most 2000 inputs / 15 s, starting from small valid photos (JPEG with
 phone EXIF in both byte orders, PNG, TIFF, WebP). Any exception other than a MetroError is a crash: libFuzzer
 stops, prints the traceback and exits non-zero, and the test fails showing it.
 """
@@ -97,7 +97,7 @@ def test_atheris_fuzz_load_photo(tmp_path: Path) -> None:
         str(harness),
         str(corpus),
         "-runs=2000",
-        "-max_total_time=20",
+        "-max_total_time=15",
         "-timeout=10",
         "-rss_limit_mb=3072",
         "-max_len=8192",

@@ -141,14 +141,8 @@ def test_heic_files_load_with_displayed_size(
     assert loaded.rgb.shape == (displayed[1], displayed[0], 3)
     assert loaded.rgb.dtype == np.uint8
     assert loaded.rgb.std() > 10  # a real picture, not a blank
-
-
-def test_heic_portrait_is_upright(exif_samples: Path) -> None:
-    """Stored as a landscape sensor image (ExifImageWidth x Height 4032 x 3024), displayed as a portrait."""
-    loaded = probe_image(exif_samples / "heic/mobile/iphone_13_pro_max.HEIC")
-    width, height = loaded.size
-    assert height > width
-    assert loaded.rgb is None
+    header_only = probe_image(exif_samples / name, verify=False)
+    assert (header_only.size, header_only.orientation, header_only.rgb) == (displayed, orientation, None)
 
 
 def test_tiff_rgba_corpus_composited_on_white(exif_samples: Path) -> None:
@@ -363,3 +357,34 @@ def test_errors_are_metro_errors(tmp_path: Path) -> None:
     (tmp_path / "x.jpg").write_bytes(b"\x00" * 100)
     with pytest.raises(MetroError):
         load_image(tmp_path / "x.jpg")
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "TIFF", "WEBP", "HEIF"])
+@pytest.mark.parametrize("orientation", [3, 6])
+def test_every_format_applies_orientation_once_and_reads_focal_tags(
+    tmp_path: Path, fmt: str, orientation: int
+) -> None:
+    """Pillow turns TIFFs itself and libheif turns HEIFs itself: the orientation must be applied exactly once,
+    and the EXIF focal tags must be found in every container (exifread, or Pillow where exifread cannot)."""
+    from metrocli.camera.exif_write import make_exif
+    from metrocli.camera.photo import load_photo
+
+    upright = np.kron(_gradient(5, 8), np.ones((6, 6, 1), dtype=np.uint8))  # 30 x 48 displayed
+    stored = undo_orientation(upright, orientation)
+    exif = make_exif(
+        make="Apple",
+        model="iPhone 12",
+        stored_size=(stored.shape[1], stored.shape[0]),
+        focal_35mm=26,
+        orientation=orientation,
+    )
+    path = tmp_path / f"x.{fmt.lower()}"
+    options = {"lossless": True} if fmt == "WEBP" else {"quality": 98} if fmt in ("JPEG", "HEIF") else {}
+    Image.fromarray(stored).save(path, format=fmt, exif=exif.tobytes(), **options)
+    photo = load_photo(path)
+    assert photo.orientation == orientation
+    assert photo.stored_size == (stored.shape[1], stored.shape[0])
+    assert photo.image.shape == upright.shape
+    assert np.abs(photo.image.astype(int) - upright.astype(int)).mean() < 6
+    assert photo.intrinsics.focal_source == "exif-35mm"
+    assert photo.make == "Apple"

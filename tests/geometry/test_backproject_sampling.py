@@ -87,7 +87,7 @@ def test_subpixel_sampling_never_mixes_surfaces() -> None:
     depth[:, :100] = 1.0  # a foreground object left of column 100
     # between column 99 (front) and 100 (back): snaps to the front surface, never a blend
     z = sample_depth(depth, np.array([99.2, 99.5, 99.9]), np.array([50.0, 50.5, 50.0]))
-    np.testing.assert_array_equal(z, [1.0, 1.0, 1.0])
+    np.testing.assert_allclose(z, [1.0, 1.0, 1.0], rtol=1e-12)
     # well inside each surface the value is exact
     assert sample_depth(depth, 50.3, 60.7) == pytest.approx(1.0)
     assert sample_depth(depth, 150.3, 60.7) == pytest.approx(4.0)
@@ -108,3 +108,16 @@ def test_centred_intrinsics_rays() -> None:
     rays = pixel_rays(k)
     np.testing.assert_allclose(rays[1, 2], [0.0, 0.0, 1.0])
     np.testing.assert_allclose(rays[0, 0], [-1.0, -0.5, 1.0])
+
+
+def test_subpixel_sampling_extrapolates_the_plane_next_to_an_edge() -> None:
+    # a tilted plane in front of a far wall: next to the silhouette only some neighbours are on the plane,
+    # and the plane is extrapolated exactly instead of taking the nearest sample's value
+    plane = plane_depth(K, (0.2, -0.6, -0.7), 2.0)
+    depth = plane.copy()
+    depth[:, 200:] = 20.0
+    u = np.array([199.5, 199.9, 199.2])
+    v = np.array([80.3, 120.7, 150.5])
+    n = np.array([0.2, -0.6, -0.7]) / np.linalg.norm([0.2, -0.6, -0.7])
+    rays = np.stack([(u - K.cx) / K.fx, (v - K.cy) / K.fy, np.ones_like(u)], axis=1)
+    np.testing.assert_allclose(sample_depth(depth, u, v), -2.0 / (rays @ n), rtol=1e-5)

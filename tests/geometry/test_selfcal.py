@@ -1,8 +1,8 @@
 """Focal-length self-calibration from depth–normal consistency (issue 9) on analytic ray-cast scenes.
 
-The scenes are ray-cast by hand (boxes, the inside of a room) so that depth and normals are exact. The depth is
-handed to the method as the model would hand it over: at an *assumed* focal length, i.e. the true depth times
-``assumed_focal / true_focal``.
+The scenes are ray-cast by hand (boxes, the inside of a room) so that depth and normals are exact. The
+depth is handed to the method as the model would hand it over: at an *assumed* focal length, i.e. the true
+depth times ``assumed_focal / true_focal``.
 
 Noise model ("model-like noise", acceptance 2): normals get 3 degrees RMS angular noise, i.i.d. per pixel; the
 depth gets a smooth multiplicative error field ``1 + e(u, v)`` with ``max |e| = 3 %`` made of a few random
@@ -28,7 +28,7 @@ W, H = 640, 480
 # ----------------------------------------------------------------------------------------------- ray caster
 @dataclass(frozen=True)
 class Box:
-    """Axis-aligned box in its own frame, rotated by ``yaw_deg`` about the world y axis and moved to ``centre``.
+    """Axis-aligned box, rotated by ``yaw_deg`` about the world y axis and moved to ``centre``.
 
     ``inside=True``: the camera is inside (a room): rays hit the far side.
     """
@@ -188,7 +188,7 @@ def test_exact_depth_and_normals_recover_focal_within_2_percent(view: str, lens_
     assert result.warning is None
     assert result.focal_source == "self-calibrated"
     assert abs(result.focal_px / focal - 1) < 0.02, (result.focal_px, focal)
-    assert result.uncertainty_px < 0.02 * focal
+    assert 0 < result.uncertainty_px < 0.03 * focal
     assert result.n_pixels > 1000
     assert result.fov_deg == pytest.approx(math.degrees(2 * math.atan(W / (2 * result.focal_px))))
 
@@ -203,24 +203,36 @@ def test_result_does_not_depend_on_assumed_focal(assumed: float) -> None:
 @pytest.mark.parametrize("lens_mm", [13.0, 26.0, 77.0])
 @pytest.mark.parametrize("view", ["room", "street"])
 def test_smooth_depth_error_and_normal_noise_within_5_percent(view: str, lens_mm: float) -> None:
-    rng = np.random.default_rng(int(lens_mm) + (7 if view == "room" else 0))
-    depth, normal, focal = VIEWS[view](lens_mm)
-    depth = depth * (1.0 + smooth_field(depth.shape, 0.03, rng))
-    normal = noisy_normals(normal, 3.0, rng)
-    result = calibrate(depth, normal, focal)
-    assert not result.fallback, result.warning
-    assert abs(result.focal_px / focal - 1) < 0.05, (result.focal_px, focal)
+    depth_true, normal_true, focal = VIEWS[view](lens_mm)
+    for seed in range(3):
+        rng = np.random.default_rng(seed)
+        depth = depth_true * (1.0 + smooth_field(depth_true.shape, 0.03, rng))
+        normal = noisy_normals(normal_true, 3.0, rng)
+        result = calibrate(depth, normal, focal)
+        assert not result.fallback, result.warning
+        assert abs(result.focal_px / focal - 1) < 0.05, (seed, result.focal_px, focal)
 
 
+@pytest.mark.parametrize("iid", [0.005, 0.03])
 @pytest.mark.parametrize("lens_mm", [13.0, 26.0, 77.0])
-def test_smooth_plus_iid_depth_noise_within_5_percent(lens_mm: float) -> None:
-    rng = np.random.default_rng(100 + int(lens_mm))
-    depth, normal, focal = room_view(lens_mm)
-    depth = depth * (1.0 + smooth_field(depth.shape, 0.03, rng) + rng.normal(0.0, 0.002, depth.shape))
+@pytest.mark.parametrize("view", ["room", "street"])
+def test_smooth_plus_iid_depth_noise_within_6_percent(view: str, lens_mm: float, iid: float) -> None:
+    rng = np.random.default_rng(0)
+    depth, normal, focal = VIEWS[view](lens_mm)
+    depth = depth * (1.0 + smooth_field(depth.shape, 0.03, rng) + rng.normal(0.0, iid, depth.shape))
     normal = noisy_normals(normal, 3.0, rng)
     result = calibrate(depth, normal, focal)
     assert not result.fallback, result.warning
-    assert abs(result.focal_px / focal - 1) < 0.05, (result.focal_px, focal)
+    assert abs(result.focal_px / focal - 1) < (0.05 if iid < 0.01 else 0.06), (result.focal_px, focal)
+
+
+def test_normal_noise_alone_gives_no_bias() -> None:
+    depth, normal_true, focal = room_view(26.0)
+    errors = []
+    for seed in range(3):
+        normal = noisy_normals(normal_true, 3.0, np.random.default_rng(seed))
+        errors.append(calibrate(depth, normal, focal).focal_px / focal - 1)
+    assert max(abs(e) for e in errors) < 0.01, errors
 
 
 def test_fronto_parallel_wall_is_flat_and_falls_back() -> None:

@@ -113,3 +113,12 @@ def test_successful_writes_replace(tmp_path: Path) -> None:
     write_text_atomic(tmp_path / "b.json", "")
     assert (tmp_path / "b.json").read_text() == ""
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.bin", "b.json"]
+
+
+def test_outputs_get_umask_permissions_not_0600(tmp_path: Path) -> None:
+    old = os.umask(0o027)
+    try:
+        target = write_bytes_atomic(tmp_path / "x.png", b"data")
+    finally:
+        os.umask(old)
+    assert target.stat().st_mode & 0o777 == 0o640

@@ -60,13 +60,13 @@ def test_colourise_depth_near_is_red_far_is_blue_invalid_black() -> None:
 
 
 def test_colourise_normals_encoding() -> None:
-    n = np.array([[[0, 0, -1], [1, 0, 0], [0, 0, 0], [np.nan, 0, 1], [0, 2, 0]]], np.float32)
+    n = np.array([[[0, 0, -1], [1, 0, 0], [0, 0, 0], [np.nan, 0, 1], [0, -2, 0]]], np.float32)
     rgb = maps.colourise_normals(n)
-    np.testing.assert_array_equal(rgb[0, 0], [128, 128, 0])
-    np.testing.assert_array_equal(rgb[0, 1], [255, 128, 128])
+    np.testing.assert_array_equal(rgb[0, 0], [128, 128, 255])  # facing the camera: light blue
+    np.testing.assert_array_equal(rgb[0, 1], [255, 128, 128])  # facing right
     np.testing.assert_array_equal(rgb[0, 2], [0, 0, 0])
     np.testing.assert_array_equal(rgb[0, 3], [0, 0, 0])
-    np.testing.assert_array_equal(rgb[0, 4], [128, 255, 128])  # renormalised
+    np.testing.assert_array_equal(rgb[0, 4], [128, 255, 128])  # facing up (a floor), renormalised
 
 
 def test_depth_png_mm() -> None:

@@ -67,11 +67,13 @@ def assert_raw_matches(out: dict[str, torch.Tensor], ref: dict[str, np.ndarray])
 @pytest.fixture(scope="module")
 def vit_small(seeded_weights):
     torch.set_num_threads(2)
-    return load_model("vit-small", weights=seeded_weights("vit-small"))
+    return load_model("vit-small", weights=seeded_weights("vit-small"), precision="auto")
 
 
 @pytest.mark.slow
 def test_vit_small_raw_outputs_match_official_616x1064(vit_small, fixtures_dir):
+    assert vit_small.precision == "fp32"  # "auto" on the CPU
+    assert not any(p.requires_grad for p in vit_small.parameters())
     ref = np.load(fixtures_dir / "vit-small.seed4321.raw616x1064.npz")
     with torch.inference_mode():
         out = vit_small.forward_canonical(torch.from_numpy(ref["input"])[None])

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import http.server
 import json
+import os
 import socket
+import threading
 import time
 from pathlib import Path
 
@@ -138,3 +141,110 @@ def _hub_resolvable() -> bool:
 def test_pull_offline_against_the_real_hub(cache: Path) -> None:
     with pytest.raises(WeightsError, match=r"cannot reach the Hugging Face hub.*check the network"):
         W.pull("vit-small", progress=False)
+
+
+class LocalHub:
+    """A local HTTP server speaking the Hugging Face ``resolve`` protocol (HEAD metadata, ranged GET) for one
+    file, so that the real ``huggingface_hub`` client code of :func:`pull` runs end to end without internet.
+    ``advertised_sha256`` may differ from the served bytes; ``drop_first_get`` cuts the first body midway."""
+
+    def __init__(self, data: bytes, *, advertised_sha256: str | None = None, drop_first_get: bool = False):
+        self.data = data
+        self.sha256 = advertised_sha256 or hashlib.sha256(data).hexdigest()
+        self.drop_first_get = drop_first_get
+        self.requests: list[tuple[str, str, str | None]] = []
+        hub = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _headers(self, start: int) -> None:
+                self.send_response(206 if start else 200)
+                self.send_header("X-Repo-Commit", "c0ffee" + "0" * 34)
+                self.send_header("ETag", f'"{hub.sha256}"')
+                self.send_header("Content-Length", str(len(hub.data) - start))
+                if start:
+                    self.send_header("Content-Range", f"bytes {start}-{len(hub.data) - 1}/{len(hub.data)}")
+                self.end_headers()
+
+            def do_HEAD(self) -> None:
+                hub.requests.append(("HEAD", self.path, None))
+                self._headers(0)
+
+            def do_GET(self) -> None:
+                rng = self.headers.get("Range")
+                hub.requests.append(("GET", self.path, rng))
+                start = int(rng.split("=")[1].split("-")[0]) if rng else 0
+                self._headers(start)
+                first = sum(1 for r in hub.requests if r[0] == "GET") == 1
+                if hub.drop_first_get and first:
+                    self.wfile.write(hub.data[start : start + len(hub.data) // 3])
+                    self.wfile.flush()
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
+                self.wfile.write(hub.data[start:])
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.endpoint = f"http://127.0.0.1:{self.server.server_port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def payload() -> bytes:
+    return os.urandom(300_000)
+
+
+def test_pull_downloads_verifies_and_records(cache: Path, payload: bytes) -> None:
+    hub = LocalHub(payload, drop_first_get=True)
+    try:
+        path = W.pull("vit-small", progress=False, endpoint=hub.endpoint)
+    finally:
+        hub.close()
+    assert path == cache / "metric_depth_vit_small_800k.pth"
+    assert path.read_bytes() == payload  # complete despite the connection dropped midway
+    meta = W.read_meta(path)
+    assert meta is not None and meta["size"] == len(payload) and meta["sha256_from_hub"] is True
+    assert meta["sha256"] == hashlib.sha256(payload).hexdigest() and meta["commit"].startswith("c0ffee")
+    assert all(r[1] == "/JUGGHM/Metric3D/resolve/main/metric_depth_vit_small_800k.pth" for r in hub.requests)
+    assert sum(r[0] == "GET" for r in hub.requests) >= 2
+    assert W.resolve_weights("vit-small") == path
+
+    # Cached and intact: no network at all (the hub is gone now).
+    assert W.pull("vit-small", progress=False, endpoint=hub.endpoint) == path
+
+    # --force downloads again.
+    hub2 = LocalHub(payload)
+    try:
+        assert W.pull("vit-small", progress=False, force=True, endpoint=hub2.endpoint) == path
+    finally:
+        hub2.close()
+    assert [r[0] for r in hub2.requests].count("GET") == 1 and path.read_bytes() == payload
+
+
+def test_pull_rejects_bytes_that_do_not_match_the_hub_hash(cache: Path, payload: bytes) -> None:
+    hub = LocalHub(payload, advertised_sha256="ab" * 32)
+    try:
+        with pytest.raises(WeightsError, match=r"failed verification \(sha256"):
+            W.pull("vit-small", progress=False, endpoint=hub.endpoint)
+    finally:
+        hub.close()
+    path = cache / PRESETS["vit-small"].filename
+    assert not path.exists() and not W.meta_path(path).exists()
+    with pytest.raises(WeightsError, match="metro weights pull vit-small"):
+        W.resolve_weights("vit-small")
+
+
+def test_pull_repairs_a_corrupt_cached_file(cache: Path, payload: bytes) -> None:
+    hub = LocalHub(payload)
+    try:
+        path = W.pull("vit-small", progress=False, endpoint=hub.endpoint)
+        path.write_bytes(payload[:1000])  # truncated behind our back
+        assert W.pull("vit-small", progress=False, endpoint=hub.endpoint) == path
+    finally:
+        hub.close()
+    assert path.read_bytes() == payload

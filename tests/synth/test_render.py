@@ -76,7 +76,7 @@ def test_depth_and_normal_of_tilted_plane_match_analytic_values():
 
 
 def test_room_depth_matches_room_planes_above_the_furniture():
-    # Camera at 2.3 m looking level: the upper half of the image sees only walls and ceiling (furniture is low).
+    # Camera at 2.3 m looking level: the upper image half sees only walls and ceiling (furniture is low).
     pose = look_at((2.0, 0.3, 2.3), (2.0, 5.0, 2.3))
     k = intrinsics_for_lens(160, 120, 26)
     view = render(room_scene(), k, pose)

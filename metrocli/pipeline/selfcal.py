@@ -1,0 +1,233 @@
+"""``--focal auto``: one model forward, then the focal length from depth–normal consistency (issue 9).
+
+The network runs once with the photo's current intrinsics (EXIF, or the default field of view); its depth is
+proportional to the focal length it was given, its normals do not depend on it. :func:`self_calibrate_prediction`
+searches the focal length that makes the two agree (:mod:`metrocli.geometry.selfcal`) and
+:func:`apply_focal` rescales the prediction to it, without re-running the network. The model is imported
+lazily: nothing here loads torch unless a model is run.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from metrocli.camera.intrinsics import FocalSource, Intrinsics
+from metrocli.errors import MetroUsageError
+from metrocli.geometry.selfcal import CHECK_FOCAL_TOLERANCE, SelfCalResult, check_focal, self_calibrate
+from metrocli.prediction import Prediction
+
+log = logging.getLogger("metrocli.pipeline.selfcal")
+
+#: Default horizontal field-of-view range (degrees) searched by ``--focal auto``.
+DEFAULT_FOV_RANGE_DEG = (20.0, 120.0)
+#: Metric3D clamps its depth here (metres); clamped pixels carry no geometry.
+MODEL_MAX_DEPTH_M = 300.0
+
+
+def apply_focal(prediction: Prediction, focal_px: float, source: FocalSource) -> Prediction:
+    """The same prediction for another focal length (px of the prediction's image), without a forward.
+
+    Depth scales with the focal length (``depth * focal_px / prediction.intrinsics.fx``); normals and
+    confidences are unchanged; ``intrinsics`` get ``fx = fy = focal_px`` and ``focal_source = source``.
+    """
+    if not (math.isfinite(focal_px) and focal_px > 0):
+        raise MetroUsageError(f"focal length must be a positive number of pixels, got {focal_px!r}")
+    factor = focal_px / prediction.intrinsics.fx
+    depth = (prediction.depth * np.float32(factor)).astype(np.float32, copy=False)
+    return replace(prediction, depth=depth, intrinsics=prediction.intrinsics.with_focal(focal_px, source))
+
+
+def self_calibrate_prediction(
+    prediction: Prediction,
+    *,
+    fov_range_deg: tuple[float, float] = DEFAULT_FOV_RANGE_DEG,
+    fallback_focal_px: float | None = None,
+) -> SelfCalResult:
+    """Self-calibrate the focal length of one model prediction (pixels of ``prediction``'s image).
+
+    The depth is taken as computed with ``prediction.intrinsics.fx``; the fallback (flat objective) is
+    ``fallback_focal_px`` or that focal length. Raises :class:`MetroUsageError` when the prediction has no
+    predicted normals (depth-only models, sensor depth: their normals are derived from the depth itself).
+    """
+    from metrocli.pipeline.source import SENSOR_MODEL_NAME
+
+    if prediction.normal is None or prediction.model == SENSOR_MODEL_NAME:
+        what = "sensor depth" if prediction.model == SENSOR_MODEL_NAME else f"model {prediction.model!r}"
+        raise MetroUsageError(
+            f"--focal auto needs predicted surface normals, which {what} does not provide; "
+            "use a ViT model (e.g. vit-small) or give --focal-px/--fov"
+        )
+    intr = prediction.intrinsics
+    return self_calibrate(
+        prediction.depth,
+        prediction.normal,
+        width=intr.width,
+        height=intr.height,
+        cx=intr.cx,
+        cy=intr.cy,
+        assumed_focal_px=intr.fx,
+        confidence=prediction.confidence,
+        normal_confidence=prediction.normal_confidence,
+        fov_range_deg=fov_range_deg,
+        fallback_focal_px=fallback_focal_px,
+        max_depth_m=MODEL_MAX_DEPTH_M,
+    )
+
+
+@dataclass(frozen=True)
+class SelfCalibrated:
+    """A photo's prediction at its self-calibrated focal length.
+
+    Attributes:
+        prediction: depth rescaled to ``selfcal.focal_px``; ``intrinsics.focal_source`` is
+            ``"self-calibrated"`` (or the photo's own source when the self-calibration fell back).
+        selfcal: the search result (focal, uncertainty, flatness, warning).
+        photo_intrinsics: the photo's intrinsics before self-calibration (EXIF, user or default).
+    """
+
+    prediction: Prediction
+    selfcal: SelfCalResult
+    photo_intrinsics: Intrinsics
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary."""
+        return {
+            "intrinsics": self.prediction.intrinsics.to_dict(),
+            "photo_focal_px": self.photo_intrinsics.fx,
+            "photo_focal_source": self.photo_intrinsics.focal_source,
+            "selfcal": self.selfcal.to_dict(),
+        }
+
+
+def self_calibrated_prediction(
+    prediction: Prediction,
+    photo_intrinsics: Intrinsics | None = None,
+    *,
+    fov_range_deg: tuple[float, float] = DEFAULT_FOV_RANGE_DEG,
+) -> SelfCalibrated:
+    """Self-calibrate ``prediction`` and rescale it; the fallback is ``photo_intrinsics`` (default: its own).
+
+    Logs the self-calibration warning (flat objective, ...) on ``metrocli.pipeline.selfcal``.
+    """
+    photo_intrinsics = photo_intrinsics or prediction.intrinsics
+    result = self_calibrate_prediction(
+        prediction, fov_range_deg=fov_range_deg, fallback_focal_px=photo_intrinsics.fx
+    )
+    if result.warning:
+        log.warning(result.warning)
+    if result.fallback:
+        if photo_intrinsics.fx != prediction.intrinsics.fx:
+            prediction = apply_focal(prediction, photo_intrinsics.fx, photo_intrinsics.focal_source)
+    else:
+        prediction = apply_focal(prediction, result.focal_px, "self-calibrated")
+    return SelfCalibrated(prediction=prediction, selfcal=result, photo_intrinsics=photo_intrinsics)
+
+
+def predict_self_calibrated(
+    photo: Any,
+    *,
+    model: Any = None,
+    model_name: str = "vit-small",
+    weights: str | os.PathLike[str] | None = None,
+    device: str = "cpu",
+    precision: str = "fp32",
+    fov_range_deg: tuple[float, float] = DEFAULT_FOV_RANGE_DEG,
+) -> SelfCalibrated:
+    """``--focal auto`` for one loaded photo: one forward, then self-calibration (no second forward).
+
+    Args:
+        photo: a :class:`metrocli.camera.photo.Photo`; its intrinsics (EXIF or default) are what the network is
+            run with and the fallback when the objective is flat.
+        model: an already loaded :class:`~metrocli.model.metric3d.Metric3D` (batches), else one is loaded with
+            ``model_name``/``weights``/``device``/``precision`` (:func:`metrocli.model.factory.load_model`).
+        fov_range_deg: horizontal field-of-view range (degrees) searched.
+    Raises:
+        WeightsError: model weights unavailable; MetroUsageError: the model predicts no normals.
+    """
+    if model is None:
+        from metrocli.model.factory import load_model
+
+        model = load_model(model_name, weights=weights, device=device, precision=precision)
+    prediction = model.predict(photo.image, photo.intrinsics)
+    return self_calibrated_prediction(prediction, photo.intrinsics, fov_range_deg=fov_range_deg)
+
+
+@dataclass(frozen=True)
+class FocalCheck:
+    """``metro info --check-focal``: the photo's focal length against the self-calibrated one.
+
+    ``ratio`` is ``selfcal.estimate_px / photo_focal_px - 1`` (nan when the self-calibration has no trustworthy
+    estimate); ``is_off`` when ``|ratio|`` exceeds ``tolerance`` (10 %).
+    """
+
+    photo_focal_px: float
+    photo_focal_source: str
+    selfcal: SelfCalResult
+    ratio: float
+    is_off: bool
+    tolerance: float = CHECK_FOCAL_TOLERANCE
+
+    @property
+    def message(self) -> str:
+        """One line for humans."""
+        if not math.isfinite(self.ratio):
+            return f"focal check: inconclusive ({self.selfcal.warning or 'no estimate'})"
+        verdict = "DISAGREES" if self.is_off else "agrees"
+        return (
+            f"focal check: {self.photo_focal_source} focal {self.photo_focal_px:.1f} px {verdict} with the "
+            f"self-calibrated {self.selfcal.estimate_px:.1f} ± {self.selfcal.uncertainty_px:.1f} px "
+            f"({self.ratio:+.1%}, tolerance {self.tolerance:.0%})"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary."""
+        return {
+            "photo_focal_px": self.photo_focal_px,
+            "photo_focal_source": self.photo_focal_source,
+            "selfcal_focal_px": self.selfcal.estimate_px if math.isfinite(self.selfcal.estimate_px) else None,
+            "selfcal": self.selfcal.to_dict(),
+            "ratio": self.ratio if math.isfinite(self.ratio) else None,
+            "is_off": self.is_off,
+            "tolerance": self.tolerance,
+        }
+
+
+def check_photo_focal(
+    photo: Any,
+    *,
+    model: Any = None,
+    model_name: str = "vit-small",
+    weights: str | os.PathLike[str] | None = None,
+    device: str = "cpu",
+    precision: str = "fp32",
+    fov_range_deg: tuple[float, float] = DEFAULT_FOV_RANGE_DEG,
+) -> FocalCheck:
+    """Cross-check a photo's focal length (EXIF, user or default) against self-calibration (one forward)."""
+    calibrated = predict_self_calibrated(
+        photo,
+        model=model,
+        model_name=model_name,
+        weights=weights,
+        device=device,
+        precision=precision,
+        fov_range_deg=fov_range_deg,
+    )
+    return focal_check(calibrated.photo_intrinsics, calibrated.selfcal)
+
+
+def focal_check(photo_intrinsics: Intrinsics, selfcal: SelfCalResult) -> FocalCheck:
+    """:class:`FocalCheck` of known intrinsics against a self-calibration result."""
+    ratio, is_off = check_focal(photo_intrinsics.fx, selfcal)
+    return FocalCheck(
+        photo_focal_px=photo_intrinsics.fx,
+        photo_focal_source=photo_intrinsics.focal_source,
+        selfcal=selfcal,
+        ratio=ratio,
+        is_off=is_off,
+    )

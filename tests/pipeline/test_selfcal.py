@@ -1,0 +1,135 @@
+"""``--focal auto`` glue (metrocli.pipeline.selfcal) on scenes rendered by metrocli.synth, and with the model."""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import numpy as np
+import pytest
+
+from metrocli.camera.intrinsics import centred
+from metrocli.errors import MetroUsageError
+from metrocli.pipeline.selfcal import (
+    apply_focal,
+    check_photo_focal,
+    focal_check,
+    predict_self_calibrated,
+    self_calibrate_prediction,
+    self_calibrated_prediction,
+)
+from metrocli.prediction import Prediction
+
+
+@pytest.fixture(scope="module")
+def rendered():
+    """A synth room view (26 mm equivalent, 640 x 480) with exact depth and normals."""
+    from metrocli.synth import intrinsics_for_lens, look_at, render, room_scene
+
+    k = intrinsics_for_lens(640, 480, 26)
+    view = render(room_scene(), k, look_at((1.0, 0.45, 1.55), (2.0, 2.9, 0.65)))
+    return view
+
+
+def model_like_prediction(view, assumed_focal_px: float) -> Prediction:
+    """What the model would return when run with a wrong focal length: depth proportional to it."""
+    k = view.intrinsics
+    hit = view.depth_m > 0
+    depth = np.where(hit, view.depth_m * (assumed_focal_px / k.fx), 0.0).astype(np.float32)
+    normal = np.where(hit[..., None], view.normal, np.nan).astype(np.float32)
+    return Prediction(
+        depth=depth,
+        normal=normal,
+        confidence=hit.astype(np.float32),
+        normal_confidence=np.full(depth.shape, 5.0, np.float32),
+        intrinsics=centred(k.width, k.height, assumed_focal_px, "default"),
+        model="vit-small",
+    )
+
+
+def test_apply_focal_rescales_depth_and_intrinsics(rendered) -> None:
+    pred = model_like_prediction(rendered, 500.0)
+    out = apply_focal(pred, 600.0, "self-calibrated")
+    assert out.intrinsics.fx == out.intrinsics.fy == 600.0
+    assert out.intrinsics.focal_source == "self-calibrated"
+    assert (out.intrinsics.cx, out.intrinsics.cy) == (pred.intrinsics.cx, pred.intrinsics.cy)
+    np.testing.assert_allclose(out.depth, pred.depth * 1.2, rtol=1e-6)
+    assert out.normal is pred.normal
+    with pytest.raises(MetroUsageError):
+        apply_focal(pred, -1.0, "user")
+
+
+@pytest.mark.parametrize("assumed", [350.0, 900.0])
+def test_self_calibrated_prediction_recovers_focal_and_metric_depth(rendered, assumed: float) -> None:
+    true_k = rendered.intrinsics
+    pred = model_like_prediction(rendered, assumed)
+    out = self_calibrated_prediction(pred)
+    assert abs(out.prediction.intrinsics.fx / true_k.fx - 1) < 0.02
+    assert out.prediction.intrinsics.focal_source == "self-calibrated"
+    assert out.selfcal.focal_source == "self-calibrated" and not out.selfcal.fallback
+    hit = rendered.depth_m > 0
+    ratio = out.prediction.depth[hit] / rendered.depth_m[hit]
+    assert abs(float(np.median(ratio)) - 1) < 0.02
+    d = out.to_dict()
+    assert d["intrinsics"]["focal_source"] == "self-calibrated"
+    assert d["photo_focal_px"] == assumed and d["selfcal"]["warning"] is None
+
+
+def test_flat_wall_falls_back_to_photo_intrinsics_with_warning(caplog) -> None:
+    h, w = 480, 640
+    k = centred(w, h, 500.0, "default")
+    depth = np.full((h, w), 2.0, np.float32)  # fronto-parallel wall
+    normal = np.zeros((h, w, 3), np.float32)
+    normal[..., 2] = -1.0
+    pred = Prediction(depth, normal, np.ones((h, w), np.float32), None, k, model="vit-small")
+    exif = centred(w, h, 450.0, "exif-35mm")
+    with caplog.at_level(logging.WARNING, logger="metrocli.pipeline.selfcal"):
+        out = self_calibrated_prediction(pred, exif)
+    assert out.selfcal.objective_flat and out.selfcal.fallback
+    assert out.prediction.intrinsics.fx == 450.0
+    assert out.prediction.intrinsics.focal_source == "exif-35mm"
+    np.testing.assert_allclose(out.prediction.depth, 1.8, rtol=1e-6)
+    assert any("flat" in r.getMessage() for r in caplog.records)
+    check = focal_check(exif, out.selfcal)
+    assert math.isnan(check.ratio) and not check.is_off
+    assert "inconclusive" in check.message
+
+
+def test_focal_check_reports_disagreement(rendered) -> None:
+    pred = model_like_prediction(rendered, 700.0)
+    result = self_calibrate_prediction(pred)
+    true_k = rendered.intrinsics
+    good = focal_check(true_k, result)
+    assert not good.is_off and abs(good.ratio) < 0.02 and "agrees" in good.message
+    bad = focal_check(true_k.with_focal(true_k.fx * 1.3, "exif-35mm"), result)
+    assert bad.is_off and bad.ratio < -0.1 and "DISAGREES" in bad.message
+    assert bad.to_dict()["is_off"] is True
+
+
+def test_predictions_without_predicted_normals_are_refused(rendered) -> None:
+    pred = model_like_prediction(rendered, 700.0)
+    from dataclasses import replace
+
+    with pytest.raises(MetroUsageError, match="normals"):
+        self_calibrate_prediction(replace(pred, normal=None, model="convnext-tiny"))
+    with pytest.raises(MetroUsageError, match="sensor depth"):
+        self_calibrate_prediction(replace(pred, model="sensor"))
+
+
+@pytest.mark.slow
+def test_predict_self_calibrated_runs_one_forward_of_the_seeded_model(seeded_weights, exif_samples) -> None:
+    from metrocli.camera.photo import load_photo
+    from metrocli.model.factory import load_model
+
+    photo = load_photo(exif_samples / "jpg" / "Canon_40D.jpg")
+    model = load_model("vit-small", weights=seeded_weights("vit-small"))
+    out = predict_self_calibrated(photo, model=model)
+    # seeded (not trained) weights: only the plumbing is checked, not the value
+    assert out.photo_intrinsics == photo.intrinsics
+    assert out.prediction.depth.shape == (photo.height, photo.width)
+    assert out.prediction.intrinsics.focal_source in ("self-calibrated", photo.intrinsics.focal_source)
+    assert out.prediction.intrinsics.fx == pytest.approx(out.selfcal.focal_px)
+    assert out.selfcal.fallback == (out.selfcal.warning is not None)
+    check = check_photo_focal(photo, model=model)
+    assert check.photo_focal_px == photo.intrinsics.fx
+    assert isinstance(check.is_off, bool)
