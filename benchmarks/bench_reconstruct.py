@@ -91,7 +91,8 @@ def main() -> None:
         per_photo = (times[6] - times[3]) / 3
         print(f"cost per added photo (3 -> 6): {per_photo:.2f} s")
         print(
-            f"6-photo accuracy: median {m.accuracy_median_m * 100:.2f} cm, p90 {m.accuracy_p90_m * 100:.2f} cm, "
+            f"6-photo accuracy: median {m.accuracy_median_m * 100:.2f} cm, "
+            f"p90 {m.accuracy_p90_m * 100:.2f} cm, "
             f"completeness {m.completeness * 100:.1f} % within {m.tolerance_m * 100:.0f} cm"
         )
         unit = calibration_unit()

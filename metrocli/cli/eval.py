@@ -68,7 +68,7 @@ def format_table(report) -> str:
 
     title = (
         f"{report.dataset}: model {report.model}, {len(report.samples)} frames, "
-        f"depth {report.min_depth_m:g}-{report.max_depth_m:g} m ({report.cap_reason})"
+        f"depth {report.min_depth_m:g}-{report.max_depth_m:g} m ({report.cap_reason}), crop {report.crop}"
     )
     body = [line(header), *(line(r) for r in rows[:-1]), line(["-" * w for w in widths]), line(rows[-1])]
     return "\n".join([title, *body])
@@ -104,6 +104,12 @@ def format_table(report) -> str:
     show_default=True,
     help="Ignore ground truth at or below this depth (m).",
 )
+@click.option(
+    "--crop",
+    type=click.Choice(["eigen", "garg", "none"]),
+    default=None,
+    help="Evaluation region [default: eigen for NYU, garg for KITTI, none otherwise].",
+)
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Evaluate only the first N frames.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
 @click.option(
@@ -122,6 +128,7 @@ def eval_cmd(
     precision: str,
     max_depth_m: float | None,
     min_depth_m: float,
+    crop: str | None,
     limit: int | None,
     as_json: bool,
     output: Path | None,
@@ -146,6 +153,7 @@ def eval_cmd(
         precision=precision,
         min_depth_m=min_depth_m,
         max_depth_m=max_depth_m,
+        crop=crop,
         limit=limit,
     )
     report = evaluate_dataset(dataset, options)

@@ -8,7 +8,8 @@ A dataset is a folder holding ``test_annotations.json``::
 ``rgb``/``depth`` (and an optional ``normal``) are relative to the folder itself or to its parent (Metric3D's
 data root; the demo sets use the latter). ``depth`` is a 16-bit PNG (value / ``depth_scale`` = metres,
 0 = no measurement) or a ``.npy`` of metres. ``normal`` (optional) is a ``.npy`` (H, W, 3) camera-frame
-normal map, or an 8/16-bit RGB PNG encoding ``(n + 1) / 2`` (all-zero pixels = no measurement).
+normal map, or a PNG in Metric3D's NYU convention: ``n = -((B, G, R) / 255 * 2 - 1)`` with the channels
+taken in B, G, R order (all-zero pixels = no measurement).
 Images are used exactly as stored (EXIF orientation is ignored: the ground truth is stored the same way).
 """
 
@@ -161,7 +162,8 @@ def load_normal_gt(sample: Sample) -> np.ndarray | None:
             raw = raw[..., :3]
             top = 65535.0 if raw.dtype == np.uint16 else 255.0
             invalid = (raw == 0).all(axis=-1)
-            normal = raw.astype(np.float64) / top * 2.0 - 1.0
+            # Metric3D's NYU normal files: n = -((B, G, R) / 255 * 2 - 1), channels in B, G, R file order
+            normal = -(raw[..., ::-1].astype(np.float64) / top * 2.0 - 1.0)
     except DatasetError:
         raise
     except (OSError, ValueError) as exc:
@@ -178,6 +180,16 @@ OUTDOOR_MAX_DEPTH_M = 80.0
 DEFAULT_MIN_DEPTH_M = 1e-3
 _OUTDOOR_NAMES = ("kitti", "ddad", "driving", "argo", "waymo", "nuscenes", "cityscapes", "outdoor", "eth3d")
 _INDOOR_NAMES = ("nyu", "scannet", "ibims", "diode_indoor", "hypersim", "indoor", "7scenes", "sunrgbd")
+
+
+def default_crop(dataset_name: str) -> str:
+    """The standard evaluation crop of a dataset: ``eigen`` for NYU, ``garg`` for KITTI, else ``none``."""
+    lowered = dataset_name.lower()
+    if "nyu" in lowered:
+        return "eigen"
+    if "kitti" in lowered:
+        return "garg"
+    return "none"
 
 
 def default_max_depth(dataset_name: str, gt_depths: list[np.ndarray] | None = None) -> tuple[float, str]:

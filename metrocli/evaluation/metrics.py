@@ -1,8 +1,8 @@
 """Standard metric-depth and surface-normal error metrics (numpy only).
 
 Depth metrics follow the usual monocular-depth protocol (Eigen et al.; as used by Metric3D's zero-shot
-tables): over pixels whose ground truth lies in ``(min_depth_m, max_depth_m)``, the prediction is clipped to
-``[min_depth_m, max_depth_m]`` and
+tables): over pixels whose ground truth lies in ``(min_depth_m, max_depth_m)`` (optionally inside the
+Eigen/Garg crop, :func:`crop_mask`), the prediction is clipped to ``[min_depth_m, max_depth_m]`` and
 
 - ``abs_rel``  = mean(|p − g| / g)
 - ``sq_rel``   = mean((p − g)² / g)
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
+from typing import Literal
 
 import numpy as np
 
@@ -43,6 +44,30 @@ NORMAL_METRICS: tuple[str, ...] = (
 )
 #: Metrics where higher is better (the others: lower is better).
 HIGHER_IS_BETTER = frozenset({"delta1", "delta2", "delta3", "within_11_25", "within_22_5", "within_30"})
+
+
+Crop = Literal["none", "eigen", "garg"]
+
+
+def crop_mask(shape: tuple[int, int], crop: Crop) -> np.ndarray:
+    """(H, W) bool evaluation region of the standard protocols.
+
+    - ``eigen``: NYUv2's Eigen crop, rows 45-470 and columns 41-600 of a 480 x 640 frame (scaled to other
+      sizes);
+    - ``garg``: KITTI's Garg crop, rows 40.8 %-99.2 % and columns 3.6 %-96.4 % of the frame;
+    - ``none``: everything.
+    """
+    h, w = shape
+    mask = np.zeros((h, w), bool)
+    if crop == "none":
+        mask[:] = True
+    elif crop == "eigen":
+        mask[round(45 * h / 480) : round(471 * h / 480), round(41 * w / 640) : round(601 * w / 640)] = True
+    elif crop == "garg":
+        mask[int(0.40810811 * h) : int(0.99189189 * h), int(0.03594771 * w) : int(0.96405229 * w)] = True
+    else:
+        raise ValueError(f"unknown crop {crop!r}; choose none, eigen or garg")
+    return mask
 
 
 def depth_eval_mask(gt_m: np.ndarray, min_depth_m: float, max_depth_m: float) -> np.ndarray:

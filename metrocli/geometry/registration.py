@@ -128,16 +128,24 @@ class PairRegistration:
 # --------------------------------------------------------------------------------------------- features
 
 
-def detect_features(rgb: np.ndarray, *, method: FeatureMethod = "sift", max_features: int = 4000) -> Features:
+def detect_features(
+    rgb: np.ndarray, *, method: FeatureMethod = "sift", max_features: int = 2500, max_side_px: int = 800
+) -> Features:
     """Keypoints and descriptors of an upright (H, W, 3) uint8 RGB image.
 
     SIFT by default (scale invariant, so photos taken with different lenses still match); ORB when SIFT is
-    not available in this OpenCV build or when asked for.
+    not available in this OpenCV build or when asked for. Images larger than ``max_side_px`` are detected on
+    a downscaled copy (coarse registration needs no more; ICP refines on the full depth), keypoints are
+    returned in full-resolution pixels.
     """
     import cv2
 
     gray = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY)
-    detector = None
+    h, w = gray.shape
+    factor = 1.0
+    if max(h, w) > max_side_px:
+        factor = max_side_px / max(h, w)
+        gray = cv2.resize(gray, (round(w * factor), round(h * factor)), interpolation=cv2.INTER_AREA)
     if method == "sift" and hasattr(cv2, "SIFT_create"):
         detector = cv2.SIFT_create(nfeatures=max_features)
     else:
@@ -145,6 +153,8 @@ def detect_features(rgb: np.ndarray, *, method: FeatureMethod = "sift", max_feat
         detector = cv2.ORB_create(nfeatures=max_features)
     keypoints, descriptors = detector.detectAndCompute(gray, None)
     pts = np.array([kp.pt for kp in keypoints], dtype=np.float32).reshape(-1, 2)
+    if factor != 1.0:  # pixel centres: u_full + 0.5 = (u_small + 0.5) / factor
+        pts = (pts + 0.5) / factor - 0.5
     return Features(pts, descriptors, method)
 
 

@@ -5,8 +5,8 @@ annotated intrinsics; depth errors are computed over ground-truth pixels inside 
 with the prediction clipped to the same range, then averaged over frames (every frame weighs the same).
 The default cap is 10 m for indoor and 80 m for outdoor datasets, chosen from the folder name (``nyu``… /
 ``kitti``…) or else from the ground-truth range (:func:`metrocli.evaluation.dataset.default_max_depth`).
-No crop (e.g. Garg/Eigen for KITTI) is applied. Where the dataset has ground-truth normals and the model
-predicts normals, angular errors are reported too.
+Depth metrics are restricted to the standard crop: Eigen for NYU, Garg for KITTI, none otherwise (``crop``).
+Normal metrics use every pixel with a ground-truth normal (where the model predicts normals).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from metrocli.evaluation.dataset import (
     DEFAULT_MIN_DEPTH_M,
     Dataset,
     Sample,
+    default_crop,
     default_max_depth,
     load_dataset,
     load_depth_gt,
@@ -36,6 +37,7 @@ from metrocli.evaluation.dataset import (
 from metrocli.evaluation.metrics import (
     DEPTH_METRICS,
     NORMAL_METRICS,
+    crop_mask,
     depth_metrics,
     mean_metrics,
     normal_metrics,
@@ -50,7 +52,8 @@ Predictor = Callable[[np.ndarray, Intrinsics], Prediction]
 
 @dataclass(frozen=True)
 class EvalOptions:
-    """Model and protocol of an evaluation. ``max_depth_m=None``: by dataset (10 m indoor, 80 m outdoor)."""
+    """Model and protocol of an evaluation. ``max_depth_m=None``: by dataset (10 m indoor, 80 m outdoor);
+    ``crop=None``: by dataset (Eigen crop for NYU, Garg crop for KITTI, none otherwise)."""
 
     model: str = "vit-small"
     weights: Path | None = None
@@ -58,6 +61,7 @@ class EvalOptions:
     precision: str = "fp32"
     min_depth_m: float = DEFAULT_MIN_DEPTH_M
     max_depth_m: float | None = None
+    crop: str | None = None
     limit: int | None = None
 
 
@@ -82,6 +86,7 @@ class EvalReport:
     min_depth_m: float
     max_depth_m: float
     cap_reason: str
+    crop: str
     samples: tuple[SampleResult, ...]
     failed: tuple[tuple[str, str], ...] = ()
     mean_depth: dict[str, float] = field(default_factory=dict)
@@ -103,6 +108,7 @@ class EvalReport:
             "min_depth_m": self.min_depth_m,
             "max_depth_m": self.max_depth_m,
             "cap": self.cap_reason,
+            "crop": self.crop,
             "frames": len(self.samples),
             "mean": {"depth": clean(self.mean_depth), "normal": clean(self.mean_normal)},
             "samples": [
@@ -124,7 +130,7 @@ def _choose_cap(dataset: Dataset, options: EvalOptions) -> tuple[float, str]:
 
 
 def evaluate_sample(
-    sample: Sample, predict: Predictor, *, min_depth_m: float, max_depth_m: float
+    sample: Sample, predict: Predictor, *, min_depth_m: float, max_depth_m: float, crop: str = "none"
 ) -> SampleResult:
     """Predict one frame and score it against its ground truth."""
     start = time.perf_counter()
@@ -138,7 +144,8 @@ def evaluate_sample(
     fx, fy, cx, cy = sample.cam_in
     intrinsics = Intrinsics(fx, fy, cx, cy, w, h, "user")
     prediction = predict(rgb, intrinsics)
-    depth = depth_metrics(prediction.depth, gt, min_depth_m=min_depth_m, max_depth_m=max_depth_m)
+    region = crop_mask((h, w), crop)  # type: ignore[arg-type]
+    depth = depth_metrics(prediction.depth, gt, min_depth_m=min_depth_m, max_depth_m=max_depth_m, mask=region)
     normal = None
     gt_normal = load_normal_gt(sample)
     if gt_normal is not None and prediction.normal is not None:
@@ -181,6 +188,9 @@ def evaluate_dataset(
     dataset = load_dataset(folder)
     samples = dataset.samples[: options.limit] if options.limit else dataset.samples
     max_depth_m, reason = _choose_cap(dataset, options)
+    crop = options.crop or default_crop(dataset.name)
+    if crop not in ("none", "eigen", "garg"):
+        raise MetroUsageError(f"unknown crop {crop!r}; choose none, eigen or garg")
     if options.min_depth_m >= max_depth_m:
         raise MetroUsageError(
             f"--min-depth {options.min_depth_m} must be below the depth cap {max_depth_m} m"
@@ -193,7 +203,9 @@ def evaluate_dataset(
     def one(sample: Sample) -> None:
         try:
             results.append(
-                evaluate_sample(sample, predict, min_depth_m=options.min_depth_m, max_depth_m=max_depth_m)
+                evaluate_sample(
+                    sample, predict, min_depth_m=options.min_depth_m, max_depth_m=max_depth_m, crop=crop
+                )
             )
         except MetroError as exc:
             log.error("%s", exc)
@@ -224,6 +236,7 @@ def evaluate_dataset(
         min_depth_m=options.min_depth_m,
         max_depth_m=max_depth_m,
         cap_reason=reason,
+        crop=crop,
         samples=tuple(results),
         failed=tuple(failed),
         mean_depth=mean_metrics((r.depth for r in results), DEPTH_METRICS),

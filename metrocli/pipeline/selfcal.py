@@ -1,10 +1,10 @@
 """``--focal auto``: one model forward, then the focal length from depth–normal consistency (issue 9).
 
-The network runs once with the photo's current intrinsics (EXIF, or the default field of view); its depth is
-proportional to the focal length it was given, its normals do not depend on it. :func:`self_calibrate_prediction`
-searches the focal length that makes the two agree (:mod:`metrocli.geometry.selfcal`) and
-:func:`apply_focal` rescales the prediction to it, without re-running the network. The model is imported
-lazily: nothing here loads torch unless a model is run.
+The network runs once with the photo's current intrinsics (EXIF, or the default field of view); its depth
+is proportional to the focal length it was given, its normals do not depend on it.
+:func:`self_calibrate_prediction` searches the focal length that makes the two agree
+(:mod:`metrocli.geometry.selfcal`) and :func:`apply_focal` rescales the prediction to it, without
+re-running the network. The model is imported lazily: nothing here loads torch unless a model is run.
 """
 
 from __future__ import annotations
@@ -142,8 +142,8 @@ def predict_self_calibrated(
     """``--focal auto`` for one loaded photo: one forward, then self-calibration (no second forward).
 
     Args:
-        photo: a :class:`metrocli.camera.photo.Photo`; its intrinsics (EXIF or default) are what the network is
-            run with and the fallback when the objective is flat.
+        photo: a :class:`metrocli.camera.photo.Photo`; its intrinsics (EXIF or default) are what the network
+            is run with, and the fallback when the objective is flat.
         model: an already loaded :class:`~metrocli.model.metric3d.Metric3D` (batches), else one is loaded with
             ``model_name``/``weights``/``device``/``precision`` (:func:`metrocli.model.factory.load_model`).
         fov_range_deg: horizontal field-of-view range (degrees) searched.
@@ -162,8 +162,8 @@ def predict_self_calibrated(
 class FocalCheck:
     """``metro info --check-focal``: the photo's focal length against the self-calibrated one.
 
-    ``ratio`` is ``selfcal.estimate_px / photo_focal_px - 1`` (nan when the self-calibration has no trustworthy
-    estimate); ``is_off`` when ``|ratio|`` exceeds ``tolerance`` (10 %).
+    ``ratio`` is ``selfcal.estimate_px / photo_focal_px - 1`` (nan when the self-calibration has no
+    trustworthy estimate); ``is_off`` when ``|ratio|`` exceeds ``tolerance`` (10 %).
     """
 
     photo_focal_px: float

@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from metrocli.cli.common import run_cli
 from metrocli.cli.main import cli
 from metrocli.evaluation.dataset import load_dataset, load_depth_gt, load_rgb
+from metrocli.evaluation.metrics import crop_mask
 
 
 @pytest.fixture(scope="module")
@@ -60,10 +61,12 @@ def test_eval_nyu_table_and_report(demo: Path, seeded_weights, tmp_path: Path) -
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     assert lines[0].startswith("nyu_demo: model vit-small, 1 frames, depth 0.001-10 m (indoor")
+    assert lines[0].endswith("crop eigen")
     assert lines[1].split() == ["frame", "AbsRel", "RMSE[m]", "log10", "δ1", "δ2", "δ3"]
     assert lines[2].startswith("rgb_00000.jpg") and lines[-1].startswith("mean (1)")
     report = json.loads(report_file.read_text())
     assert report["max_depth_m"] == 10.0 and report["frames"] == 1 and report["failed"] == []
+    assert report["crop"] == "eigen"
     depth = report["samples"][0]["depth"]
     # The numbers are meaningless for random weights, but they must be the metrics of a real prediction:
     assert depth["valid_pixels"] > 100_000 and depth["abs_rel"] > 0 and 0 <= depth["delta1"] <= 1
@@ -85,7 +88,9 @@ def test_eval_kitti_json(demo: Path, seeded_weights) -> None:
     gt = load_depth_gt(sample)
     depth = report["samples"][0]["depth"]
     assert report["samples"][0]["name"] == sample.name
-    assert depth["valid_pixels"] == int(((gt > 1e-3) & (gt < 80)).sum())
+    assert report["crop"] == "garg"
+    region = crop_mask(gt.shape, "garg")
+    assert depth["valid_pixels"] == int(((gt > 1e-3) & (gt < 80) & region).sum())
     assert all(np.isfinite(depth[k]) for k in ("abs_rel", "rmse", "log10", "delta1"))
     assert report["mean"]["normal"] is None  # KITTI has no ground-truth normals
     assert load_rgb(sample).shape[:2] == gt.shape

@@ -12,6 +12,7 @@ from PIL import Image
 from metrocli.camera.intrinsics import Intrinsics
 from metrocli.errors import DatasetError, MetroUsageError
 from metrocli.evaluation.dataset import (
+    default_crop,
     default_max_depth,
     load_dataset,
     load_depth_gt,
@@ -47,6 +48,28 @@ def test_load_shared_nyu_and_kitti(demo: Path) -> None:
     gt_k = load_depth_gt(k)
     assert gt_k.shape == load_rgb(k).shape[:2] == (375, 1242)
     assert (gt_k > 0).mean() < 0.3 and gt_k.max() > 20  # sparse LiDAR, outdoor range (value / 256)
+
+
+def test_default_crops() -> None:
+    assert default_crop("nyu_demo") == "eigen"
+    assert default_crop("KITTI") == "garg"
+    assert default_crop("my_room") == "none"
+
+
+def test_png_normals_in_metric3d_convention(tmp_path: Path) -> None:
+    # Metric3D's NYU files: n = -((B, G, R) / 255 * 2 - 1); (0, 0, 0) = no normal.
+    root = tmp_path / "ds"
+    root.mkdir()
+    entry = _frame(root, np.ones((1, 3)))
+    png = np.array([[[255, 128, 128], [128, 128, 0], [0, 0, 0]]], np.uint8)  # R, G, B as stored
+    Image.fromarray(png).save(root / "n.png")
+    entry["normal"] = "n.png"
+    _write_dataset(root, [entry])
+    normal = load_normal_gt(load_dataset(root).samples[0])
+    assert normal is not None and normal.shape == (1, 3, 3)
+    np.testing.assert_allclose(normal[0, 0], [-0.0039, -0.0039, -1.0], atol=1e-3)  # facing the camera
+    np.testing.assert_allclose(normal[0, 1], [1.0, -0.0039, -0.0039], atol=1e-3)
+    assert np.isnan(normal[0, 2]).all()
 
 
 def test_default_caps() -> None:
@@ -137,7 +160,7 @@ def test_evaluate_with_ground_truth_normals(tmp_path: Path) -> None:
     predict, state = _oracle(scale=1.1, normal=pred_n)
     state["gt"] = load_depth_gt(load_dataset(root).samples[0])
     report = evaluate_dataset(root, EvalOptions(), predict=predict, progress=False)
-    assert report.max_depth_m == 10.0 and "indoor" in report.cap_reason
+    assert report.max_depth_m == 10.0 and "indoor" in report.cap_reason and report.crop == "none"
     assert report.mean_depth["abs_rel"] == pytest.approx(0.1, abs=1e-3)
     assert report.mean_depth["delta1"] == 1.0
     assert report.mean_normal is not None
@@ -160,6 +183,7 @@ def test_evaluate_shared_kitti_with_ground_truth_as_prediction(demo: Path) -> No
 
     report = evaluate_dataset(demo / "kitti_demo", EvalOptions(), predict=predict, progress=False)
     assert report.max_depth_m == 80.0 and len(report.samples) == 3 and report.failed == ()
+    assert report.crop == "garg" and report.to_dict()["crop"] == "garg"
     assert report.mean_depth["abs_rel"] == pytest.approx(0.0, abs=1e-6)
     assert report.mean_depth["delta1"] == 1.0 and report.mean_normal is None
 

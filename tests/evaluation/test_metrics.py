@@ -10,6 +10,7 @@ import pytest
 from metrocli.evaluation.metrics import (
     DEPTH_METRICS,
     angular_error_deg,
+    crop_mask,
     depth_metrics,
     mean_metrics,
     normal_metrics,
@@ -93,3 +94,16 @@ def test_mean_metrics_weighs_frames_equally_and_skips_nan() -> None:
     rows = [{"abs_rel": 0.1, "rmse": 1.0}, {"abs_rel": 0.3, "rmse": math.nan}, {"rmse": 3.0}]
     m = mean_metrics(rows, ["abs_rel", "rmse", "log10"])
     assert m["abs_rel"] == pytest.approx(0.2) and m["rmse"] == pytest.approx(2.0) and math.isnan(m["log10"])
+
+
+def test_crop_masks() -> None:
+    eigen = crop_mask((480, 640), "eigen")
+    assert eigen.sum() == (471 - 45) * (601 - 41)
+    assert eigen[45, 41] and eigen[470, 600] and not eigen[44, 41] and not eigen[45, 601]
+    garg = crop_mask((375, 1242), "garg")
+    rows, cols = np.nonzero(garg)
+    assert (rows.min(), rows.max(), cols.min(), cols.max()) == (153, 370, 44, 1196)
+    assert crop_mask((3, 4), "none").all()
+    assert crop_mask((240, 320), "eigen").sum() == (236 - 22) * (300 - 20)  # scaled with the frame
+    with pytest.raises(ValueError, match="unknown crop"):
+        crop_mask((3, 4), "square")  # type: ignore[arg-type]

@@ -38,7 +38,7 @@ def box_scene() -> tuple[np.ndarray, list[tuple[np.ndarray, float]]]:
     x, y = rays[..., 0] * front, rays[..., 1] * front
     on_box = (x > -0.5) & (x < 0.3) & (y > 0.4) & (y < 1.2)
     z = np.where(on_box & (front < z), front, z)
-    return z.astype(np.float32), planes + [(unit((0, 0, -1)), 2.0)]
+    return z.astype(np.float32), [*planes, (unit((0, 0, -1)), 2.0)]
 
 
 def plane_distance(points: np.ndarray, planes) -> np.ndarray:

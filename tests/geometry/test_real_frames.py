@@ -42,7 +42,7 @@ def cloud_of(frame: dict):
 
 
 def planes(cloud, threshold_m: float, count: int = 3) -> list[tuple[np.ndarray, float, float]]:
-    """The ``count`` largest RANSAC planes: (unit normal facing up-ish, offset d of n·x + d = 0, inlier share)."""
+    """The ``count`` largest RANSAC planes: (unit normal facing up, offset d of n·x + d = 0, inlier share)."""
     import open3d as o3d
 
     o3d.utility.random.seed(0)

@@ -8,7 +8,13 @@ import numpy as np
 from PIL import Image
 
 from metrocli.geometry.measure import Measurement
-from metrocli.io.annotate import annotate_image, format_distance, format_uncertainty, label_text, write_annotated
+from metrocli.io.annotate import (
+    annotate_image,
+    format_distance,
+    format_uncertainty,
+    label_text,
+    write_annotated,
+)
 
 
 def m(u1: float, v1: float, u2: float, v2: float, d: float = 1.2345, s: float = 0.062) -> Measurement:

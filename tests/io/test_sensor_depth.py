@@ -102,7 +102,7 @@ def test_errors_are_clear(tmp_path: Path) -> None:
     with pytest.raises(DepthMapError, match="empty"):
         read_depth_map(tmp_path / "empty.png", photo)
     (tmp_path / "junk.png").write_bytes(b"not a png at all")
-    with pytest.raises(DepthMapError, match="junk.png"):
+    with pytest.raises(DepthMapError, match=r"junk\.png"):
         read_depth_map(tmp_path / "junk.png", photo)
     with pytest.raises(DepthMapError, match="not found"):
         read_depth_map(tmp_path / "missing.npy", photo)

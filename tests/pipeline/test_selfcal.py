@@ -1,4 +1,4 @@
-"""``--focal auto`` glue (metrocli.pipeline.selfcal) on scenes rendered by metrocli.synth, and with the model."""
+"""``--focal auto`` glue (metrocli.pipeline.selfcal) on metrocli.synth renders, and with the model."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from metrocli.pipeline.selfcal import (
     apply_focal,
     check_photo_focal,
     focal_check,
-    predict_self_calibrated,
     self_calibrate_prediction,
     self_calibrated_prediction,
 )
@@ -117,19 +116,17 @@ def test_predictions_without_predicted_normals_are_refused(rendered) -> None:
 
 
 @pytest.mark.slow
-def test_predict_self_calibrated_runs_one_forward_of_the_seeded_model(seeded_weights, exif_samples) -> None:
+def test_check_photo_focal_runs_one_forward_of_the_seeded_model(seeded_weights, exif_samples) -> None:
     from metrocli.camera.photo import load_photo
     from metrocli.model.factory import load_model
 
     photo = load_photo(exif_samples / "jpg" / "Canon_40D.jpg")
     model = load_model("vit-small", weights=seeded_weights("vit-small"))
-    out = predict_self_calibrated(photo, model=model)
+    check = check_photo_focal(photo, model=model)  # predict_self_calibrated + focal_check
     # seeded (not trained) weights: only the plumbing is checked, not the value
-    assert out.photo_intrinsics == photo.intrinsics
-    assert out.prediction.depth.shape == (photo.height, photo.width)
-    assert out.prediction.intrinsics.focal_source in ("self-calibrated", photo.intrinsics.focal_source)
-    assert out.prediction.intrinsics.fx == pytest.approx(out.selfcal.focal_px)
-    assert out.selfcal.fallback == (out.selfcal.warning is not None)
-    check = check_photo_focal(photo, model=model)
     assert check.photo_focal_px == photo.intrinsics.fx
+    assert check.photo_focal_source == photo.intrinsics.focal_source
     assert isinstance(check.is_off, bool)
+    assert check.selfcal.fallback == (check.selfcal.warning is not None)
+    assert (check.selfcal.focal_px > 0 and 20 <= check.selfcal.fov_deg <= 120) or check.selfcal.fallback
+    assert math.isnan(check.ratio) == check.selfcal.fallback

@@ -1,4 +1,4 @@
-"""Photo -> depth -> measurement / point cloud / mesh, end to end on rendered phone photos with exact depth."""
+"""Photo -> depth -> measurement / point cloud / mesh, end to end on rendered phone photos (exact depth)."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ SHOTS = {
 
 @pytest.fixture(scope="module")
 def shots(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """name -> (scene, render, photo path, depth png path), written like a phone would (EXIF, stored depth)."""
+    """name -> (scene, render, photo path, depth png path), written like a phone (EXIF, stored depth)."""
     out = tmp_path_factory.mktemp("shots")
     scene = synth.room_scene()
     result = {}
@@ -51,7 +51,9 @@ def test_measure_photo_with_sensor_depth(shots: dict, name: str, tmp_path: Path)
     vis &= (ui >= 2) & (ui < k.width - 2) & (vi >= 2) & (vi < k.height - 2)
     near_edge = np.zeros_like(vis)
     edges = depth_edges(view.depth_m, far_side_only=False)
-    near_edge[vis] = [edges[v - 2 : v + 3, u - 2 : u + 3].any() for u, v in zip(ui[vis], vi[vis], strict=True)]
+    near_edge[vis] = [
+        edges[v - 2 : v + 3, u - 2 : u + 3].any() for u, v in zip(ui[vis], vi[vis], strict=True)
+    ]
     idx = np.flatnonzero(vis & ~near_edge)[:40]
     pairs = [(*uv[a], *uv[b]) for a, b in zip(idx[::2], idx[1::2], strict=True)]
     truth = [line["true_m"] for line in lines] + [
@@ -150,7 +152,9 @@ def test_reconstruct_points_poisson_simplify_formats(shots: dict, tmp_path: Path
     tm = trimesh.load(tmp_path / "small.glb", force="mesh")
     assert 0 < len(tm.faces) <= 5000
 
-    poisson = reconstruct_photo(photo, tmp_path / "poisson.ply", depth_file=depth, mesh_method="poisson")
+    poisson = reconstruct_photo(
+        photo, tmp_path / "poisson.ply", depth_file=depth, mesh_method="poisson", poisson_depth=7
+    )
     mesh = o3d.io.read_triangle_mesh(str(tmp_path / "poisson.ply"))
     assert poisson.method == "poisson" and len(mesh.triangles) > 1000 and mesh.has_vertex_normals()
     v = np.asarray(mesh.vertices)

@@ -1,0 +1,189 @@
+"""`metro measure` end to end with CliRunner on rendered phone photos (real JPEG + EXIF, depth maps)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from metrocli.cli.common import run_cli
+from metrocli.cli.main import cli
+
+synth = pytest.importorskip("metrocli.synth")
+samples = pytest.importorskip("metrocli.synth.samples")
+
+
+@pytest.fixture(scope="module")
+def room(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A 320 x 240 room photo (stored upright) and one stored rotated (orientation 6), with depth maps."""
+    out = tmp_path_factory.mktemp("measure")
+    scene = synth.room_scene()
+    view = synth.render(
+        scene, synth.intrinsics_for_lens(320, 240, 26.0), synth.look_at((1.0, 0.45, 1.55), (2.0, 2.9, 0.65))
+    )
+    upright = samples.write_sample(view, out / "room.jpg")
+    rotated = samples.write_sample(view, out / "room_rot.jpg", orientation=6)
+    np.save(out / "room.depth.npy", view.depth_m)  # displayed orientation, metres
+    lines = samples.table_measurements(scene, view, inset_m=0.03)
+    assert len(lines) == 2
+    return {
+        "photo": upright.photo,
+        "png": upright.depth,
+        "npy": out / "room.depth.npy",
+        "rotated": rotated.photo,
+        "rotated_png": rotated.depth,
+        "lines": lines,
+        "args": [
+            a for line in lines for a in ("--line", ",".join(map(str, line["from_px"] + line["to_px"])))
+        ],
+    }
+
+
+def invoke(*args: str | Path):
+    return CliRunner().invoke(cli, ["measure", *map(str, args)])
+
+
+def test_help() -> None:
+    result = invoke("--help")
+    assert result.exit_code == 0
+    for opt in (
+        "--line",
+        "--depth",
+        "--depth-scale",
+        "--focal-px",
+        "--fov",
+        "--model",
+        "--weights",
+        "--json",
+    ):
+        assert opt in result.output
+    assert "--annotate" in result.output and "U1,V1,U2,V2" in result.output
+
+
+def test_table_output(room: dict) -> None:
+    result = invoke(room["photo"], "--depth", room["png"], *room["args"])
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert "exif-focal-plane" in out and "sensor" in out
+    assert "1.140" in out and "114.0" in out  # table length: metres and centimetres
+    assert "0.740" in out and "74.0" in out  # table width
+    assert "distance (m)" in out and "±" in out
+
+
+def test_json_schema_and_values(room: dict, tmp_path: Path) -> None:
+    result = invoke(room["photo"], "--depth", room["png"], "--json", *room["args"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1  # exactly one object
+    obj = json.loads(lines[0])
+    assert set(obj) == {"image", "focal_px", "focal_source", "measurements"}
+    assert obj["image"] == str(room["photo"]) and obj["focal_source"] == "exif-focal-plane"
+    assert len(obj["measurements"]) == 2
+    for m, truth in zip(obj["measurements"], room["lines"], strict=True):
+        assert set(m) == {"from_px", "to_px", "from_m", "to_m", "distance_m", "uncertainty_m"}
+        assert m["from_px"] == truth["from_px"] and m["to_px"] == truth["to_px"]
+        assert len(m["from_m"]) == 3 and len(m["to_m"]) == 3
+        assert m["distance_m"] == pytest.approx(truth["true_m"], rel=0.005)
+        assert m["distance_m"] == pytest.approx(np.linalg.norm(np.subtract(m["from_m"], m["to_m"])))
+        assert 0 < m["uncertainty_m"] < 0.001
+
+
+def test_depth_formats_and_stored_orientation(room: dict) -> None:
+    truths = [line["true_m"] for line in room["lines"]]
+    for photo, depth in (
+        (room["photo"], room["npy"]),  # .npy metres, displayed size
+        (room["rotated"], room["rotated_png"]),  # 16-bit mm PNG in the stored (rotated) layout
+        (room["rotated"], room["npy"]),  # a displayed-size map of the rotated photo
+    ):
+        result = invoke(photo, "--depth", depth, "--json", *room["args"])
+        assert result.exit_code == 0, result.output
+        got = [m["distance_m"] for m in json.loads(result.output)["measurements"]]
+        np.testing.assert_allclose(got, truths, rtol=0.005)
+    # --depth-scale: the same PNG read as 2 mm units doubles every distance
+    result = invoke(room["photo"], "--depth", room["png"], "--depth-scale", "0.002", "--json", *room["args"])
+    got = [m["distance_m"] for m in json.loads(result.output)["measurements"]]
+    np.testing.assert_allclose(got, np.multiply(truths, 2), rtol=0.005)
+
+
+def test_focal_override_changes_the_result(room: dict) -> None:
+    result = invoke(room["photo"], "--depth", room["png"], "--focal-px", "500", "--json", *room["args"])
+    obj = json.loads(result.output)
+    assert obj["focal_px"] == 500 and obj["focal_source"] == "user"
+    assert obj["measurements"][0]["distance_m"] < 0.9 * room["lines"][0]["true_m"]
+
+
+def test_annotate_writes_a_png(room: dict, tmp_path: Path) -> None:
+    out = tmp_path / "shared" / "room-measured.png"
+    result = invoke(room["photo"], "--depth", room["png"], "--annotate", out, *room["args"])
+    assert result.exit_code == 0, result.output
+    with Image.open(out) as img:
+        img.verify()
+    with Image.open(out) as img:
+        assert img.format == "PNG" and img.size == (320, 240)
+        photo = np.asarray(Image.open(room["photo"]).convert("RGB"), dtype=int)
+        assert np.abs(np.asarray(img.convert("RGB"), dtype=int) - photo).sum(axis=2).max() > 200
+    assert [p.name for p in out.parent.iterdir()] == ["room-measured.png"]
+
+
+def test_errors(room: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    photo, png = str(room["photo"]), str(room["png"])
+
+    def run(*args: str) -> tuple[int, str]:
+        code = run_cli(cli, ["measure", *args])
+        return code, capsys.readouterr().err
+
+    code, err = run(photo, "--depth", png, "--line", "10,10,400,20")
+    assert code == 2 and "end point of line 1 (400, 20) is outside the 320x240 image" in err
+    code, err = run(photo, "--depth", png, "--line", "10,10,20")
+    assert code == 2 and "'10,10,20' is not four numbers" in err
+    code, err = run(photo, "--depth", png, "--line", "a,b,c,d")
+    assert code == 2 and "not four numbers" in err
+    code, err = run(photo, "--depth", png, "--line", "nan,1,2,3")
+    assert code == 2
+    # invalid depth: a map with a hole
+    depth = np.load(room["npy"])
+    depth[:50, :50] = 0
+    holed = tmp_path / "holed.npy"
+    np.save(holed, depth)
+    code, err = run(photo, "--depth", str(holed), "--line", "10,10,200,200")
+    assert code == 1 and "start point of line 1 (10, 10) has no valid depth" in err
+    # a depth map of the wrong size
+    np.save(tmp_path / "small.npy", np.ones((10, 10), np.float32))
+    code, err = run(photo, "--depth", str(tmp_path / "small.npy"), "--line", "10,10,20,20")
+    assert code == 1 and "small.npy: depth map is 10x10" in err
+    # a missing photo, and --focal-px with --fov
+    code, err = run(str(tmp_path / "nope.jpg"), "--depth", png, "--line", "1,1,2,2")
+    assert code == 1 and "nope.jpg" in err
+    code, err = run(photo, "--focal-px", "300", "--fov", "60", "--line", "1,1,2,2")
+    assert code == 2
+    code, err = run(photo, "--depth", png, "--depth-scale", "-1", "--line", "1,1,2,2")
+    assert code == 2
+    for err_text in (err,):
+        assert "Traceback" not in err_text
+
+
+def test_no_line_and_no_display_is_a_usage_error(room: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    result = invoke(room["photo"], "--depth", room["png"])
+    assert result.exit_code == 2
+    assert "--line" in result.output and "display" in result.output
+
+
+@pytest.mark.slow
+def test_model_path_with_seeded_weights(room: dict, seeded_weights, tmp_path: Path) -> None:
+    weights = seeded_weights("vit-small")
+    out = tmp_path / "a.png"
+    result = invoke(
+        room["photo"], "--weights", weights, "--device", "cpu", "--json", "--annotate", out, *room["args"]
+    )
+    assert result.exit_code == 0, result.output
+    obj = json.loads(result.output)
+    assert obj["focal_source"] == "exif-focal-plane"
+    for m in obj["measurements"]:
+        assert m["distance_m"] > 0 and m["uncertainty_m"] >= 0.05 * m["distance_m"]
+    assert out.is_file()
