@@ -151,10 +151,32 @@ def focal_options(func: Callable) -> Callable:
     return func
 
 
-def check_focal_exclusive(focal_px: float | None, fov_deg: float | None) -> None:
-    """Usage error when both --focal-px and --fov are given."""
-    if focal_px is not None and fov_deg is not None:
-        raise click.UsageError("give --focal-px or --fov, not both")
+def focal_auto_option(func: Callable) -> Callable:
+    """``--focal exif|auto``: auto self-calibrates the focal length from the predicted depth and normals."""
+    return click.option(
+        "--focal",
+        "focal_mode",
+        type=click.Choice(["exif", "auto"]),
+        default="exif",
+        show_default=True,
+        help="auto: self-calibrate the focal length from the model's depth and normals (one forward; "
+        "for photos without EXIF, or to cross-check it). ViT models only.",
+    )(func)
+
+
+def check_focal_exclusive(focal_px: float | None, fov_deg: float | None, focal_mode: str = "exif") -> None:
+    """Usage error when more than one of --focal-px, --fov and --focal auto is given."""
+    given = [
+        name
+        for name, on in (
+            ("--focal-px", focal_px is not None),
+            ("--fov", fov_deg is not None),
+            ("--focal auto", focal_mode == "auto"),
+        )
+        if on
+    ]
+    if len(given) > 1:
+        raise click.UsageError(f"give only one of {', '.join(given)}")
 
 
 def _json_default(obj: Any) -> Any:

@@ -6,7 +6,14 @@ from pathlib import Path
 
 import click
 
-from metrocli.cli.common import check_focal_exclusive, emit_json, focal_options, json_option, run_batch
+from metrocli.cli.common import (
+    check_focal_exclusive,
+    emit_json,
+    focal_auto_option,
+    focal_options,
+    json_option,
+    run_batch,
+)
 
 #: File extensions picked up when a folder is given instead of a photo.
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".heic", ".heif", ".tif", ".tiff", ".webp", ".bmp"})
@@ -53,6 +60,7 @@ def expand_inputs(inputs: tuple[Path, ...]) -> list[Path]:
     help="Official-format checkpoint file instead of the cached download.",
 )
 @focal_options
+@focal_auto_option
 @click.option(
     "--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True
 )
@@ -74,6 +82,7 @@ def depth(
     weights: Path | None,
     focal_px: float | None,
     fov_deg: float | None,
+    focal_mode: str,
     device: str,
     precision: str,
     force: bool,
@@ -94,7 +103,12 @@ def depth(
     """
     from metrocli.pipeline.depth import DepthOptions, DepthRunner, plan_stems
 
-    check_focal_exclusive(focal_px, fov_deg)
+    check_focal_exclusive(focal_px, fov_deg, focal_mode)
+    if focal_mode == "auto":
+        from metrocli.model.presets import get_preset
+
+        if get_preset(model_name).family != "vit":
+            raise click.UsageError("--focal auto needs a ViT model: it uses the predicted normals")
     options = DepthOptions(
         model=model_name,
         weights=weights,
@@ -102,6 +116,7 @@ def depth(
         precision=precision,  # type: ignore[arg-type]
         focal_px=focal_px,
         fov_deg=fov_deg,
+        focal_auto=focal_mode == "auto",
         force=force,
     )
     runner = DepthRunner(options, out_dir)

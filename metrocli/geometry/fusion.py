@@ -134,7 +134,19 @@ def fuse_tsdf(
         raise ReconstructionError("TSDF fusion produced an empty mesh (no overlapping valid depth)")
     if min_component_triangles > 0:
         _drop_small_components(mesh, min_component_triangles)
+    mesh.remove_degenerate_triangles()
+    mesh.remove_unreferenced_vertices()
     mesh.compute_vertex_normals()
+    # a vertex whose triangles cancel out (a sliver folded over itself) has no defined normal: drop it
+    length = np.linalg.norm(np.asarray(mesh.vertex_normals), axis=1)
+    undefined = ~(length > 0.5)
+    if undefined.any():
+        mesh.remove_vertices_by_mask(undefined)
+        mesh.compute_vertex_normals()
+        length = np.linalg.norm(np.asarray(mesh.vertex_normals), axis=1)
+        if not (length > 0.5).all():
+            mesh.remove_vertices_by_mask(~(length > 0.5))
+            mesh.compute_vertex_normals()
     return mesh
 
 

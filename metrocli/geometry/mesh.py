@@ -197,6 +197,7 @@ def poisson_mesh(
     depth: int = 9,
     density_quantile: float = 0.05,
     max_gap_factor: float = 4.0,
+    max_points: int | None = 1_000_000,
 ) -> Mesh:
     """Screened Poisson mesh of an oriented point cloud, trimmed to the observed surface.
 
@@ -205,6 +206,7 @@ def poisson_mesh(
         depth: octree depth of the Poisson solver (detail vs. time).
         density_quantile: remove vertices whose Poisson density is below this quantile.
         max_gap_factor: remove vertices farther than this times the median point spacing from the cloud.
+        max_points: larger clouds are thinned to about this many points first (every n-th point).
     Returns:
         :class:`Mesh` with vertex normals and colours (from the cloud's colours).
     """
@@ -214,6 +216,9 @@ def poisson_mesh(
         from metrocli.errors import ReconstructionError
 
         raise ReconstructionError(f"too few valid points ({len(cloud)}) for a Poisson mesh")
+    if max_points and len(cloud) > max_points:
+        step = int(np.ceil(len(cloud) / max_points))
+        cloud = cloud.subset(np.arange(0, len(cloud), step))
     cloud = fill_missing_normals(cloud)
     pcd = cloud.to_open3d()
     with o3d.utility.VerbosityContextManager(o3d.utility.VerbosityLevel.Error):

@@ -473,6 +473,8 @@ def icp_refine(
     tgt_levels = target if isinstance(target, tuple | list) else (target,)
     factors = ICP_LEVELS[-len(src_levels) :]
     transform = np.asarray(init, dtype=np.float64).copy()
+    fitness: float | None = None
+    rmse = float("nan")
     if method != "none":
         for src, tgt, factor, iters in zip(
             src_levels, tgt_levels, factors, iterations[-len(factors) :], strict=True
@@ -491,8 +493,12 @@ def icp_refine(
                 result = reg.registration_icp(src, tgt, dist, transform, plane, crit)
             if len(result.correspondence_set) >= 30:
                 transform = np.asarray(result.transformation)
+                if factor == factors[-1]:
+                    fitness, rmse = float(result.fitness), float(result.inlier_rmse)
     source, target = src_levels[-1], tgt_levels[-1]
     dist = 2.0 * voxel_m
-    ev = reg.evaluate_registration(source, target, dist, transform)
+    if method == "none" or fitness is None:
+        ev = reg.evaluate_registration(source, target, dist, transform)
+        fitness, rmse = float(ev.fitness), float(ev.inlier_rmse)
     info = reg.get_information_matrix_from_point_clouds(source, target, dist, transform)
-    return IcpResult(transform, float(ev.fitness), float(ev.inlier_rmse), np.asarray(info))
+    return IcpResult(transform, fitness, rmse, np.asarray(info))

@@ -80,7 +80,7 @@ def sample_depth(
         float64 array of the broadcast shape of ``u`` and ``v``: the depth, NaN where none of the four
         neighbouring samples is valid.
     """
-    depth = np.asarray(depth_m, dtype=np.float64)
+    depth = np.asarray(depth_m)  # only the samples used are converted to float64
     if depth.ndim != 2:
         raise ValueError(f"depth map must be 2-D, got shape {depth.shape}")
     h, w = depth.shape
@@ -98,7 +98,7 @@ def sample_depth(
     us = np.stack([u0, u1, u0, u1], axis=1)
     vs = np.stack([v0, v0, v1, v1], axis=1)
     wts = np.stack([(1 - fu) * (1 - fv), fu * (1 - fv), (1 - fu) * fv, fu * fv], axis=1)
-    z = depth[vs, us]
+    z = depth[vs, us].astype(np.float64)
     ok = valid_depth_mask(z, max_depth_m)
     # Reference sample: the front-most valid corner.
     ref = np.argmin(np.where(ok, z, np.inf), axis=1)
@@ -140,7 +140,7 @@ def _plane_fit_inverse_depth(
     us, vs = np.broadcast_arrays(us, vs)
     us = us.reshape(len(u), -1)
     vs = vs.reshape(len(u), -1)
-    z = depth[vs, us]
+    z = depth[vs, us].astype(np.float64)
     ok = valid_depth_mask(z, max_depth_m) & same_surface(z, z_ref[:, None], max_rel_jump)
     du = us - u[:, None]
     dv = vs - v[:, None]

@@ -40,6 +40,7 @@ class DepthOptions:
     precision: Precision = "fp32"
     focal_px: float | None = None
     fov_deg: float | None = None
+    focal_auto: bool = False
     force: bool = False
 
 
@@ -125,8 +126,14 @@ class DepthRunner:
             depth_median_m=(meta.get("depth") or {}).get("median_m"),
         )
 
-    def _focal_override(self) -> dict[str, float | None]:
-        return {"focal_px": self.options.focal_px, "fov_deg": self.options.fov_deg}
+    def _focal_override(self) -> dict[str, float | bool | None]:
+        override: dict[str, float | bool | None] = {
+            "focal_px": self.options.focal_px,
+            "fov_deg": self.options.fov_deg,
+        }
+        if self.options.focal_auto:
+            override["auto"] = True
+        return override
 
     # -- model --------------------------------------------------------------------------------------------
     def prepare(self) -> None:
@@ -176,6 +183,12 @@ class DepthRunner:
         t_load = time.perf_counter() - t0
         model = self.model()
         prediction = model.predict(photo.image, photo.intrinsics)
+        selfcal = None
+        if self.options.focal_auto:
+            from metrocli.pipeline.selfcal import self_calibrated_prediction
+
+            calibrated = self_calibrated_prediction(prediction, photo.intrinsics)
+            prediction, selfcal = calibrated.prediction, calibrated.to_dict()
         if prediction.normal is None and not self._warned_no_normals:
             log.warning("%s predicts depth only: no .normal.npy files are written", self.options.model)
             self._warned_no_normals = True
@@ -193,6 +206,8 @@ class DepthRunner:
             "warnings": list(photo.warnings),
             "timings_s": {"load_photo": t_load, **prediction.timings_s},
         }
+        if selfcal is not None:
+            extra["selfcal"] = selfcal
         files = write_depth_outputs(self.out_dir, stem, prediction, extra=extra)
         log.debug("wrote %s outputs in %.2f s", stem, time.perf_counter() - t1)
         return DepthResult(

@@ -140,22 +140,30 @@ def _shade(scene: Scene, rs, eye: np.ndarray, dirs: np.ndarray, hit: dict[str, n
     prim = hit["prim"][idx].astype(np.int64)
     p = eye + t[idx, None].astype(np.float64) * dirs[idx]
     n = hit["n"][idx].astype(np.float64)
-    facing = np.sum(n * dirs[idx], axis=1) > 0
+    facing = np.einsum("ij,ij->i", n, dirs[idx]) > 0
     n[facing] *= -1.0
     rel = p - scene.tri_origin[prim]
-    st = np.stack([np.sum(rel * scene.tri_axis_s[prim], 1), np.sum(rel * scene.tri_axis_t[prim], 1)], axis=1)
+    st = np.stack(
+        [
+            np.einsum("ij,ij->i", rel, scene.tri_axis_s[prim]),
+            np.einsum("ij,ij->i", rel, scene.tri_axis_t[prim]),
+        ],
+        axis=1,
+    )
     seed = scene.tri_seed[prim]
     mat = scene.tri_material[prim]
     albedo = np.empty((len(idx), 3), np.float32)
+    order = np.argsort(mat, kind="stable")
+    bounds = np.searchsorted(mat[order], np.arange(len(scene.materials) + 1))
     for mi, material in enumerate(scene.materials):
-        sel = mat == mi
-        if sel.any():
+        sel = order[bounds[mi] : bounds[mi + 1]]
+        if len(sel):
             albedo[sel] = material.albedo(st[sel], seed[sel])
     if light.kind == "point":
         to_l = np.asarray(light.position_m, np.float64) - p
         dist = np.linalg.norm(to_l, axis=1)
         ldir = to_l / dist[:, None]
-        cos = np.clip(np.sum(n * ldir, axis=1), 0.0, 1.0)
+        cos = np.clip(np.einsum("ij,ij->i", n, ldir), 0.0, 1.0)
         diffuse = light.intensity * cos * 1.6 / (1.0 + 0.25 * dist * dist)
         shadow_dirs, tfar = to_l, 0.999
     else:
@@ -219,9 +227,9 @@ def render(scene: Scene, intrinsics: Intrinsics, pose: np.ndarray, *, supersampl
     ok = np.isfinite(t)
     depth = np.where(ok, t, 0.0).astype(np.float32)
     n_cam = _mul(nrm.astype(np.float64), R)
-    flip = np.sum(n_cam * d_cam, axis=1) > 0
+    flip = np.einsum("ij,ij->i", n_cam, d_cam) > 0
     n_cam[flip] *= -1.0
-    n_cam /= np.maximum(np.linalg.norm(n_cam, axis=1, keepdims=True), 1e-12)
+    n_cam /= np.maximum(np.sqrt(np.einsum("ij,ij->i", n_cam, n_cam)), 1e-12)[:, None]
     n_cam[~ok] = 0.0
     obj = np.full(h * w, NO_HIT, np.int32)
     obj[ok] = scene.tri_object[prim[ok]]

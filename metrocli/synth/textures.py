@@ -17,20 +17,25 @@ import numpy as np
 
 Pattern = Callable[[np.ndarray, np.ndarray, dict], np.ndarray]
 
-_M32 = np.uint64(0xFFFFFFFF)
+
+def _u32(a: np.ndarray | int) -> np.ndarray:
+    """Integer-valued array (float or int) -> uint32, wrapping modulo 2**32."""
+    return np.asarray(a).astype(np.int64).astype(np.uint32)
+
+
+def _hash_u32(x: np.ndarray, y: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """Hash of uint32 lattice coordinates and seed to float64 in [0, 1) (arithmetic modulo 2**32)."""
+    with np.errstate(over="ignore"):
+        h = x * np.uint32(374761393) + y * np.uint32(668265263) + s * np.uint32(2246822519)
+        h = (h ^ (h >> np.uint32(13))) * np.uint32(1274126177)
+        h = (h ^ (h >> np.uint32(16))) * np.uint32(2654435761)
+        h ^= h >> np.uint32(15)
+    return h * (1.0 / 4294967296.0)
 
 
 def hash01(ix: np.ndarray, iy: np.ndarray, seed: np.ndarray | int) -> np.ndarray:
     """Deterministic hash of integer lattice coordinates (and a seed) to float64 in [0, 1)."""
-    with np.errstate(over="ignore"):
-        x = np.asarray(ix).astype(np.int64).astype(np.uint64)
-        y = np.asarray(iy).astype(np.int64).astype(np.uint64)
-        s = np.asarray(seed).astype(np.int64).astype(np.uint64)
-        h = (x * np.uint64(374761393) + y * np.uint64(668265263) + s * np.uint64(2246822519)) & _M32
-        h = ((h ^ (h >> np.uint64(13))) * np.uint64(1274126177)) & _M32
-        h = ((h ^ (h >> np.uint64(16))) * np.uint64(2654435761)) & _M32
-        h = h ^ (h >> np.uint64(15))
-    return (h & _M32).astype(np.float64) / 4294967296.0
+    return _hash_u32(_u32(ix), _u32(iy), _u32(seed))
 
 
 def value_noise(s: np.ndarray, t: np.ndarray, cell_m: float, seed: np.ndarray | int) -> np.ndarray:
@@ -43,11 +48,16 @@ def value_noise(s: np.ndarray, t: np.ndarray, cell_m: float, seed: np.ndarray | 
     fy = y - iy
     fx = fx * fx * (3.0 - 2.0 * fx)
     fy = fy * fy * (3.0 - 2.0 * fy)
-    a = hash01(ix, iy, seed)
-    b = hash01(ix + 1, iy, seed)
-    c = hash01(ix, iy + 1, seed)
-    d = hash01(ix + 1, iy + 1, seed)
-    return (a + (b - a) * fx) + ((c + (d - c) * fx) - (a + (b - a) * fx)) * fy
+    xu, yu, su = _u32(ix), _u32(iy), _u32(seed)
+    one = np.uint32(1)
+    with np.errstate(over="ignore"):
+        x1, y1 = xu + one, yu + one
+    a = _hash_u32(xu, yu, su)
+    b = _hash_u32(x1, yu, su)
+    c = _hash_u32(xu, y1, su)
+    d = _hash_u32(x1, y1, su)
+    ab = a + (b - a) * fx
+    return ab + ((c + (d - c) * fx) - ab) * fy
 
 
 def fbm(s: np.ndarray, t: np.ndarray, cell_m: float, seed: np.ndarray | int, octaves: int = 3) -> np.ndarray:

@@ -174,6 +174,18 @@ def test_no_line_and_no_display_is_a_usage_error(room: dict, monkeypatch: pytest
     assert "--line" in result.output and "display" in result.output
 
 
+def test_picker_without_a_usable_display_is_a_usage_error(
+    room: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # $DISPLAY is set but no X server answers there: the picker cannot open, a clean usage error follows
+    pytest.importorskip("tkinter")
+    monkeypatch.setenv("DISPLAY", ":97")
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    result = invoke(room["photo"], "--depth", room["png"])
+    assert result.exit_code == 2, result.output
+    assert "picker" in result.output and "--line" in result.output
+
+
 @pytest.mark.slow
 def test_model_path_with_seeded_weights(room: dict, seeded_weights, tmp_path: Path) -> None:
     weights = seeded_weights("vit-small")

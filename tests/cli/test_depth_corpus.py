@@ -1,0 +1,50 @@
+"""Every file of ../shared/exif-samples through `metro depth` with the seeded ViT-S: never a traceback.
+
+Real camera and phone photos (all orientations, HEIC, TIFF, corrupt and invalid files) go through the whole
+model path in a few batches (outputs removed between batches to keep the disk use small).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from metrocli.cli.main import cli
+
+CHUNK = 12
+
+
+@pytest.mark.slow
+def test_every_corpus_file_through_depth(exif_samples: Path, seeded_weights, tmp_path: Path) -> None:
+    files = sorted(p for p in exif_samples.rglob("*") if p.is_file())
+    assert len(files) > 90
+    weights = seeded_weights("vit-small")
+    produced: dict[str, tuple[int, int]] = {}
+    failures: list[str] = []
+    for start in range(0, len(files), CHUNK):
+        chunk = files[start : start + CHUNK]
+        out = tmp_path / f"out{start}"
+        args = ["depth", *map(str, chunk), "-o", str(out), "--weights", str(weights), "--json"]
+        result = CliRunner().invoke(cli, args)
+        text = result.stdout + result.stderr
+        assert "Traceback" not in text, text[-3000:]
+        assert result.exit_code in (0, 1), (result.exit_code, text[-3000:], result.exception)
+        errors = [line for line in result.stderr.splitlines() if line.startswith("metro: error:")]
+        objs = [json.loads(line) for line in result.stdout.strip().splitlines() if line.startswith("{")]
+        assert len(objs) + len(errors) == len(chunk), text[-3000:]
+        failures += errors
+        for obj in objs:
+            depth_m = np.load(obj["files"]["depth"], mmap_mode="r")
+            assert depth_m.dtype == np.float32 and depth_m.ndim == 2
+            assert np.isfinite(depth_m).all() and (depth_m >= 0).all()
+            produced[obj["photo"]] = depth_m.shape
+        shutil.rmtree(out, ignore_errors=True)
+    # every image of the corpus is processed; only the non-images (README text files) fail, one line each
+    assert len(failures) == sum(1 for f in files if f.name == "README"), failures
+    assert all("README" in line for line in failures), failures
+    assert str(exif_samples / "jpg" / "corrupted.jpg") in produced
