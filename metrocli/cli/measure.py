@@ -8,7 +8,14 @@ from pathlib import Path
 
 import click
 
-from metrocli.cli.common import check_focal_exclusive, emit_json, error_line, focal_options, json_option
+from metrocli.cli.common import (
+    check_focal_exclusive,
+    emit_json,
+    error_line,
+    focal_auto_option,
+    focal_options,
+    json_option,
+)
 from metrocli.errors import MetroError
 
 
@@ -69,6 +76,7 @@ def has_display() -> bool:
     help="Metres per unit of the --depth map (default 0.001 for PNG, 1 for .npy; KITTI: 0.00390625).",
 )
 @focal_options
+@focal_auto_option
 @click.option("--model", "model_name", type=_model_choice(), default="vit-small", show_default=True)
 @click.option(
     "--weights",
@@ -101,6 +109,7 @@ def measure(
     depth_scale: float | None,
     focal_px: float | None,
     fov_deg: float | None,
+    focal_mode: str,
     model_name: str,
     weights: Path | None,
     device: str,
@@ -121,7 +130,7 @@ def measure(
     Example:
       metro measure room.jpg --line 412,388,860,402 --line 860,402,905,530 --annotate room-measured.png
     """
-    check_focal_exclusive(focal_px, fov_deg)
+    check_focal_exclusive(focal_px, fov_deg, focal_mode)
     if depth_scale is not None and not (math.isfinite(depth_scale) and depth_scale > 0):
         raise click.BadParameter("must be a positive number of metres per unit", param_hint="--depth-scale")
     if not lines and not has_display():
@@ -143,6 +152,7 @@ def measure(
             device=device,
             precision=precision,
             lines=lines,
+            focal_auto=focal_mode == "auto",
         )
         if lines:
             measurements = session.measure(lines)

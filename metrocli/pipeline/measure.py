@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from metrocli.errors import MetroUsageError
 from metrocli.geometry.measure import Line, Measurement, check_point, measure_lines
 from metrocli.pipeline.source import DepthSource, depth_source_for_photo
 
@@ -103,12 +104,21 @@ def open_session(
     device: str = "cpu",
     precision: str = "fp32",
     lines: Sequence[Line] = (),
+    focal_auto: bool = False,
 ) -> MeasureSession:
-    """Load the photo, check ``lines`` against its size (before any model runs), and get its depth."""
+    """Load the photo, check ``lines`` against its size (before any model runs), and get its depth.
+
+    With ``focal_auto`` the focal length is self-calibrated from the model's depth and normals
+    (:func:`metrocli.pipeline.selfcal.self_calibrated_prediction`; model depth only).
+    """
     from metrocli.camera.photo import load_photo
 
     photo = load_photo(photo_path, focal_px=focal_px, fov_deg=fov_deg)
     check_lines(lines, photo)
+    if focal_auto and depth_file is not None:
+        raise MetroUsageError(
+            "--focal auto needs the model's depth and normals, not a sensor depth map (--depth)"
+        )
     source = depth_source_for_photo(
         photo,
         depth_file=depth_file,
@@ -118,6 +128,11 @@ def open_session(
         device=device,
         precision=precision,
     )
+    if focal_auto:
+        from metrocli.pipeline.selfcal import self_calibrated_prediction
+
+        calibrated = self_calibrated_prediction(source.prediction, photo.intrinsics)
+        source = replace(source, prediction=calibrated.prediction)
     return MeasureSession(photo, source)
 
 
@@ -134,6 +149,7 @@ def measure_photo(
     device: str = "cpu",
     precision: str = "fp32",
     annotate: str | os.PathLike[str] | None = None,
+    focal_auto: bool = False,
 ) -> MeasureResult:
     """Measure the lines ``(u1, v1, u2, v2)`` (displayed-photo pixels, floats allowed) on a photo.
 
@@ -157,6 +173,7 @@ def measure_photo(
         device=device,
         precision=precision,
         lines=lines,
+        focal_auto=focal_auto,
     )
     measurements = session.measure(lines)
     annotated = None

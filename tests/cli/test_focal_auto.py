@@ -66,3 +66,18 @@ def test_depth_focal_auto_and_info_check_focal(photo: Path, tmp_path: Path, seed
     assert check["photo_focal_px"] == pytest.approx(record["focal_px"])
     assert check["tolerance"] == pytest.approx(0.10)
     assert isinstance(check["is_off"], bool)
+
+
+def test_measure_focal_auto_conflicts(photo: Path, tmp_path: Path) -> None:
+    line = ["--line", "10,10,100,100"]
+    result = CliRunner().invoke(cli, ["measure", str(photo), *line, "--focal", "auto", "--focal-px", "500"])
+    assert result.exit_code == 2
+    depth = tmp_path / "d.npy"
+    import numpy as np
+    from PIL import Image
+
+    width, height = Image.open(photo).size
+    np.save(depth, np.full((height, width), 2.0, np.float32))
+    result = CliRunner().invoke(cli, ["measure", str(photo), *line, "--focal", "auto", "--depth", str(depth)])
+    assert result.exit_code == 2
+    assert "--focal auto" in result.output
