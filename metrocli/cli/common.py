@@ -151,6 +151,48 @@ def focal_options(func: Callable) -> Callable:
     return func
 
 
+def model_options(default_precision: str = "auto") -> Callable[[Callable], Callable]:
+    """``--model``, ``--weights``, ``--device``, ``--precision``: which Metric3D runs, and how.
+
+    The decorated command receives ``model_name``, ``weights`` (Path or None), ``device`` and ``precision``.
+    """
+    from pathlib import Path
+
+    from metrocli.model.presets import PRESETS  # pure data, no torch
+
+    def decorate(func: Callable) -> Callable:
+        func = click.option(
+            "--precision",
+            type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
+            default=default_precision,
+            show_default=True,
+            help="auto: bf16 on CPUs with native bf16 (AMX / AVX512-BF16) and on CUDA, fp32 elsewhere.",
+        )(func)
+        func = click.option(
+            "--device",
+            type=click.Choice(["auto", "cpu", "cuda", "mps"]),
+            default="auto",
+            show_default=True,
+            help="Where the model runs (auto: CUDA, then MPS, then CPU).",
+        )(func)
+        func = click.option(
+            "--weights",
+            type=click.Path(dir_okay=False, path_type=Path),
+            default=None,
+            help="Official-format checkpoint file instead of the cached download.",
+        )(func)
+        return click.option(
+            "--model",
+            "model_name",
+            type=click.Choice(list(PRESETS)),
+            default="vit-small",
+            show_default=True,
+            help="Metric3D model (v2 ViT: depth + normals; v1 ConvNeXt: depth only).",
+        )(func)
+
+    return decorate
+
+
 def focal_auto_option(func: Callable) -> Callable:
     """``--focal exif|auto``: auto self-calibrates the focal length from the predicted depth and normals."""
     return click.option(

@@ -12,17 +12,12 @@ from metrocli.cli.common import (
     focal_auto_option,
     focal_options,
     json_option,
+    model_options,
     run_batch,
 )
 
 #: File extensions picked up when a folder is given instead of a photo.
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".heic", ".heif", ".tif", ".tiff", ".webp", ".bmp"})
-
-
-def _model_choice() -> click.Choice:
-    from metrocli.model.presets import PRESETS
-
-    return click.Choice(list(PRESETS))
 
 
 def expand_inputs(inputs: tuple[Path, ...]) -> list[Path]:
@@ -52,25 +47,9 @@ def expand_inputs(inputs: tuple[Path, ...]) -> list[Path]:
     type=click.Path(file_okay=False, path_type=Path),
     help="Output folder (created if needed).",
 )
-@click.option("--model", "model_name", type=_model_choice(), default="vit-small", show_default=True)
-@click.option(
-    "--weights",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Official-format checkpoint file instead of the cached download.",
-)
+@model_options(default_precision="auto")
 @focal_options
 @focal_auto_option
-@click.option(
-    "--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True
-)
-@click.option(
-    "--precision",
-    type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
-    default="auto",
-    show_default=True,
-    help="auto: fp32 on CPU, bf16/fp16 on GPUs.",
-)
 @click.option(
     "--force", is_flag=True, help="Recompute photos whose outputs already exist (default: skip them)."
 )

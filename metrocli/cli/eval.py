@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from metrocli.cli.common import emit_json
+from metrocli.cli.common import emit_json, model_options
 
 #: Columns of the printed table: (metric key, header, format).
 _DEPTH_COLUMNS = (
@@ -26,12 +26,6 @@ _NORMAL_COLUMNS = (
     ("within_22_5", "<22.5°", "{:.3f}"),
     ("within_30", "<30°", "{:.3f}"),
 )
-
-
-def _model_choice() -> click.Choice:
-    from metrocli.model.presets import PRESETS
-
-    return click.Choice(list(PRESETS))
 
 
 def _cells(values: dict[str, float] | None, columns) -> list[str]:
@@ -76,19 +70,7 @@ def format_table(report) -> str:
 
 @click.command("eval")
 @click.argument("dataset", type=click.Path(path_type=Path))
-@click.option("--model", "model_name", type=_model_choice(), default="vit-small", show_default=True)
-@click.option(
-    "--weights",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Official-format checkpoint file instead of the cached download.",
-)
-@click.option(
-    "--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True
-)
-@click.option(
-    "--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="fp32", show_default=True
-)
+@model_options(default_precision="fp32")
 @click.option(
     "--max-depth",
     "max_depth_m",

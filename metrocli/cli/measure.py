@@ -15,6 +15,7 @@ from metrocli.cli.common import (
     focal_auto_option,
     focal_options,
     json_option,
+    model_options,
 )
 from metrocli.errors import MetroError
 
@@ -37,12 +38,6 @@ def _parse_lines(
             )
         lines.append((nums[0], nums[1], nums[2], nums[3]))
     return lines
-
-
-def _model_choice() -> click.Choice:
-    from metrocli.model.presets import PRESETS
-
-    return click.Choice(list(PRESETS))
 
 
 def has_display() -> bool:
@@ -77,23 +72,7 @@ def has_display() -> bool:
 )
 @focal_options
 @focal_auto_option
-@click.option("--model", "model_name", type=_model_choice(), default="vit-small", show_default=True)
-@click.option(
-    "--weights",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Official-format checkpoint file instead of the cached download.",
-)
-@click.option(
-    "--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True
-)
-@click.option(
-    "--precision",
-    type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
-    default="auto",
-    show_default=True,
-    help="auto: fp32 on CPU, bf16/fp16 on GPUs.",
-)
+@model_options(default_precision="auto")
 @click.option(
     "--annotate",
     type=click.Path(dir_okay=False, path_type=Path),
