@@ -217,7 +217,9 @@ def check_focal_exclusive(focal_px: float | None, fov_deg: float | None, focal_m
         )
         if on
     ]
-    if len(given) > 1:
+    if len(given) == 2:
+        raise click.UsageError(f"give {given[0]} or {given[1]}, not both")
+    if len(given) > 2:
         raise click.UsageError(f"give only one of {', '.join(given)}")
 
 
