@@ -11,15 +11,10 @@ from metrocli.cli.common import (
     emit_json,
     focal_options,
     json_option,
+    model_options,
     run_batch,
     stderr_console,
 )
-
-
-def _model_choice() -> click.Choice:
-    from metrocli.model.presets import PRESETS
-
-    return click.Choice(list(PRESETS))
 
 
 def _positive_int(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:
@@ -80,19 +75,7 @@ def _positive_float(ctx: click.Context, param: click.Parameter, value: float | N
     show_default=True,
     help="Metric scale of the scene: the first photo's depth, or the geometric mean over all photos.",
 )
-@click.option("--model", "model_name", type=_model_choice(), default="vit-small", show_default=True)
-@click.option(
-    "--weights",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Official-format checkpoint file instead of the cached download.",
-)
-@click.option(
-    "--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True
-)
-@click.option(
-    "--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True
-)
+@model_options(default_precision="auto")
 @focal_options
 @click.option("--points-only", is_flag=True, help="Single photo / --separate: write the point cloud.")
 @click.option(
