@@ -223,7 +223,7 @@ def _orientation_of(im, fmt: str, name: str, notes: list[str]) -> tuple[int, boo
         return 1, False
     try:
         number = int(value[0] if isinstance(value, (tuple, list)) else value)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):  # e.g. a float tag holding inf or NaN
         number = -1
     if number not in range(1, 9):
         notes.append(f"{name}: EXIF orientation {str(value)[:20]!r} is invalid; orientation 1 assumed")

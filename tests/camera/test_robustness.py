@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
@@ -230,8 +230,16 @@ def _check_photo(path: Path) -> None:
     _check_exif(photo.exif)
 
 
+#: Found by hypothesis: an Orientation tag stored as a FLOAT holding +inf (int(inf) -> OverflowError).
+INF_ORIENTATION = (
+    b"II*\x00\x08\x00\x00\x00\x02\x00\x12\x01\x0b\x00\x01\x00\x00\x00\x00\x00\x80\x7fi\x87\x04\x00"
+    b"\x01\x00\x00\x00&\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00"
+)
+
+
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(exif_blocks())
+@example(tiff=INF_ORIENTATION)
 def test_random_exif_values_never_crash(scratch: Path, tiff: bytes) -> None:
     data = jpeg_with_exif(tiff, (24, 18))
     _check_exif(read_exif_bytes(data))
