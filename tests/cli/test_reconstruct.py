@@ -166,3 +166,25 @@ def test_usage_errors(photos: Path, tmp_path: Path, capsys) -> None:
         capsys, str(photos / "mv_01.jpg"), "-o", str(tmp_path / "x.ply"), "--depth-dir", str(tmp_path)
     )
     assert code == 1 and "no depth map" in err and "Traceback" not in err
+
+
+def test_separate_outputs_never_escape_the_output_folder(tmp_path: Path) -> None:
+    """A photo named to climb out of -o (backslashes are ordinary characters on POSIX) stays inside it."""
+    from metrocli.camera.exif_write import write_jpeg
+
+    folder = tmp_path / "a" / "b" / "photos"
+    folder.mkdir(parents=True)
+    crafted = "x\\..\\..\\..\\escaped"
+    rgb = np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    write_jpeg(folder / f"{crafted}.jpg", rgb, make="Apple", model="iPhone 13 Pro", focal_35mm=26)
+    np.save(folder / f"{crafted}.npy", np.full((48, 64), 2.0, np.float32))
+    out = tmp_path / "a" / "b" / "out"
+    before = {p for p in tmp_path.rglob("*")}
+    result = CliRunner().invoke(
+        cli, ["reconstruct", str(folder), "--separate", "-o", str(out), "--depth-dir", str(folder)]
+    )
+    assert result.exit_code == 0, result.output
+    created = {p for p in tmp_path.rglob("*")} - before
+    assert created, "nothing was written"
+    assert all(out in p.parents or p == out for p in created), sorted(map(str, created))
+    assert any(p.suffix == ".ply" for p in created)
