@@ -29,6 +29,8 @@ from metrocli.model.presets import Preset
 
 #: Number of log-spaced depth bins of the depth regressor.
 DEPTH_BINS = 256
+#: Pixels per chunk of the depth-bin softmax (4096 x 256 float32 = 4 MiB).
+BIN_CHUNK = 4096
 #: Scale between the recurrent depth state and canonical metres: depth = state * 100 + max_depth.
 STATE_DEPTH_SCALE = 100.0
 #: Convex upsampling factor from the 1/4 state to full resolution.
@@ -80,10 +82,12 @@ class Reassemble(nn.Module):
 
     def forward(self, patches: Tensor, prefix: Tensor) -> Tensor:
         x = F.gelu(self.patch_proj(patches) + self.prefix_proj(prefix))
-        x = x.permute(0, 3, 1, 2).contiguous()
-        if self.scale not in (1, 2):
-            x = F.interpolate(x.float(), scale_factor=self.scale, mode="nearest")
-        return self.resample(x)
+        x = x.permute(0, 3, 1, 2)  # (B, C, h, w) with channels-last strides: no copy
+        if self.scale in (1, 2):
+            return self.resample(x)
+        # Nearest upsampling copies pixels and the 1x1 conv acts per pixel, so they commute: convolving the
+        # small map first is identical and 12x cheaper.
+        return F.interpolate(self.resample(x), scale_factor=self.scale, mode="nearest")
 
 
 class ResidualConvUnit(nn.Module):
@@ -114,9 +118,12 @@ class FusionBlock(nn.Module):
         if self.skip is not None and skip is not None:
             x = x + self.skip(skip)
         x = self.trunk(x)
+        # Bilinear weights sum to one and the 1x1 conv is affine per pixel, so projecting before upsampling
+        # is the same map with fewer channels and pixels to convolve.
+        x = self.project(x)
         if self.upsample != 1:
-            x = F.interpolate(x.float(), scale_factor=self.upsample, mode="bilinear", align_corners=True)
-        return self.project(x)
+            x = F.interpolate(x, scale_factor=self.upsample, mode="bilinear", align_corners=True)
+        return x
 
 
 class DepthBinHead(nn.Module):
@@ -134,8 +141,17 @@ class DepthBinHead(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """(B, C, H, W) features -> (B, 1, H, W) expected canonical depth in metres (unclamped)."""
-        prob = self.conv2(F.relu(self.conv1(x))).softmax(dim=1)
-        return torch.sum(prob * self.bins_m.view(1, -1, 1, 1), 1).unsqueeze(1)
+        logits = self.conv2(F.relu(self.conv1(x), inplace=True))
+        b, _, h, w = logits.shape
+        # Softmax and expectation over the bins (in float32), with the bins as the last axis (contiguous for
+        # the decoder's channels-last maps) and a few thousand pixels at a time, so that the temporaries stay
+        # in cache: the expectation of each chunk is a matrix-vector product.
+        flat = logits.permute(0, 2, 3, 1).reshape(b * h * w, DEPTH_BINS)
+        depth = torch.empty(b * h * w, dtype=torch.float32, device=logits.device)
+        for start in range(0, flat.shape[0], BIN_CHUNK):
+            stop = start + BIN_CHUNK
+            torch.mv(flat[start:stop].float().softmax(dim=-1), self.bins_m, out=depth[start:stop])
+        return depth.view(b, h, w).unsqueeze(1)
 
 
 class NormalHead(nn.Module):
@@ -159,9 +175,8 @@ class LayerNorm2d(nn.LayerNorm):
     """LayerNorm over the channels of a (B, C, H, W) tensor (eps 1e-5)."""
 
     def forward(self, x: Tensor) -> Tensor:
-        x = x.permute(0, 2, 3, 1).contiguous()
-        x = F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
-        return x.permute(0, 3, 1, 2).contiguous()
+        x = F.layer_norm(x.permute(0, 2, 3, 1), self.normalized_shape, self.weight, self.bias, self.eps)
+        return x.permute(0, 3, 1, 2)  # channels-last strides, as the decoder's convolutions prefer
 
 
 class ResidualBlock(nn.Module):
@@ -209,22 +224,36 @@ class ContextLevel(nn.Module):
 
 
 class ConvGRU(nn.Module):
-    """Convolutional GRU cell; ``cz, cr, cq`` are precomputed context contributions to the gates."""
+    """Convolutional GRU cell over ``cat([h, x])`` (the official ``convz``, ``convr``, ``convq`` layout).
+
+    ``forward(h, gates, *inputs)``: ``gates`` is the (B, 3 * hidden, H, W) precomputed context contribution
+    ``[cz, cr, cq]``; ``x = cat(inputs)``. Each gate's convolution over ``cat([h, x])`` is evaluated as the sum
+    of its ``h`` part and its ``x`` part, so the ``x`` parts of all three gates run as one convolution, the
+    ``h`` parts of z and r as another, and no concatenated input is ever built (same sums, other order).
+    """
 
     def __init__(self, hidden: int, c_in: int) -> None:
         super().__init__()
+        self.hidden_channels = hidden
         self.convz = _conv3(hidden + c_in, hidden)
         self.convr = _conv3(hidden + c_in, hidden)
         self.convq = _conv3(hidden + c_in, hidden)
 
-    def forward(self, h: Tensor, gates: tuple[Tensor, Tensor, Tensor], *inputs: Tensor) -> Tensor:
-        cz, cr, cq = gates
-        x = torch.cat(inputs, dim=1)
-        hx = torch.cat([h, x], dim=1)
-        z = torch.sigmoid(self.convz(hx) + cz)
-        r = torch.sigmoid(self.convr(hx) + cr)
-        q = torch.tanh(self.convq(torch.cat([r * h, x], dim=1)) + cq)
-        return (1 - z) * h + z * q
+    def forward(self, h: Tensor, gates: Tensor, *inputs: Tensor) -> Tensor:
+        n = self.hidden_channels
+        wz, wr, wq = self.convz.weight, self.convr.weight, self.convq.weight
+        x = inputs[0] if len(inputs) == 1 else torch.cat(inputs, dim=1)
+        x_part = F.conv2d(
+            x,
+            torch.cat((wz[:, n:], wr[:, n:], wq[:, n:])),
+            torch.cat((self.convz.bias, self.convr.bias, self.convq.bias)),
+            padding=1,
+        )
+        zr = F.conv2d(h, torch.cat((wz[:, :n], wr[:, :n])), padding=1)
+        zr = torch.sigmoid(zr + x_part[:, : 2 * n] + gates[:, : 2 * n])
+        z, r = zr[:, :n], zr[:, n:]
+        q = torch.tanh(F.conv2d(r * h, wq[:, :n], padding=1) + x_part[:, 2 * n :] + gates[:, 2 * n :])
+        return h + z * (q - h)
 
 
 class DeltaHead(nn.Module):
@@ -265,12 +294,18 @@ def _resize_like(x: Tensor, ref: Tensor) -> Tensor:
 
 def convex_upsample(state: Tensor, mask: Tensor, factor: int = UPSAMPLE) -> Tensor:
     """(B, D, H, W) state and (B, 9 f^2, H, W) weights -> (B, D, fH, fW): each output pixel is a softmax-
-    weighted combination of the 3x3 neighbourhood of its coarse pixel."""
+    weighted combination of the 3x3 neighbourhood of its coarse pixel (mask channel ``k * f^2 + i * f + j``
+    weighs neighbour ``k``, row-major, for sub-pixel ``(i, j)``). Computed in float32, pixel-major."""
     b, d, h, w = state.shape
-    weights = torch.softmax(mask.view(b, 1, 9, factor, factor, h, w), dim=2)
-    patches = F.unfold(state, [3, 3], padding=1).view(b, d, 9, 1, 1, h, w)
-    up = torch.sum(weights * patches, dim=2)  # (b, d, f, f, h, w)
-    return up.permute(0, 1, 4, 2, 5, 3).reshape(b, d, factor * h, factor * w)
+    weights = mask.float().permute(0, 2, 3, 1).reshape(b, h, w, 9, factor * factor).softmax(dim=3)
+    padded = F.pad(state.float().permute(0, 2, 3, 1), (0, 0, 1, 1, 1, 1))  # (B, H + 2, W + 2, D)
+    up = torch.zeros(b, h, w, d, factor * factor, dtype=torch.float32, device=state.device)
+    for k in range(9):
+        dy, dx = divmod(k, 3)
+        neighbour = padded[:, dy : dy + h, dx : dx + w, :, None]  # (B, H, W, D, 1)
+        up.addcmul_(neighbour, weights[:, :, :, None, k])
+    up = up.view(b, h, w, d, factor, factor).permute(0, 3, 1, 4, 2, 5)  # (B, D, H, f, W, f)
+    return up.reshape(b, d, factor * h, factor * w)
 
 
 class UpdateBlock(nn.Module):
@@ -284,17 +319,18 @@ class UpdateBlock(nn.Module):
         self.delta_head = DeltaHead(hidden)
         self.upmask = UpMaskHead(hidden)
 
-    def step(
-        self, net: list[Tensor], gates: list[tuple[Tensor, Tensor, Tensor]], state: Tensor
-    ) -> list[Tensor]:
+    def step(self, net: list[Tensor], gates: list[Tensor], state: Tensor) -> list[Tensor]:
         """One refinement iteration's hidden-state updates (slow-fast schedule: the 1/14 level three times,
-        1/7 twice, 1/4 once); returns the new hidden states [1/4, 1/7, 1/14]."""
+        1/7 twice, 1/4 once); returns the new hidden states [1/4, 1/7, 1/14]. Inputs that do not change
+        between two updates (the pooled 1/7 state, the pooled 1/4 state) are computed once."""
         h4, h7, h14 = net
+        pooled_7 = _pool2x(h7)
+        h14 = self.gru_14(h14, gates[2], pooled_7)
+        h14 = self.gru_14(h14, gates[2], pooled_7)
+        pooled_4 = _resize_like(_pool2x(h4), h7)
+        h7 = self.gru_7(h7, gates[1], pooled_4, _resize_like(h14, h7))
         h14 = self.gru_14(h14, gates[2], _pool2x(h7))
-        h14 = self.gru_14(h14, gates[2], _pool2x(h7))
-        h7 = self.gru_7(h7, gates[1], _resize_like(_pool2x(h4), h7), _resize_like(h14, h7))
-        h14 = self.gru_14(h14, gates[2], _pool2x(h7))
-        h7 = self.gru_7(h7, gates[1], _resize_like(_pool2x(h4), h7), _resize_like(h14, h7))
+        h7 = self.gru_7(h7, gates[1], pooled_4, _resize_like(h14, h7))
         h4 = self.gru_4(h4, gates[0], state, _resize_like(h7, h4))
         return [h4, h7, h14]
 
@@ -333,6 +369,9 @@ class DPTGRUDecoder(nn.Module):
         self.context = nn.ModuleList([ContextLevel(feat[i], hidden) for i in range(3)])
         self.gates = nn.ModuleList([_conv3(hidden, 3 * hidden) for _ in range(3)])
         self.update = UpdateBlock(hidden)
+        # Every feature map of the decoder is channels-last (the reassembled token grids already are, without a
+        # copy); oneDNN convolves that layout directly instead of reordering each input and output.
+        self.to(memory_format=torch.channels_last)
 
     def forward(self, tokens: list[Tensor], grid: tuple[int, int]) -> dict[str, Tensor]:
         h, w = grid
@@ -358,12 +397,10 @@ class DPTGRUDecoder(nn.Module):
         state = torch.cat((depth0, depth_conf, normal0), dim=1)  # (B, 6, H/4, W/4)
 
         net: list[Tensor] = []
-        gates: list[tuple[Tensor, Tensor, Tensor]] = []
+        gates: list[Tensor] = []  # [cz, cr, cq] of each level, stacked along the channels
         for feature, level, gate_conv in zip((f4, f7, f14_skip), self.context, self.gates, strict=True):
             net.append(torch.tanh(level.hidden(feature)))
-            g = gate_conv(torch.relu(level.context(feature)))
-            cz, cr, cq = g.split(g.shape[1] // 3, dim=1)
-            gates.append((cz, cr, cq))
+            gates.append(gate_conv(torch.relu(level.context(feature))))
 
         for _ in range(self.iters):
             net = self.update.step(net, gates, state)
