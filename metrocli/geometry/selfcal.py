@@ -63,17 +63,29 @@ DIFF_STEP = 2
 SMOOTH_SIZE = 5
 #: Pixels whose inverse-depth curvature exceeds this multiple of the image's median are edges.
 CURVATURE_FACTOR = 4.0
-#: Gradient residuals are divided by |g| + SIGMA_FLOOR * median|g| (relative, with a floor).
-SIGMA_FLOOR = 1.0
 #: The uncertainty treats pixels in blocks of 1/UNCERTAINTY_CELLS of the image side as correlated.
 UNCERTAINTY_CELLS = 6
 #: Relative uncertainty added in quadrature for errors the per-pixel statistics cannot see (smooth, image-wide
 #: depth errors of the model); from the synthetic noise study in tests/geometry/test_selfcal.py.
 UNCERTAINTY_FLOOR_REL = 0.02
 #: At most this many pixels enter the objective (a deterministic random subset of the usable ones).
-MAX_SAMPLES = 20_000
-#: Scale of the robust (Welsch) loss on the relative depth-gradient residual (objective "gradient").
-ROBUST_REL_GRADIENT = 0.5
+MAX_SAMPLES = 10_000
+#: Scale of the robust (Welsch) loss on the depth-gradient residual (objective "gradient"), in units of the
+#: image's median predicted gradient magnitude. The residual is absolute (not relative to each pixel's
+#: gradient): a smooth depth error adds the same gradient error to every surface, and strongly inclined
+#: surfaces, whose gradient changes most with the focal length, then carry the most weight.
+ROBUST_GRADIENT = 2.0
+#: The smooth depth-error field fitted jointly with the focal length (objective "gradient") holds waves of
+#: up to this many cycles per image side (the longer one), plus a linear ramp.
+NUISANCE_MAX_CYCLES = 2.0
+#: Ridge penalty on the amplitudes of the depth-error field's waves (the ramp gets a quarter of it), relative
+#: to the mean squared (scaled) gradient residual. Small: the field is almost free, the penalty only keeps
+#: the fit well posed where the pixels do not constrain a wave.
+NUISANCE_RIDGE = 0.4
+#: The depth-error field is only fitted when at least this many usable pixels per field parameter exist.
+NUISANCE_MIN_PIXELS_PER_PARAM = 20
+#: The coarse scan uses at most this many pixels (a regular subset); the refinement uses all of them.
+COARSE_SAMPLES = 2_500
 #: Scale of the robust (Welsch) loss on the angle between predicted and depth-derived normals ("angle").
 ROBUST_ANGLE_DEG = 12.0
 #: Predicted normals that turn by more than this across the difference stencil mark a crease (degrees).
@@ -157,13 +169,17 @@ class _Terms:
     e: np.ndarray  # px*(u - cx) + py*(v - cy), pixels
     gu: np.ndarray  # measured d(log inverse depth)/du, per pixel of the input grid
     gv: np.ndarray
-    inv_sigma: np.ndarray  # 1 / (|g| + floor): gradient residuals are relative
+    inv_scale: float  # 1 / (ROBUST_GRADIENT * median predicted |g|): Welsch scale of the gradient residual
     a: np.ndarray  # angle objective: n0x*px + n0y*py with n0 the depth-derived unit normal at f0
     b: np.ndarray  # n0z*pz
     c: np.ndarray  # n0x^2 + n0y^2 (n0z^2 = 1 - c)
     weight: np.ndarray  # normalised to sum 1
     cluster: np.ndarray  # spatial block index of each pixel (for the uncertainty)
     f0: float  # assumed focal length, pixels of the input grid (fx)
+    basis: np.ndarray | None = None  # (2N, P) gradients (u rows, then v rows) of the depth-error field modes
+    weighted_t: np.ndarray | None = None  # (P, 2N) basis.T times the pixel weights / scale^2
+    gram_inv: np.ndarray | None = None  # (P, P) inverse of weighted_t @ basis + diag(penalty)
+    penalty: np.ndarray | None = None  # (P,) ridge penalty per mode
 
 
 def _block_offsets(k: int) -> list[int]:
@@ -329,7 +345,7 @@ def _prepare(
     # correlated with the depth noise bias the estimate.
     den_ref = np.minimum(ppx * u_s + ppy * v_s + f_ref * ppz, -0.05 * f_ref)
     g_ref = np.hypot(ppx, ppy) / -den_ref
-    floor = max(SIGMA_FLOOR * float(np.median(g_ref)), 1e-9)
+    scale = max(ROBUST_GRADIENT * float(np.median(g_ref)), 1e-12)
     # Depth-derived unit normal at f0 (angle objective): -(f0*gu, f0*gv, 1 - u*gu - v*gv), facing the camera.
     n0 = -np.stack([fx * gu_s, fx * gv_s, 1.0 - u_s * gu_s - v_s * gv_s], axis=-1)
     n0 /= np.sqrt(np.sum(n0 * n0, axis=-1, keepdims=True))
@@ -345,7 +361,7 @@ def _prepare(
         e=ppx * u_s + ppy * v_s,
         gu=gu_s,
         gv=gv_s,
-        inv_sigma=1.0 / (g_ref + floor),
+        inv_scale=1.0 / scale,
         a=n0[:, 0] * ppx + n0[:, 1] * ppy,
         b=n0[:, 2] * ppz,
         c=n0[:, 0] ** 2 + n0[:, 1] ** 2,
@@ -353,24 +369,74 @@ def _prepare(
         cluster=cluster,
         f0=fx,
     )
+    if terms.weight.size >= NUISANCE_MIN_PIXELS_PER_PARAM * len(_nuisance_modes()):
+        side = float(max(hw, ww) * k)  # the longer image side, input pixels
+        terms = _with_nuisance(terms, u_s / side, v_s / side, side)
     return terms, n_usable
 
 
-def _subset(terms: _Terms, step: int) -> _Terms:
-    """Every ``step``-th pixel of ``terms`` (weights renormalised)."""
-    if terms.weight.size < 4 * step * MIN_PIXELS:
+def _nuisance_modes() -> list[tuple[float, float]]:
+    """Wave vectors (cycles per image side) of the depth-error field: half-integer (a period of two image
+    sides, so that waves longer than the image are represented too), one of each +-pair, ``0 < |k| <=``
+    :data:`NUISANCE_MAX_CYCLES`."""
+    n = round(2 * NUISANCE_MAX_CYCLES)
+    return [
+        (a / 2.0, b / 2.0)
+        for a in range(-n, n + 1)
+        for b in range(0, n + 1)
+        if (b > 0 or a > 0) and a * a + b * b <= n * n
+    ]
+
+
+def _with_nuisance(terms: _Terms, un: np.ndarray, vn: np.ndarray, side: float) -> _Terms:
+    """Add the gradients of a smooth log-depth error field ``e(u, v)`` (ramp + waves) to ``terms``.
+
+    A multiplicative depth error ``1 + e`` changes the measured ``g = grad(1/Z) / (1/Z)`` by ``-grad(e)``;
+    the objective subtracts the best (ridge least-squares) such gradient field at every focal length. ``un``,
+    ``vn``: pixel positions relative to the principal point in units of the longer image side ``side``
+    (input pixels); the basis columns are gradients per input pixel of modes of unit amplitude.
+    """
+    cols_u = [np.full(un.shape, 1.0 / side), np.zeros(un.shape)]
+    cols_v = [np.zeros(un.shape), np.full(un.shape, 1.0 / side)]
+    for a, b in _nuisance_modes():
+        phase = (2.0 * math.pi) * (a * un + b * vn)
+        for d in (np.cos(phase), -np.sin(phase)):  # d/dphase of sin and of cos
+            d = d * (2.0 * math.pi / side)
+            cols_u.append(a * d)
+            cols_v.append(b * d)
+    basis = np.concatenate([np.stack(cols_u, axis=1), np.stack(cols_v, axis=1)], axis=0)
+    penalty = np.full(basis.shape[1], NUISANCE_RIDGE)
+    penalty[:2] *= 0.25
+    return _project(replace(terms, basis=basis, penalty=penalty))
+
+
+def _project(terms: _Terms) -> _Terms:
+    """``terms`` with the ridge least-squares matrices of its nuisance basis for its weights."""
+    assert terms.basis is not None and terms.penalty is not None
+    w2 = np.concatenate([terms.weight, terms.weight]) * terms.inv_scale**2
+    weighted_t = terms.basis.T * w2
+    gram_inv = np.linalg.inv(weighted_t @ terms.basis + np.diag(terms.penalty))
+    return replace(terms, weighted_t=weighted_t, gram_inv=gram_inv)
+
+
+def _subset(terms: _Terms, max_pixels: int) -> _Terms:
+    """A regular subset of at most about ``max_pixels`` pixels of ``terms`` (weights renormalised)."""
+    n = terms.weight.size
+    step = n // max_pixels
+    if step < 2 or n // step < 4 * MIN_PIXELS:
         return terms
     sl = slice(None, None, step)
     weight = terms.weight[sl]
-    return replace(
+    out = replace(
         terms,
-        **{
-            name: getattr(terms, name)[sl]
-            for name in ("px", "py", "pz", "e", "gu", "gv", "inv_sigma", "a", "b", "c")
-        },
+        **{name: getattr(terms, name)[sl] for name in ("px", "py", "pz", "e", "gu", "gv", "a", "b", "c")},
         weight=weight / weight.sum(),
         cluster=terms.cluster[sl],
     )
+    if terms.basis is None:
+        return out
+    keep = np.arange(n)[sl]
+    return _project(replace(out, basis=terms.basis[np.concatenate([keep, keep + n])]))
 
 
 def _per_pixel_loss(terms: _Terms, log_scale: float, objective: Objective) -> np.ndarray:
@@ -383,10 +449,21 @@ def _per_pixel_loss(terms: _Terms, log_scale: float, objective: Objective) -> np
     den = terms.e + f * terms.pz  # (p . ray) * f: negative for a plane that faces the camera
     with np.errstate(divide="ignore", invalid="ignore"):
         inv_den = 1.0 / den
-    du = (terms.gu - terms.px * inv_den) * terms.inv_sigma
-    dv = (terms.gv - terms.py * inv_den) * terms.inv_sigma
-    loss = -np.expm1(-(du * du + dv * dv) * (1.0 / ROBUST_REL_GRADIENT**2))
-    return np.where(den < 0, loss, 1.0)
+    facing = den < 0
+    du = np.where(facing, terms.gu - terms.px * inv_den, 0.0)
+    dv = np.where(facing, terms.gv - terms.py * inv_den, 0.0)
+    penalty = 0.0
+    if terms.basis is not None and terms.weighted_t is not None and terms.gram_inv is not None:
+        # Profile out the smooth depth-error field: its best gradient field at this focal length.
+        n = du.size
+        coef = terms.gram_inv @ (terms.weighted_t @ np.concatenate([du, dv]))
+        fitted = terms.basis @ coef
+        du, dv = du - fitted[:n], dv - fitted[n:]
+        penalty = float(np.sum(terms.penalty * coef * coef))  # type: ignore[operator]
+    du, dv = du * terms.inv_scale, dv * terms.inv_scale
+    loss = -np.expm1(-(du * du + dv * dv))
+    # The ridge penalty, spread evenly over the pixels (the weights sum to 1).
+    return np.where(facing, loss, 1.0) + penalty
 
 
 def _objective(terms: _Terms, log_scale: float, objective: Objective) -> float:
@@ -543,8 +620,8 @@ def self_calibrate(
 
     log_f0 = math.log(assumed_focal_px)
     grid = np.linspace(math.log(f_lo), math.log(f_hi), COARSE_STEPS)
-    # Coarse scan on every 4th pixel (cheap), golden section on all of them within two steps of its best.
-    coarse = _subset(terms, 4)
+    # Coarse scan on a subset (cheap), golden section on all pixels within two steps of its best.
+    coarse = _subset(terms, COARSE_SAMPLES)
     values = np.array([_objective(coarse, x - log_f0, objective) for x in grid])
     best = int(np.argmin(values))
     step = grid[1] - grid[0]

@@ -30,6 +30,8 @@ from metrocli.prediction import Prediction
 PNG_MAX_DEPTH_M = 65.535
 #: Longest side of a preview panel (px); larger maps are downscaled for the preview only.
 PREVIEW_MAX_SIDE_PX = 1280
+#: Pixels per block when converting depth to 16-bit millimetres.
+PNG_BLOCK_PIXELS = 1 << 20
 
 # Polynomial fit of the Turbo colormap (Mikhailov 2019): channel(x) = sum_k c_k x^k, x in [0, 1].
 _TURBO = np.array(
@@ -41,12 +43,21 @@ _TURBO = np.array(
 )
 
 
-def turbo(x: np.ndarray) -> np.ndarray:
-    """Map values in [0, 1] (clipped; any shape S) to turbo-like RGB: uint8 array of shape S + (3,)."""
-    x = np.clip(np.nan_to_num(np.asarray(x, dtype=np.float64), nan=0.0), 0.0, 1.0)
+def _turbo_polynomial(x: np.ndarray) -> np.ndarray:
     powers = np.stack([x**k for k in range(6)], axis=-1)
-    rgb = np.clip(powers @ _TURBO.T, 0.0, 1.0)
-    return np.round(rgb * 255.0).astype(np.uint8)
+    return np.round(np.clip(powers @ _TURBO.T, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+#: The turbo colours of TURBO_LEVELS evenly spaced values in [0, 1] (a lookup table, so colourising a map
+#: costs one index per pixel; 4096 levels are finer than the 8-bit output can show).
+TURBO_LEVELS = 4096
+_TURBO_LUT = _turbo_polynomial(np.linspace(0.0, 1.0, TURBO_LEVELS))
+
+
+def turbo(x: np.ndarray) -> np.ndarray:
+    """Map values in [0, 1] (clipped, NaN as 0; any shape S) to turbo-like RGB, uint8 of shape S + (3,)."""
+    x = np.clip(np.nan_to_num(np.asarray(x, dtype=np.float32), nan=0.0), 0.0, 1.0)
+    return _TURBO_LUT[np.rint(x * (TURBO_LEVELS - 1)).astype(np.intp)]
 
 
 def valid_depth_mask(depth_m: np.ndarray) -> np.ndarray:
@@ -85,24 +96,34 @@ def colourise_normals(normal: np.ndarray, invalid_rgb: tuple[int, int, int] = (0
     and a wall facing right reddish. Pixels whose normal is not finite or has (near) zero length get
     ``invalid_rgb``.
     """
-    normal = np.asarray(normal, dtype=np.float64)
+    normal = np.asarray(normal, dtype=np.float32)
     if normal.ndim != 3 or normal.shape[2] != 3:
         raise ValueError(f"normals must be (H, W, 3), got shape {normal.shape}")
     length = np.linalg.norm(np.nan_to_num(normal, nan=0.0, posinf=0.0, neginf=0.0), axis=2)
     valid = np.isfinite(normal).all(axis=2) & (length > 1e-6)
     unit = np.where(valid[..., None], normal / np.where(valid, length, 1.0)[..., None], 0.0)
-    unit = unit * np.array([1.0, -1.0, -1.0])  # camera frame -> x right, y up, z towards the viewer
+    unit = unit * np.array(
+        [1.0, -1.0, -1.0], np.float32
+    )  # camera frame -> x right, y up, z towards the viewer
     out = np.round((unit + 1.0) * 127.5).clip(0, 255).astype(np.uint8)
     out[~valid] = invalid_rgb
     return out
 
 
 def depth_to_png_mm(depth_m: np.ndarray) -> np.ndarray:
-    """(H, W) metres -> (H, W) uint16 millimetres, rounded, clipped to 65535; 0 where invalid."""
-    depth_m = np.asarray(depth_m, dtype=np.float64)
-    valid = valid_depth_mask(depth_m)
+    """(H, W) metres -> (H, W) uint16 millimetres, rounded, clipped to 65535; 0 where invalid.
+
+    Converted in blocks of rows, so a 12 MP map needs no full-size float64 temporaries.
+    """
+    depth_m = np.asarray(depth_m)
+    if depth_m.ndim != 2:
+        raise ValueError(f"depth must be (H, W), got shape {depth_m.shape}")
     mm = np.zeros(depth_m.shape, np.uint16)
-    mm[valid] = np.clip(np.round(depth_m[valid] * 1000.0), 1, 65535).astype(np.uint16)
+    rows = max(1, PNG_BLOCK_PIXELS // max(1, depth_m.shape[1]))
+    for top in range(0, depth_m.shape[0], rows):
+        block = depth_m[top : top + rows].astype(np.float64)
+        valid = valid_depth_mask(block)
+        mm[top : top + rows][valid] = np.clip(np.round(block[valid] * 1000.0), 1, 65535).astype(np.uint16)
     return mm
 
 
@@ -128,22 +149,37 @@ def write_png(target: Path, array: np.ndarray) -> Path:
     return target
 
 
-def _fit(rgb: np.ndarray, max_side: int) -> np.ndarray:
-    h, w = rgb.shape[:2]
-    if max(h, w) <= max_side:
-        return rgb
-    from PIL import Image
+def preview_size(height: int, width: int, max_side: int) -> tuple[int, int]:
+    """(h, w) of a preview panel of an ``height`` x ``width`` map: the map's size, or scaled down so that
+    its longer side is ``max_side``."""
+    if max(height, width) <= max_side:
+        return height, width
+    s = max_side / max(height, width)
+    return max(1, round(height * s)), max(1, round(width * s))
 
-    s = max_side / max(h, w)
-    size = (max(1, round(w * s)), max(1, round(h * s)))
-    return np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.BILINEAR))
+
+def _sample(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour resampling of the first two axes of ``array`` to ``size`` (h, w): pixel centres, so
+    invalid pixels stay invalid and nothing is interpolated across depth edges."""
+    height, width = array.shape[:2]
+    if (height, width) == size:
+        return array
+    rows = ((np.arange(size[0]) + 0.5) * height / size[0]).astype(np.intp)
+    cols = ((np.arange(size[1]) + 0.5) * width / size[1]).astype(np.intp)
+    return array[rows[:, None], cols[None, :]]
 
 
 def preview_image(depth_m: np.ndarray, normal: np.ndarray | None, max_side: int = PREVIEW_MAX_SIDE_PX):
-    """(h, w·k, 3) uint8: colourised depth, and beside it the colourised normals when given."""
-    panels = [_fit(colourise_depth(depth_m), max_side)]
+    """(h, w·k, 3) uint8: colourised depth, and beside it the colourised normals when given.
+
+    Maps larger than ``max_side`` are sampled down (nearest) before they are colourised, so the preview of
+    a 12 MP prediction costs a few MB, not GB.
+    """
+    depth_m = np.asarray(depth_m)
+    size = preview_size(*depth_m.shape[:2], max_side)
+    panels = [colourise_depth(_sample(depth_m, size))]
     if normal is not None:
-        panels.append(_fit(colourise_normals(normal), max_side))
+        panels.append(colourise_normals(_sample(np.asarray(normal), size)))
     return np.concatenate(panels, axis=1)
 
 
@@ -207,8 +243,8 @@ def depth_stats(depth_m: np.ndarray) -> dict[str, float | int | None]:
     return {
         "valid_pixels": int(d.size),
         "min_m": float(d.min()),
-        "median_m": float(np.median(d)),
         "max_m": float(d.max()),
+        "median_m": float(np.median(d, overwrite_input=True)),  # d is our copy: partition it in place
     }
 
 

@@ -46,8 +46,9 @@ def clamp_depth(x: Tensor, min_m: float, max_m: float) -> Tensor:
 
 
 def normalise_normal(state: Tensor) -> Tensor:
-    """(B, 4, H, W) raw normal + kappa -> unit normal (channels 0-2), kappa = ELU + 1 + 0.01 (channel 3)."""
-    nx, ny, nz, kappa = torch.split(state, 1, dim=1)
+    """(B, 4, H, W) raw normal + kappa -> unit normal (channels 0-2), kappa = ELU + 1 + 0.01 (channel 3);
+    float32 whatever the input's dtype."""
+    nx, ny, nz, kappa = torch.split(state.float(), 1, dim=1)
     norm = torch.sqrt(nx**2.0 + ny**2.0 + nz**2.0) + 1e-10
     kappa = F.elu(kappa) + 1.0 + MIN_KAPPA
     return torch.cat([nx / norm, ny / norm, nz / norm, kappa], dim=1)
@@ -226,10 +227,11 @@ class ContextLevel(nn.Module):
 class ConvGRU(nn.Module):
     """Convolutional GRU cell over ``cat([h, x])`` (the official ``convz``, ``convr``, ``convq`` layout).
 
-    ``forward(h, gates, *inputs)``: ``gates`` is the (B, 3 * hidden, H, W) precomputed context contribution
-    ``[cz, cr, cq]``; ``x = cat(inputs)``. Each gate's convolution over ``cat([h, x])`` is evaluated as the sum
-    of its ``h`` part and its ``x`` part, so the ``x`` parts of all three gates run as one convolution, the
-    ``h`` parts of z and r as another, and no concatenated input is ever built (same sums, other order).
+    ``forward(h, gates, *inputs)``: ``gates`` is the (B, 3 * hidden, H, W) precomputed context
+    contribution ``[cz, cr, cq]``; ``x = cat(inputs)``. Each gate's convolution over ``cat([h, x])`` is
+    evaluated as the sum of its ``h`` part and its ``x`` part, so the ``x`` parts of all three gates run as
+    one convolution, the ``h`` parts of z and r as another, and no concatenated input is ever built (same
+    sums, other order).
     """
 
     def __init__(self, hidden: int, c_in: int) -> None:
@@ -335,6 +337,10 @@ class UpdateBlock(nn.Module):
         return [h4, h7, h14]
 
 
+def _channels_last_after_load(module: nn.Module, _incompatible_keys: object) -> None:
+    module.to(memory_format=torch.channels_last)
+
+
 class DPTGRUDecoder(nn.Module):
     """Metric3D v2 decoder (``RAFTDepthNormalDPT5``) for the ViT presets.
 
@@ -369,9 +375,11 @@ class DPTGRUDecoder(nn.Module):
         self.context = nn.ModuleList([ContextLevel(feat[i], hidden) for i in range(3)])
         self.gates = nn.ModuleList([_conv3(hidden, 3 * hidden) for _ in range(3)])
         self.update = UpdateBlock(hidden)
-        # Every feature map of the decoder is channels-last (the reassembled token grids already are, without a
-        # copy); oneDNN convolves that layout directly instead of reordering each input and output.
+        # Every feature map of the decoder is channels-last (the reassembled token grids already are, without
+        # a copy); oneDNN convolves that layout directly instead of reordering each input and output. Loading
+        # with ``assign=True`` adopts the checkpoint's (contiguous) tensors, so the layout is restored after.
         self.to(memory_format=torch.channels_last)
+        self.register_load_state_dict_post_hook(_channels_last_after_load)
 
     def forward(self, tokens: list[Tensor], grid: tuple[int, int]) -> dict[str, Tensor]:
         h, w = grid

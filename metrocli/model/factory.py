@@ -83,8 +83,10 @@ def load_model(
             (``metrocli.model.weights.resolve_weights``).
         device: ``cpu``, ``cuda``, ``mps`` or ``auto``.
         precision: ``fp32``, ``bf16``, ``fp16`` (autocast in :meth:`Metric3D.predict`) or ``auto`` (bf16 on
-            CUDA devices that support it, fp32 elsewhere; ``model.precision`` holds the resolved value).
-            Parameters stay float32.
+            CPUs with native bf16 and on CUDA devices that support it, fp16 on other CUDA devices, fp32
+            elsewhere: :func:`~metrocli.model.predict.resolve_precision`; ``model.precision`` holds the
+            resolved value). Parameters stay float32; the depth expectation, the recurrent state, the
+            convex upsampling and the normal normalisation always run in float32.
 
     Raises:
         MetroUsageError: unknown name, device or precision.

@@ -12,6 +12,7 @@ import torch
 from metrocli.camera.intrinsics import Intrinsics
 from metrocli.errors import MetroUsageError
 from metrocli.model.preprocess import check_image, metric_depth, photo_normals, prepare, unpad_resize
+from metrocli.model.runtime import cpu_native_bf16, release_memory
 from metrocli.prediction import Prediction
 
 if TYPE_CHECKING:
@@ -45,11 +46,19 @@ def as_intrinsics(
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
-    """``auto`` -> ``bf16`` on CUDA devices with bf16 support, else ``fp32``; other values unchanged."""
-    if precision == "auto":
-        bf16_ok = device.type == "cuda" and torch.cuda.is_bf16_supported()
-        return "bf16" if bf16_ok else "fp32"
-    return precision
+    """``auto`` -> the fastest precision that is native on ``device``; other values unchanged.
+
+    CPU: ``bf16`` where the CPU has native bf16 arithmetic (:func:`~metrocli.model.runtime.cpu_native_bf16`:
+    AMX / AVX512-BF16 / ARM BF16), else ``fp32`` (emulated bf16 is slower than float32). CUDA: ``bf16`` where
+    the GPU supports it, else ``fp16``. Other devices (MPS): ``fp32``.
+    """
+    if precision != "auto":
+        return precision
+    if device.type == "cpu":
+        return "bf16" if cpu_native_bf16() else "fp32"
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "fp32"
 
 
 def autocast_context(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
@@ -89,6 +98,9 @@ def predict(
         out = model.forward_canonical(x)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+    del x
+    if device.type == "cpu":
+        release_memory()  # the activations' heap pages, before the full-size outputs are allocated
     t2 = time.perf_counter()
     with torch.inference_mode():
         depth = metric_depth(out["depth"], canon, intr.fx)[0, 0].cpu().numpy()
@@ -98,6 +110,9 @@ def predict(
             normal = photo_normals(out["normal"], canon)[0].cpu().numpy()
         if out.get("normal_confidence") is not None:
             normal_conf = unpad_resize(out["normal_confidence"], canon)[0, 0].cpu().numpy()
+    del out
+    if device.type == "cpu":
+        release_memory()  # the upsampling's full-size temporaries
     t3 = time.perf_counter()
     return Prediction(
         depth=depth.astype(np.float32, copy=False),

@@ -132,3 +132,30 @@ def test_output_paths_never_escape(tmp_path: Path) -> None:
             maps.output_paths(tmp_path, bad)
     paths = maps.output_paths(tmp_path, maps.safe_stem("../../../../tmp/evil.jpg"))
     assert all(p.parent == tmp_path for p in paths.values())
+
+
+def test_depth_to_png_mm_in_blocks_equals_whole_map(monkeypatch) -> None:
+    rng = np.random.default_rng(3)
+    depth = rng.uniform(0.0, 70.0, (37, 23)).astype(np.float32)
+    depth[rng.random(depth.shape) < 0.1] = 0.0
+    depth[0, 0], depth[5, 5], depth[9, 1] = np.nan, np.inf, -1.0
+    whole = maps.depth_to_png_mm(depth)
+    monkeypatch.setattr(maps, "PNG_BLOCK_PIXELS", 50)  # two rows per block, a ragged last block
+    np.testing.assert_array_equal(maps.depth_to_png_mm(depth), whole)
+    expected = np.where(np.isfinite(depth) & (depth > 0), np.clip(np.round(depth * 1000.0), 1, 65535), 0)
+    np.testing.assert_array_equal(whole, expected.astype(np.uint16))
+
+
+def test_preview_of_a_large_map_samples_without_blending() -> None:
+    depth = np.full((300, 400), 2.0, np.float32)
+    depth[:, 200:] = 4.0
+    depth[100:200, 100:300] = 0.0  # an invalid block
+    normal = np.zeros((300, 400, 3), np.float32)
+    normal[..., 2] = -1.0
+    preview = maps.preview_image(depth, normal, max_side=40)
+    assert preview.shape == (30, 80, 3)
+    depth_panel = preview[:, :40]
+    assert (depth_panel[10:20, 10:30] == 0).all()  # the invalid block stays black
+    colours = {tuple(c) for c in depth_panel.reshape(-1, 3)}
+    assert len(colours) == 3  # near, far and invalid: nothing in between
+    assert (preview[:, 40:] == maps.colourise_normals(normal[:1, :1])[0, 0]).all()

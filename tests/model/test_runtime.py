@@ -1,0 +1,82 @@
+"""CPU feature detection, thread settings and what precision ``auto`` resolves to."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from metrocli.errors import MetroUsageError
+from metrocli.model import predict as predict_module
+from metrocli.model.predict import autocast_context, resolve_precision
+from metrocli.model.runtime import cpu_flags, cpu_native_bf16, set_threads
+
+SAPPHIRE_RAPIDS = """processor\t: 0
+vendor_id\t: GenuineIntel
+flags\t\t: fpu vme sse sse2 avx2 avx512f avx512bw avx512_bf16 amx_bf16 amx_tile amx_int8
+"""
+SKYLAKE = """processor\t: 0
+flags\t\t: fpu vme sse sse2 avx2 avx512f avx512bw avx512vl
+"""
+GRAVITON3 = """processor\t: 0
+Features\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp bf16 i8mm sve
+"""
+
+
+def test_cpu_flags_reads_x86_and_arm_feature_lines():
+    assert {"avx512_bf16", "amx_bf16", "fpu"} <= cpu_flags(SAPPHIRE_RAPIDS)
+    assert "vendor_id" not in cpu_flags(SAPPHIRE_RAPIDS)
+    assert "bf16" in cpu_flags(GRAVITON3)
+    assert cpu_flags("") == frozenset()
+
+
+@pytest.mark.parametrize(
+    ("text", "native"), [(SAPPHIRE_RAPIDS, True), (SKYLAKE, False), (GRAVITON3, True), ("garbage", False)]
+)
+def test_cpu_native_bf16_from_cpuinfo(tmp_path: Path, text: str, native: bool):
+    path = tmp_path / "cpuinfo"
+    path.write_text(text)
+    assert cpu_native_bf16(path) is native
+
+
+def test_cpu_native_bf16_is_false_without_cpuinfo(tmp_path: Path):
+    assert cpu_native_bf16(tmp_path / "missing") is False
+
+
+def test_this_machine_matches_its_cpuinfo():
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.is_file():
+        pytest.skip("no /proc/cpuinfo")
+    flags = cpu_flags(cpuinfo.read_text())
+    assert cpu_native_bf16() is bool({"amx_bf16", "avx512_bf16", "bf16"} & flags)
+
+
+@pytest.mark.parametrize(("native", "expected"), [(True, "bf16"), (False, "fp32")])
+def test_auto_precision_on_the_cpu_follows_native_bf16(monkeypatch, native: bool, expected: str):
+    monkeypatch.setattr(predict_module, "cpu_native_bf16", lambda: native)
+    cpu = torch.device("cpu")
+    assert resolve_precision("auto", cpu) == expected
+    for explicit in ("fp32", "bf16", "fp16"):
+        assert resolve_precision(explicit, cpu) == explicit
+    with autocast_context("auto", cpu):
+        assert torch.is_autocast_enabled("cpu") is native
+
+
+def test_auto_precision_elsewhere(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert resolve_precision("auto", torch.device("cuda")) == "bf16"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert resolve_precision("auto", torch.device("cuda")) == "fp16"
+    assert resolve_precision("auto", torch.device("mps")) == "fp32"
+
+
+def test_set_threads_sets_and_validates():
+    before = torch.get_num_threads()
+    try:
+        assert set_threads(1) == 1 == torch.get_num_threads()
+        assert set_threads(None) == 1  # None leaves the setting alone
+        with pytest.raises(MetroUsageError, match="at least 1"):
+            set_threads(0)
+    finally:
+        torch.set_num_threads(before)
