@@ -1,25 +1,30 @@
-"""DINOv2 ViT encoder with register tokens (Metric3D v2 backbone), built on timm's ``VisionTransformer``.
+"""DINOv2 ViT encoder with register tokens (Metric3D v2 backbone).
 
-Differences from timm's stock forward, all needed to reproduce DINOv2 (and so Metric3D) exactly:
+Parameter names follow timm's ``VisionTransformer`` (``patch_embed.proj``, ``cls_token``, ``reg_token``,
+``blocks.N.{norm1, attn.qkv, attn.proj, ls1.gamma, norm2, mlp.fc1, mlp.fc2, ls2.gamma}``, ``norm``), which
+the checkpoint remapping (:mod:`metrocli.model.remap`) targets; the modules are our own, small and
+inference-oriented (fused attention), so that running the model imports neither timm nor torchvision.
+
+What DINOv2 (and so Metric3D) needs, beyond a stock ViT:
 
 * ``pos_embed`` covers ``[cls, 37 x 37 patches]`` (1370 tokens, DINOv2's layout); register tokens get no
   positional embedding and are inserted right after the class token *after* the embedding is added.
 * The patch part of ``pos_embed`` is resampled like DINOv2's ``interpolate_pos_encoding``: bicubic, no
-  antialiasing, with ``scale_factor = (n + 0.1) / sqrt(N)`` handed to ``F.interpolate`` (timm's
-  ``resample_abs_pos_embed`` asks for an output *size*, which samples at different positions).
+  antialiasing, with ``scale_factor = (n + 0.1) / sqrt(N)`` handed to ``F.interpolate`` (resampling to an
+  output *size* samples at different positions).
 * An input whose sides are not multiples of the patch size is resized bilinearly up to the next multiple.
 * Either the final normalised tokens (ViT-S/L) or the raw outputs of the blocks at each quarter of the depth
   (ViT-giant2) are returned, as the official decoder expects.
+* LayerNorm eps 1e-6, LayerScale, GELU MLP (ratio 4) or packed SwiGLU (giant2: ``fc1`` holds both branches).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
 import torch.nn.functional as F
-from timm.layers import Mlp, SwiGLUPacked
-from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
 
 from metrocli.model.presets import Preset
@@ -28,9 +33,92 @@ from metrocli.model.presets import Preset
 PRETRAIN_GRID = 37
 #: DINOv2's work-around offset added to the target grid before computing the interpolation scale factor.
 INTERPOLATE_OFFSET = 0.1
+#: LayerNorm epsilon of DINOv2.
+NORM_EPS = 1e-6
+#: Initial LayerScale value (random initialisation only; checkpoints overwrite it).
+LAYER_SCALE_INIT = 1e-5
 
 
-class DinoV2Encoder(VisionTransformer):
+class PatchEmbed(nn.Module):
+    """Non-overlapping ``patch`` x ``patch`` patches -> ``dim`` channels (a strided convolution)."""
+
+    def __init__(self, patch: int, dim: int) -> None:
+        super().__init__()
+        self.patch_size = (patch, patch)
+        self.proj = nn.Conv2d(3, dim, kernel_size=patch, stride=patch)
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention (fused ``scaled_dot_product_attention``, scale 1/sqrt(head dim))."""
+
+    def __init__(self, dim: int, num_heads: int) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, n, c = x.shape
+        qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+        x = F.scaled_dot_product_attention(q, k, v)  # (B, heads, N, head dim)
+        return self.proj(x.transpose(1, 2).reshape(b, n, c))
+
+
+class Mlp(nn.Module):
+    """``fc2(GELU(fc1(x)))`` (exact, erf-based GELU)."""
+
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc2(F.gelu(self.fc1(x)))
+
+
+class SwiGLU(nn.Module):
+    """Packed SwiGLU: ``fc1`` gives both branches ``[a, b]``; ``fc2(SiLU(a) * b)``."""
+
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, 2 * hidden)
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        a, b = self.fc1(x).chunk(2, dim=-1)
+        return self.fc2(F.silu(a) * b)
+
+
+class LayerScale(nn.Module):
+    """Per-channel scale ``x * gamma``."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.gamma = nn.Parameter(torch.full((dim,), LAYER_SCALE_INIT))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * self.gamma
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block with LayerScale: ``x + ls1(attn(norm1(x)))``, then the same with the MLP."""
+
+    def __init__(self, dim: int, num_heads: int, hidden: int, swiglu: bool) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=NORM_EPS)
+        self.attn = Attention(dim, num_heads)
+        self.ls1 = LayerScale(dim)
+        self.norm2 = nn.LayerNorm(dim, eps=NORM_EPS)
+        self.mlp: nn.Module = SwiGLU(dim, hidden) if swiglu else Mlp(dim, hidden)
+        self.ls2 = LayerScale(dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x + self.ls1(self.attn(self.norm1(x)))
+        return x + self.ls2(self.mlp(self.norm2(x)))
+
+
+class DinoV2Encoder(nn.Module):
     """DINOv2 ViT-S/L/giant2 with 4 registers, as in Metric3D v2 (``ViT_DINO_reg.py``).
 
     ``forward_features(x)`` takes a normalised (B, 3, H, W) float tensor and returns four token tensors
@@ -41,35 +129,21 @@ class DinoV2Encoder(VisionTransformer):
     def __init__(self, preset: Preset, *, device: torch.device | str | None = None) -> None:
         if preset.family != "vit":
             raise ValueError(f"preset {preset.name!r} is not a ViT model")
+        super().__init__()
         dim = preset.embed_dim
         swiglu = preset.ffn == "swiglu"
-        # timm sizes the MLP as int(dim * mlp_ratio); SwiGLUPacked's fc1 holds both branches (2 x hidden).
-        fc1_width = 2 * preset.ffn_hidden if swiglu else preset.ffn_hidden
-        super().__init__(
-            img_size=PRETRAIN_GRID * preset.patch_size,
-            patch_size=preset.patch_size,
-            num_classes=0,
-            global_pool="",
-            embed_dim=dim,
-            depth=preset.depth,
-            num_heads=preset.num_heads,
-            mlp_ratio=(fc1_width + 0.5) / dim,
-            qkv_bias=True,
-            init_values=1e-5,
-            class_token=True,
-            reg_tokens=preset.num_register_tokens,
-            no_embed_class=False,
-            mlp_layer=SwiGLUPacked if swiglu else Mlp,
-            act_layer=nn.SiLU if swiglu else nn.GELU,
-            weight_init="skip",
-            device=device,
-        )
-        # DINOv2 layout of the positional embedding: class token + pretrain grid (registers have none).
-        self.pos_embed = nn.Parameter(torch.zeros(1, 1 + PRETRAIN_GRID**2, dim, device=device))
-        # Present in the official checkpoints (DINOv2 masked-image training), unused at inference.
-        self.mask_token = nn.Parameter(torch.zeros(1, dim, device=device))
-        for block in self.blocks:
-            block.attn.fused_attn = True  # F.scaled_dot_product_attention
+        with torch.device(device) if device is not None else contextlib.nullcontext():
+            self.patch_embed = PatchEmbed(preset.patch_size, dim)
+            self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+            self.reg_token = nn.Parameter(torch.zeros(1, preset.num_register_tokens, dim))
+            # DINOv2 layout of the positional embedding: class token + pretrain grid (registers have none).
+            self.pos_embed = nn.Parameter(torch.zeros(1, 1 + PRETRAIN_GRID**2, dim))
+            # Present in the official checkpoints (DINOv2 masked-image training), unused at inference.
+            self.mask_token = nn.Parameter(torch.zeros(1, dim))
+            self.blocks = nn.Sequential(
+                *[Block(dim, preset.num_heads, preset.ffn_hidden, swiglu) for _ in range(preset.depth)]
+            )
+            self.norm = nn.LayerNorm(dim, eps=NORM_EPS)
         self.intermediate_features = preset.intermediate_features
         self._init_parameters()
 
@@ -89,9 +163,6 @@ class DinoV2Encoder(VisionTransformer):
             elif isinstance(module, nn.LayerNorm):
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)
-        for block in self.blocks:
-            nn.init.constant_(block.ls1.gamma, 1e-5)
-            nn.init.constant_(block.ls2.gamma, 1e-5)
 
     @property
     def patch_px(self) -> int:
