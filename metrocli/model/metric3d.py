@@ -80,10 +80,14 @@ class Metric3D(nn.Module):
         return self.forward_canonical(x)
 
     def predict(
-        self, image: np.ndarray, intrinsics: Intrinsics | tuple[float, float, float, float]
+        self,
+        image: np.ndarray,
+        intrinsics: Intrinsics | tuple[float, float, float, float],
+        *,
+        normals: bool = True,
     ) -> Prediction:
         """Metric depth (and normals) of an upright H x W x 3 uint8 RGB photo; see
         :func:`metrocli.model.predict.predict`."""
         from metrocli.model.predict import predict
 
-        return predict(self, image, intrinsics)
+        return predict(self, image, intrinsics, normals=normals)

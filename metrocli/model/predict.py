@@ -71,7 +71,11 @@ def autocast_context(precision: str, device: torch.device) -> contextlib.Abstrac
 
 
 def predict(
-    model: Metric3D, image: np.ndarray, intrinsics: Intrinsics | tuple[float, float, float, float]
+    model: Metric3D,
+    image: np.ndarray,
+    intrinsics: Intrinsics | tuple[float, float, float, float],
+    *,
+    normals: bool = True,
 ) -> Prediction:
     """Run ``model`` on one upright photo with the official pre/post-processing.
 
@@ -79,6 +83,9 @@ def predict(
         model: a :class:`Metric3D` (weights loaded, eval mode).
         image: (H, W, 3) uint8 RGB, upright (displayed orientation).
         intrinsics: :class:`Intrinsics` of this H x W image, or ``(fx, fy, cx, cy)`` in its pixels.
+        normals: False skips upsampling the normals and their confidence to the photo's size (``normal``
+            and ``normal_confidence`` are then None): the most expensive part of the post-processing of
+            a 12 MP photo, not needed to measure distances.
 
     Returns:
         :class:`Prediction` at H x W: ``depth`` float32 metres (``canonical * fx * scale / 1000``, clamped
@@ -106,9 +113,9 @@ def predict(
         depth = metric_depth(out["depth"], canon, intr.fx)[0, 0].cpu().numpy()
         confidence = unpad_resize(out["confidence"], canon)[0, 0].cpu().numpy()
         normal = normal_conf = None
-        if out.get("normal") is not None:
+        if normals and out.get("normal") is not None:
             normal = photo_normals(out["normal"], canon)[0].cpu().numpy()
-        if out.get("normal_confidence") is not None:
+        if normals and out.get("normal_confidence") is not None:
             normal_conf = unpad_resize(out["normal_confidence"], canon)[0, 0].cpu().numpy()
     del out
     if device.type == "cpu":

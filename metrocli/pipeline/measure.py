@@ -127,6 +127,7 @@ def open_session(
         weights=weights,
         device=device,
         precision=precision,
+        normals=focal_auto,  # measuring needs depth only; self-calibration needs the normals
     )
     if focal_auto:
         from metrocli.pipeline.selfcal import self_calibrated_prediction

@@ -120,9 +120,11 @@ def test_vit_small_pipeline_matches_official_on_scene_a(vit_small, fixtures_dir)
     report("pipeline normal (deg)", normal_err)
     assert float(np.median(normal_err)) <= 1.0
 
-    # the (fx, fy, cx, cy) form gives the same result
-    pred2 = vit_small.predict(image, intrinsics.as_tuple())
+    # the (fx, fy, cx, cy) form gives the same result; normals=False skips only the normals
+    pred2 = vit_small.predict(image, intrinsics.as_tuple(), normals=False)
     np.testing.assert_array_equal(pred2.depth, pred.depth)
+    np.testing.assert_array_equal(pred2.confidence, pred.confidence)
+    assert pred2.normal is None and pred2.normal_confidence is None
 
 
 @pytest.mark.slow
