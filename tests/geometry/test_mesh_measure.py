@@ -161,3 +161,23 @@ def test_measure_errors_name_the_point() -> None:
     for v in (15, 35, 55):
         with pytest.raises(MeasurementError, match=rf"start point of line 1 \(15, {v}\) has no valid depth"):
             measure_lines(depth, K, [(15, v, 100, 100)])
+
+
+def test_reference_confidence_of_an_upsampled_map_is_taken_on_a_grid(monkeypatch):
+    import metrocli.geometry.measure as measure_module
+
+    rng = np.random.default_rng(5)
+    small_conf = rng.uniform(0.2, 1.0, (30, 40)).astype(np.float32)
+    conf = np.repeat(np.repeat(small_conf, 50, axis=0), 50, axis=1)  # a 1500 x 2000 "upsampled" map
+    depth = np.full(conf.shape, 3.0, np.float32)
+    depth[:100] = 0.0  # invalid rows are left out of the reference
+    K = Intrinsics(1500.0, 1500.0, 1000.0, 750.0, 2000, 1500, "user")
+    line = [(300.0, 400.0, 1700.0, 1200.0)]
+    (grid,) = measure_lines(depth, K, line, confidence=conf, error=MODEL_ERROR)
+    monkeypatch.setattr(measure_module, "REFERENCE_GRID_PIXELS", 10**9)  # every pixel
+    (full,) = measure_lines(depth, K, line, confidence=conf, error=MODEL_ERROR)
+    assert grid.distance_m == full.distance_m
+    assert grid.uncertainty_m == pytest.approx(full.uncertainty_m, rel=0.02)
+    monkeypatch.setattr(measure_module, "REFERENCE_GRID_PIXELS", 100)  # a much coarser grid still agrees
+    (coarse,) = measure_lines(depth, K, line, confidence=conf, error=MODEL_ERROR)
+    assert coarse.uncertainty_m == pytest.approx(full.uncertainty_m, rel=0.1)
