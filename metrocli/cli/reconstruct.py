@@ -9,6 +9,7 @@ import click
 from metrocli.cli.common import (
     check_focal_exclusive,
     emit_json,
+    focal_auto_option,
     focal_options,
     json_option,
     model_options,
@@ -75,8 +76,9 @@ def _positive_float(ctx: click.Context, param: click.Parameter, value: float | N
     show_default=True,
     help="Metric scale of the scene: the first photo's depth, or the geometric mean over all photos.",
 )
-@model_options(default_precision="auto")
+@model_options()
 @focal_options
+@focal_auto_option
 @click.option("--points-only", is_flag=True, help="Single photo / --separate: write the point cloud.")
 @click.option(
     "--mesh",
@@ -106,6 +108,7 @@ def reconstruct(
     precision: str,
     focal_px: float | None,
     fov_deg: float | None,
+    focal_mode: str,
     points_only: bool,
     mesh_method: str,
     simplify: int | None,
@@ -120,8 +123,20 @@ def reconstruct(
                      pose (4x4 camera-to-first-camera), intrinsics, focal source and depth scale, and the
                      photos left out with the reason.
     --separate:      one mesh per photo into the folder -o; re-running skips finished photos (--force redoes).
+    --focal auto:    every photo's focal length is self-calibrated from its own prediction (model depth
+                     only); a photo with a flat objective keeps its EXIF/default focal length, with a
+                     warning. --json reports focal_source and focal_uncertainty_px per photo.
     """
-    check_focal_exclusive(focal_px, fov_deg)
+    check_focal_exclusive(focal_px, fov_deg, focal_mode)
+    if focal_mode == "auto":
+        from metrocli.model.presets import get_preset
+
+        if depth_file is not None or depth_dir is not None:
+            raise click.UsageError(
+                "--focal auto needs the model's depth and normals, not sensor depth (--depth/--depth-dir)"
+            )
+        if get_preset(model_name).family != "vit":
+            raise click.UsageError("--focal auto needs a ViT model: it uses the predicted normals")
     if input_path.is_dir():
         if depth_file is not None:
             raise click.UsageError("--depth is for a single photo; use --depth-dir with a folder")
@@ -144,6 +159,12 @@ def reconstruct(
     _single(input_path, out_path, depth_file, locals())
 
 
+def _focal_text(focal_px: float, source: str, uncertainty_px: float | None) -> str:
+    """``1234.5 ± 24.7 px self-calibrated`` (no ± without an uncertainty)."""
+    sigma = f" ± {uncertainty_px:.1f}" if uncertainty_px is not None else ""
+    return f"{focal_px:.1f}{sigma} px {source}"
+
+
 def _single(photo: Path, out_path: Path, depth_file: Path | None, a: dict) -> None:
     from metrocli.pipeline.single import reconstruct_photo
 
@@ -160,6 +181,7 @@ def _single(photo: Path, out_path: Path, depth_file: Path | None, a: dict) -> No
         weights=a["weights"],
         device=a["device"],
         precision=a["precision"],
+        focal_auto=a["focal_mode"] == "auto",
     )
     if a["as_json"]:
         emit_json(result.to_dict())
@@ -169,7 +191,8 @@ def _single(photo: Path, out_path: Path, depth_file: Path | None, a: dict) -> No
             if result.kind == "points"
             else f"{result.n_vertices} vertices, {result.n_triangles} triangles"
         )
-        click.echo(f"{photo}: {result.output} ({what}, focal {result.focal_px:.1f} px {result.focal_source})")
+        focal = _focal_text(result.focal_px, result.focal_source, result.focal_uncertainty_px)
+        click.echo(f"{photo}: {result.output} ({what}, focal {focal})")
 
 
 def _separate(inputs: Path, out_dir: Path, a: dict) -> None:
@@ -187,6 +210,7 @@ def _separate(inputs: Path, out_dir: Path, a: dict) -> None:
         device=a["device"],
         precision=a["precision"],
         force=a["force"],
+        focal_auto=a["focal_mode"] == "auto",
     )
     job = SeparateJob(inputs, out_dir, options)
     job.prepare()
@@ -222,6 +246,7 @@ def _folder(folder: Path, out_path: Path, a: dict) -> None:
         force=a["force"],
         focal_px=a["focal_px"],
         fov_deg=a["fov_deg"],
+        focal_auto=a["focal_mode"] == "auto",
     )
     job = MultiviewJob(folder, out_path, options)
     result = job.up_to_date()
@@ -243,4 +268,8 @@ def _folder(folder: Path, out_path: Path, a: dict) -> None:
         )
         for name, why in sorted(result.left_out.items()):
             click.echo(f"  left out {name}: {why}")
+        if a["focal_mode"] == "auto":
+            for name, rec in result.focals.items():
+                focal = _focal_text(rec["focal_px"], rec["focal_source"], rec.get("focal_uncertainty_px"))
+                click.echo(f"  focal {name}: {focal}")
     report.finish()

@@ -14,6 +14,13 @@ Folder pipeline (:class:`MultiviewJob`)
        if that photo is left out, the first registered one), metres, and ``<out>.json`` beside it with every
        photo's pose (4x4 camera-to-first-camera), intrinsics, focal source and depth scale. Atomic writes.
 
+Focal length (``focal_auto``, ``--focal auto``)
+    Each photo's focal length is self-calibrated from its own model prediction (depth–normal consistency,
+    :mod:`metrocli.pipeline.selfcal`; no second forward): photos without an EXIF focal length get a real one
+    instead of the default field of view, photos with one are cross-checked (``disagreement``). A photo whose
+    objective is flat (e.g. only a wall) keeps its own focal length, with a warning. The source and the
+    uncertainty are recorded per photo. Model depth only (sensor depth has no predicted normals).
+
 Scale convention
     With model depth each photo's depth gets a scale ``s_k`` (``depth * s_k`` is used). By default the first
     registered photo defines the metric frame (``s = 1`` there: ``scale_reference="first"``). With
@@ -102,6 +109,8 @@ class MultiviewOptions:
         simplify: target triangle count of the output mesh, or None.
         model_name, weights, device, precision: the model (unused with ``depth_dir``).
         force: recompute even when the output is up to date.
+        focal_px, fov_deg: override every photo's focal length.
+        focal_auto: self-calibrate every photo's focal length (model depth only; see the module docstring).
     """
 
     depth_dir: Path | None = None
@@ -117,6 +126,19 @@ class MultiviewOptions:
     force: bool = False
     focal_px: float | None = None
     fov_deg: float | None = None
+    focal_auto: bool = False
+
+
+def _check_focal_auto(options: Any) -> None:
+    """MetroUsageError when ``focal_auto`` is combined with sensor depth or a focal override."""
+    if not options.focal_auto:
+        return
+    if options.depth_dir is not None:
+        raise MetroUsageError(
+            "--focal auto needs the model's depth and normals, not sensor depth maps (--depth-dir)"
+        )
+    if options.focal_px is not None or options.fov_deg is not None:
+        raise MetroUsageError("give --focal auto or a focal length (--focal-px/--fov), not both")
 
 
 @dataclass(frozen=True)
@@ -130,6 +152,19 @@ class LoadedView:
     orientation: int
     depth_source: str
     depth_file: Path | None
+    selfcal: dict | None = None  # SelfCalibrated.report() with focal_auto
+
+
+def _focal_record(intrinsics: Any, selfcal: dict | None) -> dict:
+    """Per-photo focal length, its source and (self-calibrated) uncertainty for the JSON outputs."""
+    out = {
+        "focal_px": intrinsics.fx,
+        "focal_source": intrinsics.focal_source,
+        "focal_uncertainty_px": selfcal["uncertainty_px"] if selfcal else None,
+    }
+    if selfcal is not None:
+        out["selfcal"] = selfcal
+    return out
 
 
 @dataclass(frozen=True)
@@ -147,9 +182,11 @@ class MultiviewResult:
     voxel_m: float
     timings_s: dict[str, float] = field(default_factory=dict)
     skipped: bool = False
+    focals: dict[str, dict] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        """JSON-ready summary."""
+        """JSON-ready summary; ``focals``: per registered photo ``focal_px``, ``focal_source``,
+        ``focal_uncertainty_px`` (self-calibrated only) and, with ``focal_auto``, ``selfcal``."""
         return {
             "output": str(self.output),
             "json": str(self.json_path),
@@ -162,6 +199,7 @@ class MultiviewResult:
             "voxel_m": self.voxel_m,
             "timings_s": dict(self.timings_s),
             "skipped": self.skipped,
+            "focals": {name: dict(rec) for name, rec in self.focals.items()},
         }
 
 
@@ -183,6 +221,14 @@ class _LazyModel:
     def predict(self, photo: Any):  # -> Prediction
         self.load()
         return self._model.predict(photo.image, photo.intrinsics)
+
+
+def _self_calibrated(photo: Any, prediction: Any) -> tuple[Any, dict]:
+    """``(prediction at the self-calibrated focal length, its report)`` for one photo."""
+    from metrocli.pipeline.selfcal import self_calibrated_prediction
+
+    calibrated = self_calibrated_prediction(prediction, photo.intrinsics, label=Path(photo.path).name)
+    return calibrated.prediction, calibrated.report()
 
 
 def json_path_for(out_path: str | os.PathLike[str]) -> Path:
@@ -220,6 +266,7 @@ class MultiviewJob:
             raise MetroUsageError(f"--simplify must be a positive triangle count, got {options.simplify}")
         if options.depth_dir is not None and not Path(options.depth_dir).is_dir():
             raise MetroUsageError(f"--depth-dir {options.depth_dir}: not a folder")
+        _check_focal_auto(options)
         self.photos = list_photos(self.folder, options.depth_dir)
         if not self.photos:
             raise MetroUsageError(f"{self.folder}: no photos found")
@@ -256,6 +303,7 @@ class MultiviewJob:
             "model": None if o.depth_dir else o.model_name,
             "focal_px": o.focal_px,
             "fov_deg": o.fov_deg,
+            **({"focal": "auto"} if o.focal_auto else {}),
         }
 
     def up_to_date(self) -> MultiviewResult | None:
@@ -277,18 +325,34 @@ class MultiviewJob:
                 int(data["n_triangles"]),
                 float(data["voxel_m"]),
                 skipped=True,
+                focals={
+                    v["photo"]: {
+                        "focal_px": v["focal_px"],
+                        "focal_source": v["focal_source"],
+                        "focal_uncertainty_px": v.get("focal_uncertainty_px"),
+                        **({"selfcal": v["selfcal"]} if "selfcal" in v else {}),
+                    }
+                    for v in data["photos"]
+                },
             )
         except (OSError, ValueError, KeyError, TypeError):
             return None
 
-    def load(self, photo: Path) -> None:
-        """Load one photo and its depth; a :class:`MetroError` marks it failed (and is re-raised)."""
+    def load(self, photo: Path, prediction: Any = None) -> None:
+        """Load one photo and its depth; a :class:`MetroError` marks it failed (and is re-raised).
+
+        ``prediction``: an already computed model :class:`~metrocli.prediction.Prediction` of the photo (made
+        with its intrinsics, e.g. from ``metro depth``) instead of running the model; not with ``depth_dir``.
+        """
         from metrocli.camera.photo import load_photo
         from metrocli.errors import MetroError
 
         t0 = time.perf_counter()
         try:
             ph = load_photo(photo, focal_px=self.options.focal_px, fov_deg=self.options.fov_deg)
+            intrinsics, selfcal = ph.intrinsics, None
+            if prediction is not None and self.options.depth_dir is not None:
+                raise MetroUsageError(f"{photo}: a prediction was given but depth comes from --depth-dir")
             if self.options.depth_dir is not None:
                 from metrocli.io.sensor_depth import read_depth_map
 
@@ -297,14 +361,22 @@ class MultiviewJob:
                 source = "sensor"
             else:
                 depth_file = None
-                prediction = self._model.predict(ph)
-                depth = prediction.depth
+                if prediction is None:
+                    prediction = self._model.predict(ph)
+                if prediction.depth.shape != ph.image.shape[:2]:
+                    h, w = prediction.depth.shape
+                    raise DepthMapError(
+                        f"{photo}: depth is {w}x{h} but the photo is {ph.image.shape[1]}x{ph.image.shape[0]}"
+                    )
+                if self.options.focal_auto:
+                    prediction, selfcal = _self_calibrated(ph, prediction)
+                depth, intrinsics = prediction.depth, prediction.intrinsics
                 source = prediction.model or self.options.model_name
             depth = np.asarray(depth, dtype=np.float32)
             if not (np.isfinite(depth) & (depth > 0)).any():
                 raise DepthMapError(f"{photo}: no valid depth")
             self.views[photo] = LoadedView(
-                photo, ph.image, depth, ph.intrinsics, ph.orientation, source, depth_file
+                photo, ph.image, depth, intrinsics, ph.orientation, source, depth_file, selfcal
             )
         except MetroError as exc:
             self.failed[photo] = str(exc)
@@ -375,6 +447,8 @@ class MultiviewJob:
                     "scale": reg.scales[k],
                     "depth_source": v.depth_source,
                     "depth_file": str(v.depth_file) if v.depth_file else None,
+                    "focal_uncertainty_px": v.selfcal["uncertainty_px"] if v.selfcal else None,
+                    **({"selfcal": v.selfcal} if v.selfcal is not None else {}),
                 }
             )
         names = [v.path.name for v in views]
@@ -419,6 +493,7 @@ class MultiviewJob:
             len(mesh.triangles),
             voxel,
             dict(self.timings_s),
+            focals={views[k].path.name: _focal_record(views[k].intrinsics, views[k].selfcal) for k in order},
         )
 
 
@@ -461,6 +536,7 @@ class SeparateOptions:
     precision: str = "auto"
     force: bool = False
     suffix: str = ".ply"
+    focal_auto: bool = False
 
 
 @dataclass(frozen=True)
@@ -489,6 +565,7 @@ class SeparateJob:
         self.options = options
         if self.out_dir.exists() and not self.out_dir.is_dir():
             raise MetroUsageError(f"-o {self.out_dir}: --separate needs an output folder")
+        _check_focal_auto(options)
         photos = list_photos(inputs, options.depth_dir) if inputs.is_dir() else [inputs]
         if not photos:
             raise MetroUsageError(f"{inputs}: no photos found")
@@ -535,6 +612,7 @@ class SeparateJob:
             device=o.device,
             precision=o.precision,
             prediction=prediction,
+            focal_auto=o.focal_auto,
         )
         details = result.to_dict() if hasattr(result, "to_dict") else {}
         details.pop("photo", None)

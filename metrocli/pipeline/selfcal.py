@@ -104,23 +104,50 @@ class SelfCalibrated:
             "selfcal": self.selfcal.to_dict(),
         }
 
+    def report(self) -> dict[str, Any]:
+        """Flat JSON-ready summary for per-photo records (``metro reconstruct --focal auto``).
+
+        ``focal_px``/``focal_source`` are what the photo is reconstructed with; ``uncertainty_px`` the
+        one-sigma uncertainty of a self-calibrated focal length (None after a fallback);
+        ``photo_focal_px``/``photo_focal_source`` the photo's own (EXIF or default) focal length and
+        ``disagreement`` the estimate relative to it (``estimate / photo - 1``; None after a fallback).
+        """
+        intr = self.prediction.intrinsics
+        ratio, _ = check_focal(self.photo_intrinsics.fx, self.selfcal)
+        sc = self.selfcal
+        sigma = None if sc.fallback or not math.isfinite(sc.uncertainty_px) else sc.uncertainty_px
+        return {
+            "focal_px": intr.fx,
+            "focal_source": intr.focal_source,
+            "uncertainty_px": sigma,
+            "estimate_px": sc.estimate_px if math.isfinite(sc.estimate_px) else None,
+            "fallback": sc.fallback,
+            "objective_flat": sc.objective_flat,
+            "warning": sc.warning,
+            "photo_focal_px": self.photo_intrinsics.fx,
+            "photo_focal_source": self.photo_intrinsics.focal_source,
+            "disagreement": ratio if math.isfinite(ratio) else None,
+        }
+
 
 def self_calibrated_prediction(
     prediction: Prediction,
     photo_intrinsics: Intrinsics | None = None,
     *,
     fov_range_deg: tuple[float, float] = DEFAULT_FOV_RANGE_DEG,
+    label: str | None = None,
 ) -> SelfCalibrated:
     """Self-calibrate ``prediction`` and rescale it; the fallback is ``photo_intrinsics`` (default: its own).
 
-    Logs the self-calibration warning (flat objective, ...) on ``metrocli.pipeline.selfcal``.
+    Logs the self-calibration warning (flat objective, ...) on ``metrocli.pipeline.selfcal``, prefixed with
+    ``label`` (e.g. the photo's name) when given.
     """
     photo_intrinsics = photo_intrinsics or prediction.intrinsics
     result = self_calibrate_prediction(
         prediction, fov_range_deg=fov_range_deg, fallback_focal_px=photo_intrinsics.fx
     )
     if result.warning:
-        log.warning(result.warning)
+        log.warning("%s%s", f"{label}: " if label else "", result.warning)
     if result.fallback:
         if photo_intrinsics.fx != prediction.intrinsics.fx:
             prediction = apply_focal(prediction, photo_intrinsics.fx, photo_intrinsics.focal_source)

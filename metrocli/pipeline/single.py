@@ -35,6 +35,10 @@ class ReconstructResult:
         focal_px, focal_source: the focal length used.
         depth_source: ``"sensor"`` or the model preset.
         stride: pixel stride of the grid mesh (1 = every pixel).
+        focal_uncertainty_px: one-sigma uncertainty of a self-calibrated focal length (``focal_auto``);
+            None otherwise or after a fallback.
+        selfcal: the self-calibration summary (:meth:`~metrocli.pipeline.selfcal.SelfCalibrated.report`)
+            with ``focal_auto``, else None (left out of :meth:`to_dict`).
     """
 
     photo: str
@@ -48,10 +52,15 @@ class ReconstructResult:
     focal_source: str
     depth_source: str
     stride: int = 1
+    focal_uncertainty_px: float | None = None
+    selfcal: dict | None = None
 
     def to_dict(self) -> dict:
-        """JSON-ready dict."""
-        return dict(self.__dict__)
+        """JSON-ready dict (``focal_uncertainty_px`` and ``selfcal`` only with ``focal_auto``)."""
+        out = dict(self.__dict__)
+        if self.selfcal is None:
+            del out["selfcal"], out["focal_uncertainty_px"]
+        return out
 
 
 def reconstruct_photo(
@@ -73,6 +82,7 @@ def reconstruct_photo(
     poisson_depth: int = 9,
     max_vertices: int | None = DEFAULT_MAX_VERTICES,
     prediction: Prediction | None = None,
+    focal_auto: bool = False,
 ) -> ReconstructResult:
     """Reconstruct one photo in 3D and write a point cloud or a mesh to ``out_path`` (atomically).
 
@@ -90,7 +100,11 @@ def reconstruct_photo(
         clean: flying-pixel removal thresholds (:class:`CleanOptions`).
         poisson_depth: octree depth of the Poisson solver.
         max_vertices: grid meshes of larger photos use every n-th pixel to stay below this; None = all.
-        prediction: an already computed :class:`Prediction` of this photo (skips the depth step).
+        prediction: an already computed :class:`Prediction` of this photo (skips the depth step), computed
+            with the photo's intrinsics.
+        focal_auto: self-calibrate the focal length from the prediction's depth and normals
+            (:func:`metrocli.pipeline.selfcal.self_calibrated_prediction`; a flat objective falls back to the
+            photo's focal length with a warning). Needs predicted normals: not with ``depth_file``.
     Returns:
         :class:`ReconstructResult`.
     Raises:
@@ -114,6 +128,10 @@ def reconstruct_photo(
         raise MetroUsageError(f"unknown mesh method {mesh_method!r}; use grid or poisson")
     if simplify is not None and simplify <= 0:
         raise MetroUsageError(f"--simplify must be a positive triangle count, got {simplify}")
+    if focal_auto and depth_file is not None:
+        raise MetroUsageError(
+            "--focal auto needs the model's depth and normals, not a sensor depth map (--depth)"
+        )
 
     photo = load_photo(photo_path, focal_px=focal_px, fov_deg=fov_deg)
     if prediction is None:
@@ -128,6 +146,12 @@ def reconstruct_photo(
             device=device,
             precision=precision,
         )
+    selfcal = None
+    if focal_auto:
+        from metrocli.pipeline.selfcal import self_calibrated_prediction
+
+        calibrated = self_calibrated_prediction(prediction, photo.intrinsics, label=photo.path.name)
+        prediction, selfcal = calibrated.prediction, calibrated.report()
     k = prediction.intrinsics
     rgb = photo.image
     if rgb.shape[:2] != prediction.depth.shape:
@@ -155,6 +179,8 @@ def reconstruct_photo(
         "focal_source": str(k.focal_source),
         "depth_source": prediction.model,
     }
+    if selfcal is not None:
+        common.update(focal_uncertainty_px=selfcal["uncertainty_px"], selfcal=selfcal)
     if points_only:
         write_point_cloud(out_path, cloud)
         log.info("%s: %d points -> %s", photo.path.name, len(cloud), out_path)

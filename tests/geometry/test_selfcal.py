@@ -4,14 +4,24 @@ The scenes are ray-cast by hand (boxes, the inside of a room) so that depth and 
 depth is handed to the method as the model would hand it over: at an *assumed* focal length, i.e. the true
 depth times ``assumed_focal / true_focal``.
 
-Noise model ("model-like noise", acceptance 2): normals get 3 degrees RMS angular noise, i.i.d. per pixel; the
-depth gets a smooth multiplicative error field ``1 + e(u, v)`` with ``max |e| = 3 %`` made of a few random
-low-frequency waves (wavelengths >= half the image width; Metric3D's depth is smooth, its errors are
-low-frequency), plus (separately tested) a 0.5 % i.i.d. per-pixel component.
+Noise model ("model-like noise", acceptance 2), every configuration over the fixed seeds :data:`SEEDS`
+(0..11, not picked), each seed required to pass:
+
+* normals: 3 degrees RMS angular noise (isotropic in the tangent plane), i.i.d. per pixel;
+* depth ("3 % depth noise"), multiplicative ``depth * (1 + e(u, v))`` with ``std(e) = 3 %`` over the image,
+  one of
+  - ``"smooth"``: four random plane waves of 0.3 to 2 cycles per image side (random directions and phases),
+    the low-frequency error of a network's depth (peaks of about 7 %); the hardest and most model-like case,
+    because a smooth depth error tilts the depth-derived surfaces like a focal change does;
+  - ``"gaussian-field"``: white noise blurred with a Gaussian of 1/8 of the image side (a smooth field that
+    is not a sum of a few waves, with some energy above 2 cycles per side);
+  - ``"iid"``: independent per pixel;
+  - ``"smooth+iid"``: the smooth field plus 1 % i.i.d. per-pixel noise.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -143,8 +153,12 @@ def wall_view(lens_mm: float = 26.0) -> tuple[np.ndarray, np.ndarray, float]:
 
 
 # ------------------------------------------------------------------------------------------------- noise
-def smooth_field(shape: tuple[int, int], amplitude: float, rng: np.random.Generator) -> np.ndarray:
-    """Smooth random field with max |e| = amplitude: a few waves with wavelengths >= half the image width."""
+SEEDS = range(12)
+DEPTH_NOISE = ("smooth", "gaussian-field", "iid", "smooth+iid")
+
+
+def smooth_field(shape: tuple[int, int], std: float, rng: np.random.Generator) -> np.ndarray:
+    """Smooth random field of standard deviation ``std``: four random waves, 0.3-2 cycles per image side."""
     h, w = shape
     yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
     field = np.zeros(shape)
@@ -153,26 +167,99 @@ def smooth_field(shape: tuple[int, int], amplitude: float, rng: np.random.Genera
         angle = rng.uniform(0, 2 * math.pi)
         phase = rng.uniform(0, 2 * math.pi)
         field += np.sin(2 * math.pi * freq * (xx * math.cos(angle) + yy * math.sin(angle)) + phase)
-    return amplitude * field / np.abs(field).max()
+    return std * field / field.std()
+
+
+def gaussian_field(shape: tuple[int, int], std: float, rng: np.random.Generator) -> np.ndarray:
+    """White noise blurred by a Gaussian of 1/8 of the longer image side, scaled to standard deviation std."""
+    sigma = max(shape) / 8.0
+    fy = np.fft.fftfreq(shape[0])[:, None]
+    fx = np.fft.rfftfreq(shape[1])[None, :]
+    transfer = np.exp(-2.0 * math.pi**2 * sigma**2 * (fx * fx + fy * fy))  # periodic Gaussian blur
+    field = np.fft.irfft2(np.fft.rfft2(rng.normal(size=shape)) * transfer, s=shape)
+    return std * field / field.std()
+
+
+def noisy_depth(depth: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarray:
+    """``depth * (1 + e)`` with 3 % depth noise of ``kind`` (see the module docstring)."""
+    if kind == "smooth":
+        e = smooth_field(depth.shape, 0.03, rng)
+    elif kind == "gaussian-field":
+        e = gaussian_field(depth.shape, 0.03, rng)
+    elif kind == "iid":
+        e = rng.normal(0.0, 0.03, depth.shape)
+    elif kind == "smooth+iid":
+        e = smooth_field(depth.shape, 0.03, rng) + rng.normal(0.0, 0.01, depth.shape)
+    else:
+        raise ValueError(kind)
+    return (depth * (1.0 + e)).astype(np.float32)
 
 
 def noisy_normals(normal: np.ndarray, sigma_deg: float, rng: np.random.Generator) -> np.ndarray:
-    """Perturb unit normals by an isotropic tangent-plane Gaussian of ``sigma_deg`` RMS total angle."""
+    """Perturb unit normals by an isotropic tangent-plane Gaussian of ``sigma_deg`` RMS angle (NaN stays)."""
+    valid = np.isfinite(normal).all(axis=-1, keepdims=True)
+    normal = np.where(valid, normal, 0.0)
     sigma = math.radians(sigma_deg) / math.sqrt(2.0)  # per tangent axis
     noise = rng.normal(0.0, sigma, normal.shape)
     noise -= np.sum(noise * normal, -1, keepdims=True) * normal  # tangent to the sphere
     out = normal + noise
-    return (out / np.linalg.norm(out, axis=-1, keepdims=True)).astype(np.float32)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = out / np.linalg.norm(out, axis=-1, keepdims=True)
+    return np.where(valid, out, np.nan).astype(np.float32)
 
 
-def calibrate(depth_true, normal, focal_true, *, assumed=None, **kwargs) -> SelfCalResult:
+def calibrate(depth_true, normal, focal_true, *, assumed=None, cx=None, cy=None, **kwargs) -> SelfCalResult:
     """Run the method on the depth the model would report at an assumed focal length."""
     h, w = depth_true.shape
     assumed = assumed if assumed is not None else focal_for_lens(26.0, w, h) * 1.3
     depth_assumed = depth_true * (assumed / focal_true)
     return self_calibrate(
-        depth_assumed, normal, width=w, height=h, cx=w / 2.0, cy=h / 2.0, assumed_focal_px=assumed, **kwargs
+        depth_assumed,
+        normal,
+        width=w,
+        height=h,
+        cx=w / 2.0 if cx is None else cx,
+        cy=h / 2.0 if cy is None else cy,
+        assumed_focal_px=assumed,
+        **kwargs,
     )
+
+
+@functools.cache
+def sample_view(name: str) -> tuple[np.ndarray, np.ndarray, float, float, float]:
+    """metrocli.synth's view ``name`` at half size: (depth, 0 = no hit; normals, NaN = none; fx; cx; cy)."""
+    from metrocli.synth.samples import SAMPLE_VIEWS, render_view
+
+    (view,) = [v for v in SAMPLE_VIEWS if v.name == name]
+    _, r = render_view(view, scale=0.5, supersample=1)
+    hit = r.depth_m > 0
+    depth = np.where(hit, r.depth_m, 0.0).astype(np.float32)
+    normal = np.where(hit[..., None], r.normal, np.nan).astype(np.float32)
+    k = r.intrinsics
+    return depth, normal, k.fx, k.cx, k.cy
+
+
+def scene(view: str) -> tuple[np.ndarray, np.ndarray, float, float | None, float | None]:
+    """``"room-13"``-style analytic views or metrocli.synth sample names -> (depth, normal, fx, cx, cy)."""
+    if "-" in view:
+        kind, lens = view.split("-")
+        depth, normal, focal = VIEWS[kind](float(lens))
+        return depth, normal, focal, None, None
+    return sample_view(view)
+
+
+@functools.cache
+def noisy_results(view: str, kind: str) -> tuple[tuple[float, float, bool], ...]:
+    """(relative focal error, relative uncertainty, fallback) for every seed of :data:`SEEDS`."""
+    depth_true, normal_true, focal, cx, cy = scene(view)
+    out = []
+    for seed in SEEDS:
+        rng = np.random.default_rng(seed)
+        depth = noisy_depth(depth_true, kind, rng)
+        normal = noisy_normals(normal_true, 3.0, rng)
+        result = calibrate(depth, normal, focal, cx=cx, cy=cy)
+        out.append((result.estimate_px / focal - 1.0, result.uncertainty_px / focal, result.fallback))
+    return tuple(out)
 
 
 # ------------------------------------------------------------------------------------------------- tests
@@ -200,35 +287,40 @@ def test_result_does_not_depend_on_assumed_focal(assumed: float) -> None:
     assert abs(result.focal_px / focal - 1) < 0.02
 
 
-@pytest.mark.parametrize("lens_mm", [13.0, 26.0, 77.0])
-@pytest.mark.parametrize("view", ["room", "street"])
-def test_smooth_depth_error_and_normal_noise_within_5_percent(view: str, lens_mm: float) -> None:
-    depth_true, normal_true, focal = VIEWS[view](lens_mm)
-    for seed in range(3):
-        rng = np.random.default_rng(seed)
-        depth = depth_true * (1.0 + smooth_field(depth_true.shape, 0.03, rng))
-        normal = noisy_normals(normal_true, 3.0, rng)
-        result = calibrate(depth, normal, focal)
-        assert not result.fallback, result.warning
-        assert abs(result.focal_px / focal - 1) < 0.05, (seed, result.focal_px, focal)
+ANALYTIC = [f"{kind}-{lens}" for kind in ("room", "street") for lens in (13, 26, 77)]
+#: metrocli.synth's views: main lens (room_01), telephoto (room_03, street_03), ultra-wide (street_02).
+SAMPLES = ["room_01", "room_03", "street_02", "street_03"]
 
 
-@pytest.mark.parametrize("lens_mm", [13.0, 26.0, 77.0])
-@pytest.mark.parametrize("view", ["room", "street"])
-def test_smooth_plus_small_iid_depth_noise_within_5_percent(view: str, lens_mm: float) -> None:
-    rng = np.random.default_rng(0)
-    depth, normal, focal = VIEWS[view](lens_mm)
-    depth = depth * (1.0 + smooth_field(depth.shape, 0.03, rng) + rng.normal(0.0, 0.005, depth.shape))
-    normal = noisy_normals(normal, 3.0, rng)
-    result = calibrate(depth, normal, focal)
-    assert not result.fallback, result.warning
-    assert abs(result.focal_px / focal - 1) < 0.05, (result.focal_px, focal)
+@pytest.mark.parametrize(
+    ("view", "kind"),
+    # the synth sample views with the hardest (smooth) depth error only
+    [(view, kind) for view in ANALYTIC for kind in DEPTH_NOISE] + [(view, "smooth") for view in SAMPLES],
+)
+def test_model_like_noise_within_5_percent_for_every_seed(view: str, kind: str) -> None:
+    """Acceptance 2: 3 % depth noise and 3 degrees of normal noise, all of seeds 0..11 within 5 %."""
+    results = noisy_results(view, kind)
+    errors = [round(err * 100, 2) for err, _, _ in results]
+    assert not any(fallback for _, _, fallback in results), errors
+    assert max(abs(e) for e in errors) < 5.0, errors
+
+
+@pytest.mark.parametrize("kind", ["smooth", "iid"])
+@pytest.mark.parametrize("view", [*ANALYTIC, "room_03", "street_03"])
+def test_uncertainty_covers_the_error(view: str, kind: str) -> None:
+    """The reported one-sigma uncertainty is honest: the error is within 2 sigma for at least 11 of 12 seeds
+    and within 3 sigma for all, and the uncertainty stays informative (below 3.5 %)."""
+    results = noisy_results(view, kind)
+    z = [abs(err) / sigma for err, sigma, _ in results]
+    assert sum(v <= 2.0 for v in z) >= len(z) - 1, z
+    assert max(z) <= 3.0, z
+    assert all(0.0 < sigma < 0.035 for _, sigma, _ in results), results
 
 
 def test_normal_noise_alone_gives_no_bias() -> None:
     depth, normal_true, focal = room_view(26.0)
     errors = []
-    for seed in range(3):
+    for seed in SEEDS:
         normal = noisy_normals(normal_true, 3.0, np.random.default_rng(seed))
         errors.append(calibrate(depth, normal, focal).focal_px / focal - 1)
     assert max(abs(e) for e in errors) < 0.01, errors
@@ -334,24 +426,10 @@ def test_check_focal_flags_disagreement_beyond_10_percent() -> None:
     assert ratio > 0.1 and off
 
 
-@pytest.mark.parametrize("name", ["room_01", "room_02", "room_03", "street_03"])
+@pytest.mark.parametrize("name", ["room_01", "room_02", "room_03", "street_02", "street_03"])
 def test_synth_sample_views_exact_within_2_percent(name: str) -> None:
     """metrocli.synth's shipped views (main, ultra-wide, tele lenses) at half size, exact maps."""
-    from metrocli.synth.samples import SAMPLE_VIEWS, render_view
-
-    (view,) = [v for v in SAMPLE_VIEWS if v.name == name]
-    _, r = render_view(view, scale=0.5, supersample=1)
-    k = r.intrinsics
-    hit = r.depth_m > 0
-    assumed = 700.0
-    result = self_calibrate(
-        np.where(hit, r.depth_m * (assumed / k.fx), 0.0),
-        np.where(hit[..., None], r.normal, np.nan),
-        width=k.width,
-        height=k.height,
-        cx=k.cx,
-        cy=k.cy,
-        assumed_focal_px=assumed,
-    )
+    depth, normal, fx, cx, cy = sample_view(name)
+    result = calibrate(depth, normal, fx, assumed=700.0, cx=cx, cy=cy)
     assert not result.fallback, result.warning
-    assert abs(result.focal_px / k.fx - 1) < 0.02, (result.focal_px, k.fx)
+    assert abs(result.focal_px / fx - 1) < 0.02, (result.focal_px, fx)
