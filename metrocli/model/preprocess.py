@@ -24,6 +24,8 @@ from metrocli.model.presets import CANONICAL_FOCAL_PX, RGB_MEAN, RGB_STD
 
 #: Largest metric depth kept by the official post-processing (metres).
 MAX_DEPTH_M = 300.0
+#: Pixels per block when renormalising upsampled normals.
+NORMALISE_BLOCK_PIXELS = 1 << 18
 
 
 @dataclass(frozen=True)
@@ -117,6 +119,12 @@ def photo_normals(normal: Tensor, canon: CanonicalInput) -> Tensor:
     n = normal[:, :, top : normal.shape[2] - bottom, left : normal.shape[3] - right].float()
     n = n.contiguous(memory_format=torch.channels_last)
     n = F.interpolate(n, size=canon.photo_size, mode="bilinear", align_corners=False)
-    n = n.permute(0, 2, 3, 1)
-    # F.normalize(n, dim=-1), in place (at 12 MP every full-size temporary is 145 MB)
-    return n.div_(torch.linalg.vector_norm(n, dim=-1, keepdim=True).clamp_min_(1e-12))
+    n = n.permute(0, 2, 3, 1)  # (B, H, W, 3), contiguous
+    # F.normalize(n, dim=-1), in place and a block of rows at a time: at 12 MP a full-size temporary
+    # would be another 48 MB of fresh memory to fault in.
+    rows = max(1, NORMALISE_BLOCK_PIXELS // max(1, n.shape[2]))
+    for image in n:
+        for top in range(0, image.shape[0], rows):
+            block = image[top : top + rows]
+            block.div_(torch.linalg.vector_norm(block, dim=-1, keepdim=True).clamp_min_(1e-12))
+    return n
