@@ -14,29 +14,21 @@ Run: .venv/bin/python benchmarks/bench_reconstruct.py [--repeat 2] [--width 1152
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import shutil
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-
-CALIB = Path(__file__).resolve().parents[1].parent / "shared" / "bench" / "calib.py"
+from benchlib import calibrate_if_available
 
 
 def calibration_unit() -> float | None:
-    """Seconds of the shared calibration workload on this machine, or None when it is absent."""
-    if not CALIB.is_file():
-        return None
+    """Seconds of the shared calibration workload (2 threads) on this machine, or None when it is absent."""
     import torch
 
     torch.set_num_threads(2)
-    spec = importlib.util.spec_from_file_location("calib", CALIB)
-    module = importlib.util.module_from_spec(spec)
-    assert spec.loader is not None
-    spec.loader.exec_module(module)
-    return float(module.calibrate())
+    return calibrate_if_available()
 
 
 def run(folder: Path, out: Path, repeat: int):

@@ -14,20 +14,16 @@ Run: .venv/bin/python benchmarks/bench_selfcal.py [--measure-forward]
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import math
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
+from benchlib import OFFICIAL_VIT_S_S, OFFICIAL_VIT_S_UNITS, calibrate
 
 from metrocli.geometry.selfcal import self_calibrate
 
-REPO = Path(__file__).resolve().parents[1]
-CALIB = REPO.parent / "shared" / "bench" / "calib.py"
-FORWARD_UNITS_VIT_S = 33.7  # ViT-S forward at 616 x 1064, in calibration units
-REFERENCE_FORWARD_S = 6.8  # the same forward in seconds on the reference (uncontended) machine
+FORWARD_UNITS_VIT_S = OFFICIAL_VIT_S_UNITS  # ViT-S forward at 616 x 1064, in calibration units
+REFERENCE_FORWARD_S = OFFICIAL_VIT_S_S  # the same forward in seconds on the reference machine
 
 
 def _yaw(deg: float) -> np.ndarray:
@@ -98,12 +94,7 @@ def best_of(fn, n: int, clock=time.perf_counter) -> float:
 
 
 def calibration_unit() -> float:
-    spec = importlib.util.spec_from_file_location("calib", CALIB)
-    if spec is None or spec.loader is None or not CALIB.is_file():
-        sys.exit(f"{CALIB} is missing: cannot express timings in calibration units")
-    calib = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(calib)
-    return calib.calibrate()
+    return calibrate()
 
 
 def measure_forward() -> float:

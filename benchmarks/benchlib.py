@@ -36,8 +36,14 @@ def _load(path: Path, name: str) -> ModuleType:
 
 
 def calibrate() -> float:
-    """Seconds of the fixed fp32 GEMM + 3x3-conv workload of ../shared/bench/calib.py (best of 5)."""
+    """Seconds of the fixed fp32 GEMM + 3x3-conv workload of ../shared/bench/calib.py (best of 5); exits
+    with a message when ../shared is absent."""
     return float(_load(CALIB, "calib").calibrate())
+
+
+def calibrate_if_available() -> float | None:
+    """:func:`calibrate`, or None when ../shared/bench/calib.py is absent."""
+    return calibrate() if CALIB.is_file() else None
 
 
 def seeded_checkpoint(variant: str = "vit-small", folder: Path | None = None) -> Path:
