@@ -159,7 +159,7 @@ def _apply_threads(_ctx: click.Context, _param: click.Parameter, value: int | No
     return value
 
 
-def model_options(default_precision: str = "fp32") -> Callable[[Callable], Callable]:
+def model_options(func: Callable) -> Callable:
     """``--model``, ``--weights``, ``--device``, ``--precision``, ``--threads``: which Metric3D runs, and how.
 
     The decorated command receives ``model_name``, ``weights`` (Path or None), ``device`` and ``precision``;
@@ -169,48 +169,45 @@ def model_options(default_precision: str = "fp32") -> Callable[[Callable], Calla
 
     from metrocli.model.presets import PRESETS  # pure data, no torch
 
-    def decorate(func: Callable) -> Callable:
-        func = click.option(
-            "--threads",
-            type=click.IntRange(min=1),
-            default=None,
-            envvar="METRO_THREADS",
-            expose_value=False,
-            callback=_apply_threads,
-            help="CPU threads for the model [env METRO_THREADS; default: one per physical core].",
-        )(func)
-        func = click.option(
-            "--precision",
-            type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
-            default=default_precision,
-            show_default=True,
-            help="Model arithmetic. bf16 is about 2.5x faster on CPUs with native bf16 (AMX / AVX512-BF16), "
-            "with depths within about 1% of fp32. auto: bf16 on such CPUs and on CUDA (fp16 on GPUs "
-            "without bf16), fp32 elsewhere.",
-        )(func)
-        func = click.option(
-            "--device",
-            type=click.Choice(["auto", "cpu", "cuda", "mps"]),
-            default="auto",
-            show_default=True,
-            help="Where the model runs (auto: CUDA, then MPS, then CPU).",
-        )(func)
-        func = click.option(
-            "--weights",
-            type=click.Path(dir_okay=False, path_type=Path),
-            default=None,
-            help="Official-format checkpoint file instead of the cached download.",
-        )(func)
-        return click.option(
-            "--model",
-            "model_name",
-            type=click.Choice(list(PRESETS)),
-            default="vit-small",
-            show_default=True,
-            help="Metric3D model (v2 ViT: depth + normals; v1 ConvNeXt: depth only).",
-        )(func)
-
-    return decorate
+    func = click.option(
+        "--threads",
+        type=click.IntRange(min=1),
+        default=None,
+        envvar="METRO_THREADS",
+        expose_value=False,
+        callback=_apply_threads,
+        help="CPU threads for the model [env METRO_THREADS; default: one per physical core].",
+    )(func)
+    func = click.option(
+        "--precision",
+        type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
+        default="fp32",
+        show_default=True,
+        help="Model arithmetic. bf16 is about 2.5x faster on CPUs with native bf16 (AMX / AVX512-BF16), "
+        "with depths within about 1% of fp32. auto: bf16 on such CPUs and on CUDA (fp16 on GPUs "
+        "without bf16), fp32 elsewhere.",
+    )(func)
+    func = click.option(
+        "--device",
+        type=click.Choice(["auto", "cpu", "cuda", "mps"]),
+        default="auto",
+        show_default=True,
+        help="Where the model runs (auto: CUDA, then MPS, then CPU).",
+    )(func)
+    func = click.option(
+        "--weights",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=None,
+        help="Official-format checkpoint file instead of the cached download.",
+    )(func)
+    return click.option(
+        "--model",
+        "model_name",
+        type=click.Choice(list(PRESETS)),
+        default="vit-small",
+        show_default=True,
+        help="Metric3D model (v2 ViT: depth + normals; v1 ConvNeXt: depth only).",
+    )(func)
 
 
 def focal_auto_option(func: Callable) -> Callable:

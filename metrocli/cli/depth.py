@@ -47,7 +47,7 @@ def expand_inputs(inputs: tuple[Path, ...]) -> list[Path]:
     type=click.Path(file_okay=False, path_type=Path),
     help="Output folder (created if needed).",
 )
-@model_options()
+@model_options
 @focal_options
 @focal_auto_option
 @click.option(

@@ -70,7 +70,7 @@ def format_table(report) -> str:
 
 @click.command("eval")
 @click.argument("dataset", type=click.Path(path_type=Path))
-@model_options()
+@model_options
 @click.option(
     "--max-depth",
     "max_depth_m",

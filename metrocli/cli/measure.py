@@ -72,7 +72,7 @@ def has_display() -> bool:
 )
 @focal_options
 @focal_auto_option
-@model_options()
+@model_options
 @click.option(
     "--annotate",
     type=click.Path(dir_okay=False, path_type=Path),

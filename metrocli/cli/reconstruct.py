@@ -76,7 +76,7 @@ def _positive_float(ctx: click.Context, param: click.Parameter, value: float | N
     show_default=True,
     help="Metric scale of the scene: the first photo's depth, or the geometric mean over all photos.",
 )
-@model_options()
+@model_options
 @focal_options
 @focal_auto_option
 @click.option("--points-only", is_flag=True, help="Single photo / --separate: write the point cloud.")
