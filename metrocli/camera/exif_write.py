@@ -16,7 +16,7 @@ from typing import Literal
 import numpy as np
 from PIL import Image, TiffImagePlugin
 
-from metrocli.io.atomic import write_atomic
+from metrocli.atomic import write_atomic
 
 FocalPlaneUnit = Literal["inch", "cm", "mm"]
 

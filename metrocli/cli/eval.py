@@ -124,8 +124,8 @@ def eval_cmd(
     mean/median angle and the fraction within 11.25°/22.5°/30°.
     Exit code 1 if any frame could not be evaluated.
     """
+    from metrocli.atomic import write_text_atomic
     from metrocli.cli.common import BatchFailed
-    from metrocli.io.atomic import write_text_atomic
     from metrocli.pipeline.evaluate import EvalOptions, evaluate_dataset
 
     options = EvalOptions(

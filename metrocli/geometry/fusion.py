@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
+from metrocli.atomic import atomic_path
 from metrocli.camera.intrinsics import Intrinsics
 from metrocli.errors import ReconstructionError
-from metrocli.io.atomic import atomic_path
 
 log = logging.getLogger("metrocli.geometry.fusion")
 

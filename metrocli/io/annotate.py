@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from metrocli.atomic import atomic_path
 from metrocli.geometry.measure import Measurement
-from metrocli.io.atomic import atomic_path
 
 #: Line colours, cycled (bright, distinct, readable on dark halos).
 PALETTE = ((255, 214, 10), (0, 224, 255), (255, 92, 138), (120, 255, 120), (255, 150, 40), (190, 140, 255))

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
+from metrocli.atomic import atomic_path
 from metrocli.errors import MetroUsageError
 from metrocli.geometry.mesh import Mesh
 from metrocli.geometry.pointcloud import PointCloud
-from metrocli.io.atomic import atomic_path
 
 POINT_CLOUD_SUFFIXES = (".ply", ".pcd", ".obj", ".glb")
 MESH_SUFFIXES = (".ply", ".obj", ".glb")

@@ -1,6 +1,6 @@
 """Depth/normal/confidence map files and their colourised previews (numpy + Pillow, no torch, no matplotlib).
 
-Files written for one photo with stem ``S`` (all atomically, see :mod:`metrocli.io.atomic`):
+Files written for one photo with stem ``S`` (all atomically, see :mod:`metrocli.atomic`):
 
 - ``S.depth.npy``       (H, W) float32 metres, 0 where invalid
 - ``S.normal.npy``      (H, W, 3) float32 unit normals, camera frame (x right, y down, z forward); not written
@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from metrocli.atomic import atomic_path, write_text_atomic
 from metrocli.errors import MetroUsageError
-from metrocli.io.atomic import atomic_path, write_text_atomic
 from metrocli.prediction import Prediction
 
 #: Largest depth a 16-bit millimetre PNG can hold (m).

@@ -23,7 +23,8 @@ class ModelSpec:
     """A Metric3D model to run.
 
     Attributes:
-        name: preset name (``vit-small``, ``vit-large``, ``vit-giant2``, ``convnext-tiny``, ``convnext-large``).
+        name: preset name (``vit-small``, ``vit-large``, ``vit-giant2``, ``convnext-tiny``,
+            ``convnext-large``).
         weights: an official-format checkpoint file, or None for the cached official download.
         device: ``auto``, ``cpu``, ``cuda`` or ``mps``.
         precision: ``fp32`` (reproduces the official outputs), ``bf16``, ``fp16`` or ``auto``.
@@ -35,4 +36,3 @@ class ModelSpec:
     device: Device = "auto"
     precision: Precision = "fp32"
     threads: int | None = None
-

@@ -23,8 +23,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from metrocli.atomic import write_text_atomic
 from metrocli.errors import WeightsError
-from metrocli.io.atomic import write_text_atomic
 
 log = logging.getLogger("metrocli.model.weights")
 

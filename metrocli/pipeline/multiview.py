@@ -386,11 +386,11 @@ class MultiviewJob:
 
     def finish(self) -> MultiviewResult:
         """Register the loaded photos, fuse them and write the mesh and its JSON (atomically)."""
+        from metrocli.atomic import write_text_atomic
         from metrocli.geometry.fusion import FusionFrame, default_voxel_m, fuse_tsdf
         from metrocli.geometry.mesh import Mesh
         from metrocli.geometry.posegraph import register_frames
         from metrocli.geometry.registration import Frame
-        from metrocli.io.atomic import write_text_atomic
         from metrocli.io.geometry_io import write_mesh
 
         views = [self.views[p] for p in self.photos if p in self.views]

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from metrocli.io.atomic import atomic_path, write_text_atomic
+from metrocli.atomic import atomic_path, write_text_atomic
 from metrocli.synth.camera import IPHONE, PIXEL, Phone, intrinsics_for_lens, look_at
 from metrocli.synth.render import Render, render, visible
 from metrocli.synth.scene import Scene, room_scene, street_scene

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from metrocli.io.atomic import atomic_path, write_bytes_atomic, write_text_atomic
+from metrocli.atomic import atomic_path, write_bytes_atomic, write_text_atomic
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[2]
 WRITER = textwrap.dedent(
     """
     import os, sys, time
-    from metrocli.io.atomic import atomic_path
+    from metrocli.atomic import atomic_path
 
     target = sys.argv[1]
     with atomic_path(target) as tmp:
