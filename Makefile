@@ -7,20 +7,32 @@ STAMP := $(VENV)/.installed-stamp
 SUDO  := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint format sysdeps venv bench clean
+.PHONY: demo test check lint types imports format sysdeps venv bench clean
 
 ## demo: run the main job end to end on sample_photos/ (outputs in demo/)
 demo: sysdeps $(STAMP)
 	$(PY) -m metrocli.demo --out demo
 
-## test: ruff (lint + format check) and the whole pytest suite, slow tests included
-test: sysdeps $(STAMP)
-	$(VENV)/bin/ruff check metrocli tests benchmarks
-	$(VENV)/bin/ruff format --check metrocli tests benchmarks
+## test: lint, types, import contracts and the whole pytest suite, slow tests included (the README's command)
+test: sysdeps $(STAMP) lint types imports
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
+## check: the fast inner loop (under 2 minutes): lint, types, import contracts and the tests not marked slow
+check: sysdeps $(STAMP) lint types imports
+	$(VENV)/bin/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+## lint: ruff lint and format check
 lint: $(STAMP)
 	$(VENV)/bin/ruff check metrocli tests benchmarks
+	$(VENV)/bin/ruff format --check metrocli tests benchmarks
+
+## types: mypy over the package (settings in pyproject.toml)
+types: $(STAMP)
+	$(VENV)/bin/mypy
+
+## imports: the layer, no-torch and no-cycle contracts (import-linter, settings in pyproject.toml)
+imports: $(STAMP)
+	$(VENV)/bin/lint-imports --no-cache
 
 format: $(STAMP)
 	$(VENV)/bin/ruff format metrocli tests benchmarks

@@ -1,27 +1,118 @@
 """Atomic file writes: a temporary file in the destination folder, renamed over the target when complete.
 
-A crash or Ctrl-C leaves either the old file or no file, never a truncated one.
+A crash or Ctrl-C leaves either the old file or no file, never a truncated one. Temporary files are hidden
+and carry the writing process's id (``.<stem>.metro-<pid>-<random>.tmp<suffix>``), so that a later run can
+tell the leftovers of a killed process from the temporaries of a live one (:func:`remove_stale_temps`).
+Only regular files (or new paths) are ever replaced: a device node, a folder, a FIFO or a symbolic link at the
+target is refused with :class:`~metrocli.errors.OutputError` before anything is written.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
+import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+
+from metrocli.errors import OutputError
+
+#: Longest file name (bytes) of the file systems we write to (ext4, XFS, btrfs, APFS, NTFS: 255).
+NAME_MAX_BYTES = 255
+#: Marker in temporary names: ``.<stem>.metro-<pid>-<random>.tmp<suffix>``.
+_TEMP_RE = re.compile(r"^\..*\.metro-(?P<pid>\d+)-[A-Za-z0-9_]+\.tmp(\.[^./]*)?$")
+#: Room in a temporary name besides the stem: ``.`` + ``.metro-<pid>-`` + 8 random + ``.tmp`` + suffix.
+_TEMP_OVERHEAD_BYTES = 1 + len(".metro-4294967295-") + 8 + len(".tmp")
+
+
+def check_output_target(target: str | os.PathLike[str]) -> Path:
+    """``target`` as a Path if it may be (re)written: a new path or an existing regular file.
+
+    Raises:
+        OutputError: ``target`` is a folder, a symbolic link, a device, a FIFO or a socket.
+    """
+    target = Path(target)
+    try:
+        mode = os.lstat(target).st_mode
+    except FileNotFoundError:
+        return target
+    except OSError as exc:
+        raise OutputError(f"{target}: cannot be written ({exc.strerror or exc})") from None
+    if stat.S_ISREG(mode):
+        return target
+    kind = (
+        "a folder"
+        if stat.S_ISDIR(mode)
+        else "a symbolic link"
+        if stat.S_ISLNK(mode)
+        else "a device"
+        if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+        else "a special file"
+    )
+    raise OutputError(f"{target} is {kind}; metro only replaces regular files")
+
+
+def _temp_stem(stem: str, suffix: str) -> str:
+    """``stem`` shortened (at a character boundary) so the temporary name fits in :data:`NAME_MAX_BYTES`."""
+    room = NAME_MAX_BYTES - _TEMP_OVERHEAD_BYTES - len(os.fsencode(suffix))
+    while len(os.fsencode(stem)) > room and stem:
+        stem = stem[:-1]
+    return stem
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True  # someone else's live process (or an absurd pid): never remove its files
+    return True
+
+
+def remove_stale_temps(folder: str | os.PathLike[str]) -> list[Path]:
+    """Delete the temporary files that killed metro processes left in ``folder``; returns what was removed.
+
+    Only hidden files of this module's naming pattern whose writing process no longer exists are removed: the
+    temporaries of a run still in progress (another metro process) are left alone.
+    """
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        match = _TEMP_RE.match(entry.name)
+        if match is None or not entry.is_file(follow_symlinks=False):
+            continue
+        pid = int(match["pid"])
+        if pid == os.getpid() or _pid_alive(pid):
+            continue
+        with contextlib.suppress(OSError):
+            os.unlink(entry.path)
+            removed.append(Path(entry.path))
+    return removed
 
 
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``target`` (same suffix); on success it is renamed onto ``target``.
 
-    The temporary name is hidden (``.name.tmpXXXX.ext``) so resumable batches never mistake it for output. On
-    any exception, including KeyboardInterrupt, the temporary file is removed and ``target`` is untouched.
+    The temporary name is hidden (``.<stem>.metro-<pid>-<random>.tmp<suffix>``, the stem shortened when the
+    name would exceed the file-system limit) so resumable batches never mistake it for output. On any
+    exception, including KeyboardInterrupt, the temporary file is removed and ``target`` is untouched.
+
+    Raises:
+        OutputError: ``target`` exists and is not a regular file (:func:`check_output_target`).
     """
-    target = Path(target)
+    target = check_output_target(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=f".tmp{target.suffix}", dir=target.parent)
+    stem = _temp_stem(target.stem, target.suffix)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{stem}.metro-{os.getpid()}-", suffix=f".tmp{target.suffix}", dir=target.parent
+    )
     os.close(fd)
     tmp_path = Path(tmp)
     with contextlib.suppress(OSError):  # mkstemp makes 0600 files; outputs get the usual umask permissions
@@ -30,6 +121,7 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
         yield tmp_path
         if not tmp_path.exists() or (tmp_path.stat().st_size == 0 and not _allow_empty(target)):
             raise OSError(f"nothing was written for {target}")
+        check_output_target(target)  # it may have changed while we wrote
         os.replace(tmp_path, target)
     except BaseException:
         with contextlib.suppress(OSError):

@@ -50,3 +50,7 @@ class ReconstructionError(MetroError):
 
 class DatasetError(MetroError):
     """An evaluation dataset folder or its annotations are malformed."""
+
+
+class OutputError(MetroUsageError):
+    """An output path cannot be used: a special file, a folder, an input of the command, unwritable, ..."""

@@ -13,7 +13,7 @@ import pytest
 
 from metrocli.atomic import atomic_path, write_bytes_atomic, write_text_atomic
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 
 # Writes 1 MiB chunks through atomic_path forever, announcing on stdout once data has reached the disk.
 WRITER = textwrap.dedent(
@@ -122,3 +122,64 @@ def test_outputs_get_umask_permissions_not_0600(tmp_path: Path) -> None:
     finally:
         os.umask(old)
     assert target.stat().st_mode & 0o777 == 0o640
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait(timeout=30)
+    return proc.pid
+
+
+def test_special_files_are_never_replaced(tmp_path: Path) -> None:
+    from metrocli.errors import OutputError
+
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    folder = tmp_path / "dir.ply"
+    folder.mkdir()
+    regular = tmp_path / "real.json"
+    regular.write_text("keep")
+    link = tmp_path / "link.json"
+    link.symlink_to(regular)
+    targets = {fifo: "a special file", folder: "a folder", link: "a symbolic link"}
+    if os.geteuid() == 0:  # a character device, as /dev/null is: only root may create one
+        dev = tmp_path / "null.png"
+        os.mknod(dev, 0o600 | 0o020000, os.makedev(1, 3))
+        targets[dev] = "a device"
+    for target, kind in targets.items():
+        with pytest.raises(OutputError, match=kind):
+            write_bytes_atomic(target, b"data")
+    assert fifo.is_fifo() and folder.is_dir() and link.is_symlink() and regular.read_text() == "keep"
+    if os.geteuid() == 0:
+        assert (tmp_path / "null.png").is_char_device()
+    assert not [p for p in tmp_path.iterdir() if ".tmp" in p.name]
+
+
+def test_long_names_keep_the_temp_name_within_the_file_system_limit(tmp_path: Path) -> None:
+    name = "é" * 120 + ".depth.npy"  # 250 bytes in UTF-8, as long as ext4 allows with the suffix
+    assert len(os.fsencode(name)) <= 255
+    seen: list[str] = []
+    with atomic_path(tmp_path / name) as tmp:
+        seen.append(tmp.name)
+        tmp.write_bytes(b"x")
+    assert len(os.fsencode(seen[0])) <= 255 and seen[0].endswith(".tmp.npy")
+    assert (tmp_path / name).read_bytes() == b"x"
+
+
+def test_stale_temps_of_killed_runs_are_removed_live_ones_kept(tmp_path: Path) -> None:
+    from metrocli.atomic import remove_stale_temps
+
+    target = tmp_path / "room.normal.npy"
+    proc, tmp = _start_writer(target)  # a live writer: its temp must survive a cleanup
+    try:
+        dead = tmp_path / f".room.depth.metro-{_dead_pid()}-abc123_x.tmp.npy"
+        dead.write_bytes(b"truncated")
+        unrelated = tmp_path / ".room.depth.tmp.npy"  # not our pattern: never touched
+        unrelated.write_bytes(b"user file")
+        assert remove_stale_temps(tmp_path) == [dead]
+        assert not dead.exists() and unrelated.exists() and tmp.exists()
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    assert remove_stale_temps(tmp_path) == [tmp]  # now its writer is gone
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".room.depth.tmp.npy"]
