@@ -283,28 +283,3 @@ def list_weights() -> list[WeightsStatus]:
             cached = False
         rows.append(WeightsStatus(name, preset.filename, path, cached, size, preset.hf_repo))
     return rows
-
-
-def verify(name: str, weights: str | os.PathLike[str] | None = None) -> dict:
-    """Check a checkpoint end to end: integrity against its sidecar (cached files) and a strict load into
-    preset ``name``'s network. The file is read with ``torch.load(weights_only=True)`` only: a pickle that
-    would run code raises :class:`UnsafeCheckpointError` and nothing of it runs.
-
-    Returns ``{"model", "path", "size", "sha256", "recorded", "tensors", "parameters"}``.
-    """
-    path = resolve_weights(name, weights)
-    integrity = verify_file(name if weights is None else None, path)
-    from metrocli.model.checkpoint import load_state_dict_strict, read_checkpoint
-    from metrocli.model.factory import build_model
-
-    state = read_checkpoint(path)
-    model = build_model(name, device="meta")  # structure only: the checkpoint tensors are adopted
-    load_state_dict_strict(model, state, _preset(name).family, source=f"weights file {path}", assign=True)
-    parameters = sum(int(p.numel()) for p in model.parameters())
-    return {
-        "model": name,
-        "path": str(path),
-        **integrity,
-        "tensors": len(state),
-        "parameters": parameters,
-    }

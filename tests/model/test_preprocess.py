@@ -8,15 +8,16 @@ import torch
 
 from metrocli.camera.intrinsics import Intrinsics, centred
 from metrocli.errors import ImageError, MetroUsageError
-from metrocli.model.predict import as_intrinsics, autocast_context
 from metrocli.model.preprocess import (
     CanonicalInput,
+    as_intrinsics,
     metric_depth,
     photo_normals,
     prepare,
     resize_and_pad,
     unpad_resize,
 )
+from metrocli.model.runtime import autocast_context
 
 
 @pytest.mark.parametrize(

@@ -8,9 +8,14 @@ import pytest
 import torch
 
 from metrocli.errors import MetroUsageError
-from metrocli.model import predict as predict_module
-from metrocli.model.predict import autocast_context, resolve_precision
-from metrocli.model.runtime import cpu_flags, cpu_native_bf16, set_threads
+from metrocli.model import runtime
+from metrocli.model.runtime import (
+    autocast_context,
+    cpu_flags,
+    cpu_native_bf16,
+    resolve_precision,
+    set_threads,
+)
 
 SAPPHIRE_RAPIDS = """processor\t: 0
 vendor_id\t: GenuineIntel
@@ -54,7 +59,7 @@ def test_this_machine_matches_its_cpuinfo():
 
 @pytest.mark.parametrize(("native", "expected"), [(True, "bf16"), (False, "fp32")])
 def test_auto_precision_on_the_cpu_follows_native_bf16(monkeypatch, native: bool, expected: str):
-    monkeypatch.setattr(predict_module, "cpu_native_bf16", lambda: native)
+    monkeypatch.setattr(runtime, "cpu_native_bf16", lambda: native)
     cpu = torch.device("cpu")
     assert resolve_precision("auto", cpu) == expected
     for explicit in ("fp32", "bf16", "fp16"):
