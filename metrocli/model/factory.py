@@ -39,11 +39,7 @@ def build_model(name: str, *, device: torch.device | str | None = None) -> Metri
     else:
         from metrocli.model.convnext_hourglass import ConvNeXtHourglass
 
-        if device is not None:
-            with torch.device(device):
-                net = ConvNeXtHourglass(preset)
-        else:
-            net = ConvNeXtHourglass(preset)
+        net = ConvNeXtHourglass(preset, device=device)
     model = Metric3D(preset, net)
     model.eval()
     return model
