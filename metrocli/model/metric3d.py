@@ -49,13 +49,14 @@ class ViTDepthNormalNet(nn.Module):
 class Metric3D(nn.Module):
     """A Metric3D model of preset ``preset`` wrapping its family's network ``net``.
 
-    Precision rule: the model applies its own precision. :meth:`forward` and :meth:`forward_canonical` (and
-    so :meth:`predict`) run under the autocast of ``self.precision`` (:func:`~metrocli.model.runtime.
-    autocast_context`), whatever autocast the caller is in: ``load_model(..., precision="bf16")`` then
-    ``model(x)`` runs bf16, an fp32 model runs fp32 inside a caller's autocast. Callers never wrap autocast
-    themselves; to run at another precision, set ``model.precision``. Parameters stay float32; the depth
-    expectation, the recurrent state, the convex upsampling and the normal normalisation always run in
-    float32. ``net`` itself (the bare network) follows whatever autocast is active.
+    Precision rule: the model applies its own precision. :meth:`forward` and :meth:`forward_canonical`
+    (and so :meth:`predict`) run under the autocast of ``self.precision``
+    (:func:`~metrocli.model.runtime.autocast_context`), whatever autocast the caller is in:
+    ``load_model(..., precision="bf16")`` then ``model(x)`` runs bf16, and an fp32 model runs fp32 inside a
+    caller's autocast. Callers never wrap autocast themselves; to run at another precision, set
+    ``model.precision``. Parameters stay float32; the depth expectation, the recurrent state, the convex
+    upsampling and the normal normalisation always run in float32. ``net`` itself (the bare network)
+    follows whatever autocast is active.
 
     Attributes:
         preset: the :class:`Preset` (input size, canonical depth range, ...).

@@ -17,7 +17,6 @@ from metrocli.model.preprocess import (
     resize_and_pad,
     unpad_resize,
 )
-from metrocli.model.runtime import autocast_context
 
 
 @pytest.mark.parametrize(
@@ -113,12 +112,3 @@ def test_as_intrinsics_accepts_tuples_and_checks_sizes():
         as_intrinsics((0.0, 500.0, 1.0, 1.0), 640, 480)
     with pytest.raises(MetroUsageError, match="fx, fy, cx, cy"):
         as_intrinsics((500.0, 500.0), 640, 480)
-
-
-def test_autocast_context_per_precision():
-    cpu = torch.device("cpu")
-    with autocast_context("fp32", cpu):
-        assert not torch.is_autocast_enabled("cpu")
-    with autocast_context("bf16", cpu):
-        assert torch.is_autocast_enabled("cpu")
-        assert torch.get_autocast_dtype("cpu") == torch.bfloat16

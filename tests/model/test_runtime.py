@@ -68,6 +68,17 @@ def test_auto_precision_on_the_cpu_follows_native_bf16(monkeypatch, native: bool
         assert torch.is_autocast_enabled("cpu") is native
 
 
+def test_autocast_context_per_precision():
+    cpu = torch.device("cpu")
+    with autocast_context("fp32", cpu):
+        assert not torch.is_autocast_enabled("cpu")
+    with autocast_context("bf16", cpu):
+        assert torch.is_autocast_enabled("cpu")
+        assert torch.get_autocast_dtype("cpu") == torch.bfloat16
+    with torch.autocast("cpu", dtype=torch.bfloat16), autocast_context("fp32", cpu):
+        assert not torch.is_autocast_enabled("cpu")  # fp32 wins over an enclosing autocast
+
+
 def test_auto_precision_elsewhere(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
     assert resolve_precision("auto", torch.device("cuda")) == "bf16"
