@@ -34,7 +34,6 @@ def worker(args: argparse.Namespace) -> dict:
     import torch
 
     from metrocli.model.factory import load_model
-    from metrocli.model.predict import autocast_context
 
     if args.device == "cpu":
         torch.set_num_threads(args.threads)
@@ -47,8 +46,8 @@ def worker(args: argparse.Namespace) -> dict:
 
     def forward() -> float:
         start = time.perf_counter()
-        with torch.inference_mode(), autocast_context(model.precision, model.device):
-            model.forward_canonical(x)
+        with torch.inference_mode():
+            model.forward_canonical(x)  # at the model's own precision
         if model.device.type == "cuda":
             torch.cuda.synchronize()
         return time.perf_counter() - start

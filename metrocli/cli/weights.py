@@ -91,8 +91,8 @@ def verify_cmd(name: str | None, weights_file: Path | None, model_opt: str | Non
     recorded at download. Checkpoints are read with torch.load(weights_only=True): files that would run code
     are refused.
     """
+    from metrocli.model.factory import verify
     from metrocli.model.presets import DEFAULT_MODEL
-    from metrocli.model.weights import verify
 
     if name and model_opt and name != model_opt:
         raise click.UsageError("give the model once: NAME or --model")

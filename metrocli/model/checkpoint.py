@@ -18,7 +18,9 @@ import torch
 from torch import Tensor, nn
 
 from metrocli.errors import UnsafeCheckpointError, WeightsError
-from metrocli.model.remap import Family, remap_state_dict
+from metrocli.model.presets import Family
+from metrocli.model.remap import remap_state_dict
+from metrocli.model.weights import check_weights_file
 
 log = logging.getLogger("metrocli.model.checkpoint")
 
@@ -36,11 +38,7 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Tensor]:
             or holds no state dict.
         UnsafeCheckpointError: the pickle would need arbitrary code (classes, functions) to load.
     """
-    path = Path(path)
-    if not path.exists():
-        raise WeightsError(f"weights file {path} does not exist")
-    if not path.is_file():
-        raise WeightsError(f"weights file {path} is not a file")
+    path = check_weights_file(Path(path))
     if not zipfile.is_zipfile(path):
         raise WeightsError(
             f"weights file {path} is not a PyTorch checkpoint (not a zip archive, or truncated)"

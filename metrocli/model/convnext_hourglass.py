@@ -22,131 +22,30 @@ from __future__ import annotations
 
 import contextlib
 import math
-from dataclasses import dataclass, replace
-from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from metrocli.errors import MetroUsageError
+from metrocli.model.layers import LayerNorm2d, Mlp
+from metrocli.model.presets import Preset, get_preset
 
-__all__ = [
-    "CONFIGS",
-    "ConvNeXtEncoder",
-    "ConvNeXtHourglass",
-    "ConvNeXtHourglassConfig",
-    "HourglassDecoder",
-    "config_for",
-]
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Configuration
-# ----------------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ConvNeXtHourglassConfig:
-    """Architecture hyper-parameters of one Metric3D v1 variant.
-
-    ``depths``/``dims``: ConvNeXt blocks and channels per stage. ``decoder_channels``: hourglass pyramid
-    channels at (unused, /4, /8, /16) as in the official config ``decoder_channel``. ``depth_range_m``:
-    (min, max) canonical metres spanned by the log-spaced depth bins. ``input_size``: (H, W) the published
-    model is run at.
-    """
-
-    name: str
-    depths: tuple[int, int, int, int]
-    dims: tuple[int, int, int, int]
-    decoder_channels: tuple[int, int, int, int]
-    depth_range_m: tuple[float, float] = (0.3, 150.0)
-    input_size: tuple[int, int] = (544, 1216)
-    num_bins: int = 512
-    unet_channels: int = 128
-    depth_feature_channels: int = 256
-    refine_channels: int = 16
-    layer_norm_eps: float = 1e-6
-
-
-CONFIGS: dict[str, ConvNeXtHourglassConfig] = {
-    "convnext-tiny": ConvNeXtHourglassConfig(
-        name="convnext-tiny",
-        depths=(3, 3, 9, 3),
-        dims=(96, 192, 384, 768),
-        decoder_channels=(64, 64, 128, 256),
-    ),
-    "convnext-large": ConvNeXtHourglassConfig(
-        name="convnext-large",
-        depths=(3, 3, 27, 3),
-        dims=(192, 384, 768, 1536),
-        decoder_channels=(128, 128, 256, 512),
-    ),
-}
-
-
-class _Named(Protocol):
-    name: str
-
-
-#: ConvNeXtHourglassConfig field <- Preset attribute (``metrocli.model.presets.Preset``).
-_PRESET_FIELDS = {
-    "dims": "convnext_dims",
-    "depths": "convnext_depths",
-    "depth_range_m": "depth_range_m",
-    "input_size": "input_size",
-}
-
-
-def config_for(name: str | _Named | ConvNeXtHourglassConfig) -> ConvNeXtHourglassConfig:
-    """The config of ``name`` (``"convnext-tiny"``/``"convnext-large"``), of a preset (anything with a
-    ``name``), or ``name`` itself when it already is a config; unknown names raise :class:`MetroUsageError`.
-    """
-    if isinstance(name, ConvNeXtHourglassConfig):
-        return name
-    key = name if isinstance(name, str) else name.name
-    try:
-        config = CONFIGS[key]
-    except KeyError:
-        raise MetroUsageError(
-            f"Unknown ConvNeXt model {key!r}; expected one of: {', '.join(sorted(CONFIGS))}."
-        ) from None
-    if isinstance(name, str):
-        return config
-    # A metrocli.model.presets.Preset: its encoder sizes, depth range and input size win over the table.
-    overrides: dict[str, Any] = {}
-    for field, attr in _PRESET_FIELDS.items():
-        value = getattr(name, attr, None)
-        if value is not None and (not isinstance(value, tuple) or any(value)):
-            overrides[field] = tuple(value)
-    return replace(config, **overrides)
+#: Log-spaced depth bins of the depth regressor.
+DEPTH_BINS = 512
+#: Width of the hourglass U-Net's first level.
+UNET_CHANNELS = 128
+#: Depth-feature channels the U-Net outputs (plus one confidence channel).
+DEPTH_FEATURE_CHANNELS = 256
+#: Width of the full-resolution refinement head.
+REFINE_CHANNELS = 16
+#: LayerNorm epsilon of ConvNeXt.
+LAYER_NORM_EPS = 1e-6
 
 
 # ----------------------------------------------------------------------------------------------------------
 # ConvNeXt encoder
 # ----------------------------------------------------------------------------------------------------------
-
-
-class LayerNorm2d(nn.LayerNorm):
-    """LayerNorm over the channel axis of an NCHW tensor (normalises each pixel's channel vector)."""
-
-    def forward(self, x: Tensor) -> Tensor:
-        x = x.permute(0, 2, 3, 1)
-        x = F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
-        return x.permute(0, 3, 1, 2)
-
-
-class Mlp(nn.Module):
-    """Channels-last point-wise MLP: Linear(dim -> 4 dim), exact GELU, Linear(4 dim -> dim)."""
-
-    def __init__(self, dim: int, hidden: int) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden, dim)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.fc2(self.act(self.fc1(x)))
 
 
 class ConvNeXtBlock(nn.Module):
@@ -207,7 +106,7 @@ class ConvNeXtEncoder(nn.Module):
     ``forward(x)``: x (B,3,H,W) float -> 4 maps (B, dims[i], H/2^(i+2), W/2^(i+2)) for i = 0..3.
     """
 
-    def __init__(self, depths: tuple[int, ...], dims: tuple[int, ...], eps: float = 1e-6) -> None:
+    def __init__(self, depths: tuple[int, ...], dims: tuple[int, ...], eps: float = LAYER_NORM_EPS) -> None:
         super().__init__()
         self.stem = Stem(3, dims[0], eps)
         self.stages = nn.ModuleList(
@@ -362,15 +261,15 @@ class RefineHead(nn.Module):
 class HourglassDecoder(nn.Module):
     """Encoder maps -> ``{"depth": (B,1,H,W) canonical m, "confidence": (B,1,H,W) logit}`` (4x the /4 map)."""
 
-    def __init__(self, cfg: ConvNeXtHourglassConfig) -> None:
+    def __init__(self, preset: Preset) -> None:
         super().__init__()
-        self.fpn = FeaturePyramid(cfg.dims, cfg.decoder_channels)
-        n_feat = cfg.depth_feature_channels
-        self.unet = HourglassUNet(cfg.decoder_channels[1], n_feat + 1, width=cfg.unet_channels)
-        self.bin_head = BinHead(n_feat, cfg.num_bins)
-        self.refine = RefineHead(1 + 2 + n_feat, cfg.refine_channels)
-        self.depth_range_m = cfg.depth_range_m
-        self.num_bins = cfg.num_bins
+        self.fpn = FeaturePyramid(preset.convnext_dims, preset.hourglass_channels)
+        n_feat = DEPTH_FEATURE_CHANNELS
+        self.unet = HourglassUNet(preset.hourglass_channels[1], n_feat + 1, width=UNET_CHANNELS)
+        self.bin_head = BinHead(n_feat, DEPTH_BINS)
+        self.refine = RefineHead(1 + 2 + n_feat, REFINE_CHANNELS)
+        self.depth_range_m = preset.depth_range_m
+        self.num_bins = DEPTH_BINS
 
     def bin_depths_m(self, device: torch.device | str | None = None) -> Tensor:
         """Centres of the depth bins: (num_bins,) float32 metres, log-spaced from min to max of the range.
@@ -409,21 +308,25 @@ class HourglassDecoder(nn.Module):
 class ConvNeXtHourglass(nn.Module):
     """Metric3D v1 network (ConvNeXt-T/L + hourglass decoder), randomly initialised; never reads files.
 
-    ``ConvNeXtHourglass(config, device=None)``: ``config`` is a :class:`ConvNeXtHourglassConfig`, a model name
-    (``"convnext-tiny"``, ``"convnext-large"``) or a :class:`metrocli.model.presets.Preset` (see
-    :func:`config_for`); ``device`` builds the tensors there directly (e.g. ``"meta"``, ``"cuda"``).
+    ``ConvNeXtHourglass(preset, device=None)``: ``preset`` is a ConvNeXt :class:`Preset` or its name
+    (``"convnext-tiny"``, ``"convnext-large"``); other presets raise :class:`MetroUsageError`. ``device``
+    builds the tensors there directly (e.g. ``"meta"``, ``"cuda"``).
 
     Official checkpoints load with ``load_state_dict(remap_state_dict(sd, "convnext"), strict=True)``.
     """
 
-    def __init__(
-        self, config: ConvNeXtHourglassConfig | str | _Named, *, device: torch.device | str | None = None
-    ) -> None:
+    def __init__(self, preset: Preset | str, *, device: torch.device | str | None = None) -> None:
         super().__init__()
-        self.config = config_for(config)
+        if isinstance(preset, str):
+            preset = get_preset(preset)
+        if preset.family != "convnext":
+            raise MetroUsageError(
+                f"{preset.name!r} is not a ConvNeXt model; use convnext-tiny or convnext-large"
+            )
+        self.preset = preset
         with torch.device(device) if device is not None else contextlib.nullcontext():
-            self.encoder = ConvNeXtEncoder(self.config.depths, self.config.dims, self.config.layer_norm_eps)
-            self.decoder = HourglassDecoder(self.config)
+            self.encoder = ConvNeXtEncoder(preset.convnext_depths, preset.convnext_dims, LAYER_NORM_EPS)
+            self.decoder = HourglassDecoder(preset)
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         """x: (B,3,H,W) float, normalised and padded, H and W multiples of 32 (published: 544x1216).

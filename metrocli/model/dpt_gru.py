@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from metrocli.model.layers import LayerNorm2d
 from metrocli.model.presets import Preset
 
 #: Number of log-spaced depth bins of the depth regressor.
@@ -130,6 +131,8 @@ class FusionBlock(nn.Module):
 class DepthBinHead(nn.Module):
     """Depth as the softmax expectation over log-spaced bins of the canonical range (metres)."""
 
+    bins_m: Tensor
+
     def __init__(self, c_in: int, depth_range_m: tuple[float, float]) -> None:
         super().__init__()
         self.conv1 = _conv3(c_in, DEPTH_BINS)
@@ -172,16 +175,9 @@ class NormalHead(nn.Module):
         return self.conv4(x)
 
 
-class LayerNorm2d(nn.LayerNorm):
-    """LayerNorm over the channels of a (B, C, H, W) tensor (eps 1e-5)."""
-
-    def forward(self, x: Tensor) -> Tensor:
-        x = F.layer_norm(x.permute(0, 2, 3, 1), self.normalized_shape, self.weight, self.bias, self.eps)
-        return x.permute(0, 3, 1, 2)  # channels-last strides, as the decoder's convolutions prefer
-
-
 class ResidualBlock(nn.Module):
-    """RAFT residual block with channel LayerNorm and a 1x1 projection shortcut when widths differ."""
+    """RAFT residual block with channel LayerNorm (eps 1e-5) and a 1x1 projection shortcut when widths
+    differ."""
 
     def __init__(self, c_in: int, c_out: int) -> None:
         super().__init__()
@@ -223,6 +219,9 @@ class ContextLevel(nn.Module):
         self.hidden = ContextBranch(c_in, hidden)
         self.context = ContextBranch(c_in, hidden)
 
+    def forward(self, feature: Tensor) -> tuple[Tensor, Tensor]:
+        return torch.tanh(self.hidden(feature)), torch.relu(self.context(feature))
+
 
 class ConvGRU(nn.Module):
     """Convolutional GRU cell over ``cat([h, x])`` (the official ``convz``, ``convr``, ``convq`` layout).
@@ -244,11 +243,13 @@ class ConvGRU(nn.Module):
     def forward(self, h: Tensor, gates: Tensor, *inputs: Tensor) -> Tensor:
         n = self.hidden_channels
         wz, wr, wq = self.convz.weight, self.convr.weight, self.convq.weight
+        bz, br, bq = self.convz.bias, self.convr.bias, self.convq.bias
+        assert bz is not None and br is not None and bq is not None  # _conv3 convolutions have biases
         x = inputs[0] if len(inputs) == 1 else torch.cat(inputs, dim=1)
         x_part = F.conv2d(
             x,
             torch.cat((wz[:, n:], wr[:, n:], wq[:, n:])),
-            torch.cat((self.convz.bias, self.convr.bias, self.convq.bias)),
+            torch.cat((bz, br, bq)),
             padding=1,
         )
         zr = F.conv2d(h, torch.cat((wz[:, :n], wr[:, :n])), padding=1)
@@ -407,8 +408,9 @@ class DPTGRUDecoder(nn.Module):
         net: list[Tensor] = []
         gates: list[Tensor] = []  # [cz, cr, cq] of each level, stacked along the channels
         for feature, level, gate_conv in zip((f4, f7, f14_skip), self.context, self.gates, strict=True):
-            net.append(torch.tanh(level.hidden(feature)))
-            gates.append(gate_conv(torch.relu(level.context(feature))))
+            hidden, context = level(feature)
+            net.append(hidden)
+            gates.append(gate_conv(context))
 
         for _ in range(self.iters):
             net = self.update.step(net, gates, state)

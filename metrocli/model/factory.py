@@ -1,7 +1,8 @@
 """Building Metric3D models from presets and loading official checkpoints into them.
 
 ``build_model(name)`` never reads a file or touches the network; ``load_model(name, weights)`` resolves the
-checkpoint (``metrocli.model.weights``), reads it safely and loads it strictly.
+checkpoint (``metrocli.model.weights``), reads it safely and loads it strictly; ``verify(name, weights)``
+checks a checkpoint's integrity and that it loads strictly, without allocating the network.
 """
 
 from __future__ import annotations
@@ -9,18 +10,20 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import get_args
+from typing import Any
 
 import torch
 from torch import nn
 
 from metrocli.errors import MetroUsageError, WeightsError
-from metrocli.model.metric3d import Metric3D, Precision, ViTDepthNormalNet
+from metrocli.model.checkpoint import load_state_dict_strict, read_checkpoint
+from metrocli.model.metric3d import Metric3D, ViTDepthNormalNet
 from metrocli.model.presets import get_preset
+from metrocli.model.runtime import resolve_precision
+from metrocli.model.spec import PRECISIONS, Precision
+from metrocli.model.weights import resolve_weights, verify_file
 
 log = logging.getLogger("metrocli.model.factory")
-
-PRECISIONS: tuple[str, ...] = get_args(Precision)
 
 
 def build_model(name: str, *, device: torch.device | str | None = None) -> Metric3D:
@@ -36,11 +39,7 @@ def build_model(name: str, *, device: torch.device | str | None = None) -> Metri
     else:
         from metrocli.model.convnext_hourglass import ConvNeXtHourglass
 
-        if device is not None:
-            with torch.device(device):
-                net = ConvNeXtHourglass(preset)
-        else:
-            net = ConvNeXtHourglass(preset)
+        net = ConvNeXtHourglass(preset, device=device)
     model = Metric3D(preset, net)
     model.eval()
     return model
@@ -82,20 +81,16 @@ def load_model(
         weights: an official-format checkpoint file, or None for the cached official checkpoint
             (``metrocli.model.weights.resolve_weights``).
         device: ``cpu``, ``cuda``, ``mps`` or ``auto``.
-        precision: ``fp32``, ``bf16``, ``fp16`` (autocast in :meth:`Metric3D.predict`) or ``auto`` (bf16 on
-            CPUs with native bf16 and on CUDA devices that support it, fp16 on other CUDA devices, fp32
-            elsewhere: :func:`~metrocli.model.predict.resolve_precision`; ``model.precision`` holds the
-            resolved value). Parameters stay float32; the depth expectation, the recurrent state, the
-            convex upsampling and the normal normalisation always run in float32.
+        precision: ``fp32``, ``bf16``, ``fp16`` (the autocast every forward of the model runs under, see
+            :class:`Metric3D`) or ``auto`` (bf16 on CPUs with native bf16 and on CUDA devices that support
+            it, fp16 on other CUDA devices, fp32 elsewhere: :func:`~metrocli.model.runtime.resolve_precision`;
+            ``model.precision`` holds the resolved value). Parameters stay float32; the depth expectation,
+            the recurrent state, the convex upsampling and the normal normalisation always run in float32.
 
     Raises:
         MetroUsageError: unknown name, device or precision.
         WeightsError / UnsafeCheckpointError: missing, corrupt, unsafe or non-matching checkpoint.
     """
-    from metrocli.model.checkpoint import load_state_dict_strict, read_checkpoint
-    from metrocli.model.predict import resolve_precision
-    from metrocli.model.weights import resolve_weights
-
     preset = get_preset(name)
     if precision not in PRECISIONS:
         raise MetroUsageError(f"unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}")
@@ -115,7 +110,29 @@ def load_model(
         )
     model.requires_grad_(False)
     model.to(dev)
-    model.precision = resolve_precision(precision, dev)  # type: ignore[assignment]
+    model.precision = resolve_precision(precision, dev)
     model.eval()
     log.info("loaded %s from %s on %s in %.1f s", name, path, dev, time.perf_counter() - t0)
     return model
+
+
+def verify(name: str, weights: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """Check a checkpoint end to end: integrity against its sidecar (cached files) and a strict load into
+    preset ``name``'s network. The file is read with ``torch.load(weights_only=True)`` only: a pickle that
+    would run code raises :class:`UnsafeCheckpointError` and nothing of it runs.
+
+    Returns ``{"model", "path", "size", "sha256", "recorded", "tensors", "parameters"}``.
+    """
+    path = resolve_weights(name, weights)
+    integrity = verify_file(name if weights is None else None, path)
+    state = read_checkpoint(path)
+    model = build_model(name, device="meta")  # structure only: the checkpoint tensors are adopted
+    load_state_dict_strict(model, state, get_preset(name).family, source=f"weights file {path}", assign=True)
+    parameters = sum(int(p.numel()) for p in model.parameters())
+    return {
+        "model": name,
+        "path": str(path),
+        **integrity,
+        "tensors": len(state),
+        "parameters": parameters,
+    }

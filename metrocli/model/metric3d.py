@@ -3,22 +3,28 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from metrocli.camera.intrinsics import Intrinsics
 from metrocli.model.dpt_gru import DPTGRUDecoder
+from metrocli.model.preprocess import (
+    as_intrinsics,
+    check_image,
+    metric_depth,
+    photo_normals,
+    prepare,
+    unpad_resize,
+)
 from metrocli.model.presets import Preset
+from metrocli.model.runtime import autocast_context, release_memory
+from metrocli.model.spec import Precision
 from metrocli.model.vit import DinoV2Encoder
-
-if TYPE_CHECKING:
-    from metrocli.camera.intrinsics import Intrinsics
-    from metrocli.prediction import Prediction
-
-Precision = Literal["fp32", "bf16", "fp16", "auto"]
+from metrocli.prediction import Prediction
 
 
 class ViTDepthNormalNet(nn.Module):
@@ -43,11 +49,20 @@ class ViTDepthNormalNet(nn.Module):
 class Metric3D(nn.Module):
     """A Metric3D model of preset ``preset`` wrapping its family's network ``net``.
 
+    Precision rule: the model applies its own precision. :meth:`forward` and :meth:`forward_canonical`
+    (and so :meth:`predict`) run under the autocast of ``self.precision``
+    (:func:`~metrocli.model.runtime.autocast_context`), whatever autocast the caller is in:
+    ``load_model(..., precision="bf16")`` then ``model(x)`` runs bf16, and an fp32 model runs fp32 inside a
+    caller's autocast. Callers never wrap autocast themselves; to run at another precision, set
+    ``model.precision``. Parameters stay float32; the depth expectation, the recurrent state, the convex
+    upsampling and the normal normalisation always run in float32. ``net`` itself (the bare network)
+    follows whatever autocast is active.
+
     Attributes:
         preset: the :class:`Preset` (input size, canonical depth range, ...).
         net: the network; ``net(x)`` maps a normalised, padded (B, 3, H, W) batch to a dict of tensors.
-        precision: ``"fp32"`` (default), ``"bf16"``, ``"fp16"`` or ``"auto"``: the autocast of
-            :meth:`predict`.
+        precision: ``"fp32"`` (default), ``"bf16"``, ``"fp16"``, or ``"auto"`` (resolved per device at each
+            forward; :func:`~metrocli.model.factory.load_model` stores the resolved value).
     """
 
     def __init__(self, preset: Preset, net: nn.Module, precision: Precision = "fp32") -> None:
@@ -62,13 +77,15 @@ class Metric3D(nn.Module):
         return next(self.parameters()).device
 
     def forward_canonical(self, x: Tensor) -> dict[str, Tensor]:
-        """Canonical-camera outputs for a normalised, padded (B, 3, H, W) float batch.
+        """Canonical-camera outputs for a normalised, padded (B, 3, H, W) float batch, computed at
+        ``self.precision``.
 
         Returns ``depth`` (B, 1, H, W) canonical metres (the official ``prediction``) and ``confidence``
         (B, 1, H, W); ViT models also ``normal`` (B, 3, H, W) and ``normal_confidence`` (B, 1, H, W)
         (channels 0-2 and 3 of the official ``prediction_normal``).
         """
-        out = self.net(x)
+        with autocast_context(self.precision, x.device):
+            out = self.net(x)
         if not isinstance(out, Mapping) or "depth" not in out:
             raise TypeError(
                 f"{type(self.net).__name__} returned {type(out).__name__}, not a dict with 'depth'"
@@ -86,8 +103,56 @@ class Metric3D(nn.Module):
         *,
         normals: bool = True,
     ) -> Prediction:
-        """Metric depth (and normals) of an upright H x W x 3 uint8 RGB photo; see
-        :func:`metrocli.model.predict.predict`."""
-        from metrocli.model.predict import predict
+        """Metric depth (and normals) of one upright photo, with the official pre/post-processing: the
+        torch -> numpy boundary of metrocli.
 
-        return predict(self, image, intrinsics, normals=normals)
+        Args:
+            image: (H, W, 3) uint8 RGB, upright (displayed orientation).
+            intrinsics: :class:`Intrinsics` of this H x W image, or ``(fx, fy, cx, cy)`` in its pixels.
+            normals: False skips upsampling the normals and their confidence to the photo's size (``normal``
+                and ``normal_confidence`` are then None): the most expensive part of the post-processing
+                of a 12 MP photo, not needed to measure distances.
+
+        Returns:
+            :class:`Prediction` at H x W: ``depth`` float32 metres (``canonical * fx * scale / 1000``,
+            clamped to [0, 300]), ``confidence`` float32, and for ViT models ``normal`` (H, W, 3) float32
+            unit camera-frame normals and ``normal_confidence`` (H, W) float32; ``timings_s`` has
+            ``preprocess``, ``forward``, ``postprocess``.
+        """
+        check_image(image)
+        height, width = image.shape[:2]
+        intr = as_intrinsics(intrinsics, width, height)
+        device = self.device
+        t0 = time.perf_counter()
+        canon = prepare(image, self.preset.input_size)
+        x = canon.tensor.to(device)
+        t1 = time.perf_counter()
+        with torch.inference_mode():
+            out = self.forward_canonical(x)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        del x
+        if device.type == "cpu":
+            release_memory()  # the activations' heap pages, before the full-size outputs are allocated
+        t2 = time.perf_counter()
+        with torch.inference_mode():
+            depth = metric_depth(out["depth"], canon, intr.fx)[0, 0].cpu().numpy()
+            confidence = unpad_resize(out["confidence"], canon)[0, 0].cpu().numpy()
+            normal = normal_conf = None
+            if normals and out.get("normal") is not None:
+                normal = photo_normals(out["normal"], canon)[0].cpu().numpy()
+            if normals and out.get("normal_confidence") is not None:
+                normal_conf = unpad_resize(out["normal_confidence"], canon)[0, 0].cpu().numpy()
+        del out
+        if device.type == "cpu":
+            release_memory()  # the upsampling's full-size temporaries
+        t3 = time.perf_counter()
+        return Prediction(
+            depth=depth.astype(np.float32, copy=False),
+            normal=None if normal is None else normal.astype(np.float32, copy=False),
+            confidence=confidence.astype(np.float32, copy=False),
+            normal_confidence=None if normal_conf is None else normal_conf.astype(np.float32, copy=False),
+            intrinsics=intr,
+            model=self.preset.name,
+            timings_s={"preprocess": t1 - t0, "forward": t2 - t1, "postprocess": t3 - t2},
+        )

@@ -19,7 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from metrocli.errors import ImageError
+from metrocli.camera.intrinsics import Intrinsics
+from metrocli.errors import ImageError, MetroUsageError
 from metrocli.model.presets import CANONICAL_FOCAL_PX, RGB_MEAN, RGB_STD
 
 #: Largest metric depth kept by the official post-processing (metres).
@@ -58,6 +59,32 @@ def check_image(image: np.ndarray) -> None:
         raise ImageError(f"expected an H x W x 3 uint8 RGB image, got {desc}")
     if image.shape[0] < 1 or image.shape[1] < 1:
         raise ImageError(f"image is empty (shape {image.shape})")
+
+
+def as_intrinsics(
+    intrinsics: Intrinsics | tuple[float, float, float, float] | list[float], width: int, height: int
+) -> Intrinsics:
+    """The :class:`Intrinsics` of a ``width`` x ``height`` photo, from ``Intrinsics`` or ``(fx, fy, cx, cy)``.
+
+    Raises :class:`MetroUsageError` for non-positive / non-finite focal lengths or intrinsics of another size.
+    """
+    if isinstance(intrinsics, Intrinsics):
+        if (intrinsics.width, intrinsics.height) != (width, height):
+            raise MetroUsageError(
+                f"intrinsics are for a {intrinsics.width}x{intrinsics.height} image, "
+                f"but the image is {width}x{height}"
+            )
+        result = intrinsics
+    else:
+        values = tuple(float(v) for v in intrinsics)
+        if len(values) != 4:
+            raise MetroUsageError(f"intrinsics must be (fx, fy, cx, cy), got {len(values)} values")
+        result = Intrinsics(*values, width=width, height=height, focal_source="user")
+    if not all(np.isfinite(v) for v in result.as_tuple()) or result.fx <= 0 or result.fy <= 0:
+        raise MetroUsageError(
+            f"focal lengths must be positive finite pixels, got fx={result.fx}, fy={result.fy}"
+        )
+    return result
 
 
 def resize_and_pad(

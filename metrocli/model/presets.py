@@ -7,10 +7,12 @@ Values follow the official configs ``mono/configs/HourglassDecoder/{vit.raft5.*,
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Literal
 
 from metrocli.errors import MetroUsageError
 
+#: Network family: Metric3D v2 (DINOv2 ViT + DPT/ConvGRU) or v1 (ConvNeXt + hourglass).
 Family = Literal["vit", "convnext"]
 
 #: Focal length (pixels) of Metric3D's canonical camera: depth is predicted as if seen by it.
@@ -48,6 +50,8 @@ class Preset:
         hidden_channels: ConvGRU hidden width (ViT).
         convnext_dims: channel widths of the four ConvNeXt stages (ConvNeXt).
         convnext_depths: blocks per ConvNeXt stage (ConvNeXt).
+        hourglass_channels: hourglass feature-pyramid widths at (unused, 1/4, 1/8, 1/16), the official
+            ``decoder_channel`` (ConvNeXt).
     """
 
     name: str
@@ -70,6 +74,7 @@ class Preset:
     hidden_channels: int = 0
     convnext_dims: tuple[int, int, int, int] = (0, 0, 0, 0)
     convnext_depths: tuple[int, int, int, int] = (0, 0, 0, 0)
+    hourglass_channels: tuple[int, int, int, int] = (0, 0, 0, 0)
 
     @property
     def has_normals(self) -> bool:
@@ -77,11 +82,11 @@ class Preset:
         return self.family == "vit"
 
 
-_VIT_COMMON = {"family": "vit", "input_size": (616, 1064), "depth_range_m": (0.1, 200.0)}
-_CONVNEXT_COMMON = {"family": "convnext", "input_size": (544, 1216), "depth_range_m": (0.3, 150.0)}
+_vit = partial(Preset, family="vit", input_size=(616, 1064), depth_range_m=(0.1, 200.0))
+_convnext = partial(Preset, family="convnext", input_size=(544, 1216), depth_range_m=(0.3, 150.0))
 
 PRESETS: dict[str, Preset] = {
-    "vit-small": Preset(
+    "vit-small": _vit(
         name="vit-small",
         filename="metric_depth_vit_small_800k.pth",
         gru_iters=4,
@@ -93,9 +98,8 @@ PRESETS: dict[str, Preset] = {
         feature_channels=(96, 192, 384, 768),
         decoder_channels=(48, 96, 192, 384, 384),
         hidden_channels=48,
-        **_VIT_COMMON,
     ),
-    "vit-large": Preset(
+    "vit-large": _vit(
         name="vit-large",
         filename="metric_depth_vit_large_800k.pth",
         gru_iters=8,
@@ -107,9 +111,8 @@ PRESETS: dict[str, Preset] = {
         feature_channels=(256, 512, 1024, 1024),
         decoder_channels=(128, 256, 512, 1024, 1024),
         hidden_channels=128,
-        **_VIT_COMMON,
     ),
-    "vit-giant2": Preset(
+    "vit-giant2": _vit(
         name="vit-giant2",
         filename="metric_depth_vit_giant2_800k.pth",
         gru_iters=8,
@@ -122,23 +125,22 @@ PRESETS: dict[str, Preset] = {
         feature_channels=(384, 768, 1536, 1536),
         decoder_channels=(192, 384, 768, 1536, 1536),
         hidden_channels=192,
-        **_VIT_COMMON,
     ),
-    "convnext-tiny": Preset(
+    "convnext-tiny": _convnext(
         name="convnext-tiny",
         filename="convtiny_hourglass_v1.pth",
         embed_dim=768,
         convnext_dims=(96, 192, 384, 768),
         convnext_depths=(3, 3, 9, 3),
-        **_CONVNEXT_COMMON,
+        hourglass_channels=(64, 64, 128, 256),
     ),
-    "convnext-large": Preset(
+    "convnext-large": _convnext(
         name="convnext-large",
         filename="convlarge_hourglass_0.3_150_step750k_v1.1.pth",
         embed_dim=1536,
         convnext_dims=(192, 384, 768, 1536),
         convnext_depths=(3, 3, 27, 3),
-        **_CONVNEXT_COMMON,
+        hourglass_channels=(128, 128, 256, 512),
     ),
 }
 

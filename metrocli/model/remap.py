@@ -8,9 +8,8 @@ anchored with ``^``). A rule whose replacement is ``None`` drops the key.
 from __future__ import annotations
 
 import re
-from typing import Literal
 
-Family = Literal["vit", "convnext"]
+from metrocli.model.presets import Family
 
 # --- ViT (Metric3D v2) rules: owned by the v2 model code ----------------------------------------------------
 # Official ``DensePredModel`` keys (``depth_model.encoder.*`` DINOv2, ``depth_model.decoder.*``

@@ -1,7 +1,9 @@
-"""Process-wide settings of the torch runtime: CPU threads, native bf16, returning freed memory."""
+"""Settings of the torch runtime: the arithmetic precision (autocast), CPU threads, native bf16, returning
+freed memory."""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import functools
@@ -12,6 +14,7 @@ from pathlib import Path
 import torch
 
 from metrocli.errors import MetroUsageError
+from metrocli.model.spec import Precision
 
 log = logging.getLogger("metrocli.model")
 
@@ -43,6 +46,33 @@ def cpu_native_bf16(cpuinfo_path: Path = Path("/proc/cpuinfo")) -> bool:
     except OSError:
         return False
     return bool(flags & X86_BF16_FLAGS) or ARM_BF16_FEATURE in flags
+
+
+def resolve_precision(precision: Precision, device: torch.device) -> Precision:
+    """``auto`` -> the fastest precision that is native on ``device``; other values unchanged.
+
+    CPU: ``bf16`` where the CPU has native bf16 arithmetic (:func:`cpu_native_bf16`: AMX / AVX512-BF16 /
+    ARM BF16), else ``fp32`` (emulated bf16 is slower than float32). CUDA: ``bf16`` where the GPU supports
+    it, else ``fp16``. Other devices (MPS): ``fp32``.
+    """
+    if precision != "auto":
+        return precision
+    if device.type == "cpu":
+        return "bf16" if cpu_native_bf16() else "fp32"
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "fp32"
+
+
+def autocast_context(precision: Precision, device: torch.device) -> contextlib.AbstractContextManager:
+    """The autocast that runs code on ``device`` at ``precision`` (``auto``: see :func:`resolve_precision`):
+    ``bf16`` / ``fp16`` autocast, or autocast disabled for ``fp32`` (so that an enclosing autocast does not
+    apply either)."""
+    precision = resolve_precision(precision, device)
+    if precision == "fp32":
+        return torch.autocast(device_type=device.type, enabled=False)
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 def set_threads(threads: int | None) -> int:

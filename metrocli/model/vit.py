@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from metrocli.model.layers import Mlp
 from metrocli.model.presets import Preset
 
 #: Side (in patches) of the square grid the pretrained positional embedding was learnt on (518 / 14).
@@ -63,18 +64,6 @@ class Attention(nn.Module):
         q, k, v = qkv.unbind(0)
         x = F.scaled_dot_product_attention(q, k, v)  # (B, heads, N, head dim)
         return self.proj(x.transpose(1, 2).reshape(b, n, c))
-
-
-class Mlp(nn.Module):
-    """``fc2(GELU(fc1(x)))`` (exact, erf-based GELU)."""
-
-    def __init__(self, dim: int, hidden: int) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.fc2 = nn.Linear(hidden, dim)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.fc2(F.gelu(self.fc1(x)))
 
 
 class SwiGLU(nn.Module):
@@ -121,7 +110,7 @@ class Block(nn.Module):
 class DinoV2Encoder(nn.Module):
     """DINOv2 ViT-S/L/giant2 with 4 registers, as in Metric3D v2 (``ViT_DINO_reg.py``).
 
-    ``forward_features(x)`` takes a normalised (B, 3, H, W) float tensor and returns four token tensors
+    ``forward(x)`` takes a normalised (B, 3, H, W) float tensor and returns four token tensors
     (B, 1 + R + h*w, C) (class token, R register tokens, then the h x w patch grid in row-major order) and
     the grid size (h, w) = (ceil(H / 14), ceil(W / 14)).
     """
@@ -171,7 +160,7 @@ class DinoV2Encoder(nn.Module):
 
     def interpolate_pos_embed(self, grid_h: int, grid_w: int) -> Tensor:
         """Positional embedding (1, 1 + grid_h * grid_w, C) for a grid_h x grid_w patch grid, DINOv2-style."""
-        pos = self.pos_embed
+        pos: Tensor = self.pos_embed
         n_pretrain = pos.shape[1] - 1
         if grid_h * grid_w == n_pretrain and grid_h == grid_w:
             return pos
@@ -202,7 +191,7 @@ class DinoV2Encoder(nn.Module):
         tokens = torch.cat((tokens[:, :1], self.reg_token.expand(batch, -1, -1), tokens[:, 1:]), dim=1)
         return tokens, grid
 
-    def forward_features(self, x: Tensor) -> tuple[list[Tensor], tuple[int, int]]:  # type: ignore[override]
+    def forward(self, x: Tensor) -> tuple[list[Tensor], tuple[int, int]]:
         """Four token tensors (B, 1 + R + h*w, C) for the decoder, and the patch grid (h, w)."""
         tokens, grid = self.embed(x)
         if not self.intermediate_features:
@@ -215,7 +204,3 @@ class DinoV2Encoder(nn.Module):
             if (index + 1) % every == 0:
                 features.append(tokens)
         return features, grid
-
-    def forward(self, x: Tensor) -> tuple[list[Tensor], tuple[int, int]]:  # type: ignore[override]
-        """Same as :meth:`forward_features`."""
-        return self.forward_features(x)

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from metrocli.atomic import write_text_atomic
 from metrocli.errors import WeightsError
+from metrocli.model.presets import PRESETS, get_preset
 
 log = logging.getLogger("metrocli.model.weights")
 
@@ -44,16 +45,9 @@ def cache_dir() -> Path:
     return base / "metrocli"
 
 
-def _preset(name: str):
-    """The preset ``name`` (MetroUsageError listing the valid names otherwise)."""
-    from metrocli.model.presets import get_preset
-
-    return get_preset(name)
-
-
 def cached_path(name: str) -> Path:
     """Where the official checkpoint of preset ``name`` lives in the cache (whether or not it is there)."""
-    return cache_dir() / _preset(name).filename
+    return cache_dir() / get_preset(name).filename
 
 
 def meta_path(weights_file: Path) -> Path:
@@ -86,6 +80,15 @@ def check_cached_size(name: str, path: Path) -> None:
         )
 
 
+def check_weights_file(path: Path) -> Path:
+    """``path``, or :class:`WeightsError` naming it when it is missing or not a file."""
+    if not path.exists():
+        raise WeightsError(f"weights file {path} does not exist")
+    if not path.is_file():
+        raise WeightsError(f"weights file {path} is not a file")
+    return path
+
+
 def resolve_weights(name: str, weights: str | os.PathLike[str] | None = None) -> Path:
     """The checkpoint file to load for preset ``name``.
 
@@ -94,12 +97,7 @@ def resolve_weights(name: str, weights: str | os.PathLike[str] | None = None) ->
     ``metro weights pull NAME`` or pass ``--weights FILE`` when it is not cached.
     """
     if weights is not None:
-        path = Path(weights).expanduser()
-        if not path.exists():
-            raise WeightsError(f"weights file {path} does not exist")
-        if not path.is_file():
-            raise WeightsError(f"weights file {path} is not a file")
-        return path
+        return check_weights_file(Path(weights).expanduser())
     path = cached_path(name)
     if not path.is_file():
         raise WeightsError(
@@ -142,7 +140,7 @@ def hub_metadata(name: str, timeout_s: float = HUB_TIMEOUT_S, endpoint: str | No
 
     Raises :class:`WeightsError` when the hub cannot be reached (offline, DNS, timeout, HTTP error).
     """
-    preset = _preset(name)
+    preset = get_preset(name)
     try:
         from huggingface_hub import get_hf_file_metadata, hf_hub_url
 
@@ -166,7 +164,7 @@ def pull(name: str, progress: bool = True, force: bool = False, endpoint: str | 
     raises :class:`WeightsError`. Already cached and intact (size matches the sidecar): returned as is,
     unless ``force``. ``endpoint``: hub URL (default: ``$HF_ENDPOINT`` or https://huggingface.co).
     """
-    preset = _preset(name)
+    preset = get_preset(name)
     target = cache_dir() / preset.filename
     if target.is_file() and not force and read_meta(target) is not None:
         try:
@@ -227,7 +225,7 @@ def record_download(name: str, path: Path, expected: HubFile) -> Path:
         )
     meta = {
         "model": name,
-        "repo": _preset(name).hf_repo,
+        "repo": get_preset(name).hf_repo,
         "filename": path.name,
         "size": size,
         "sha256": digest,
@@ -270,11 +268,8 @@ class WeightsStatus:
 
 def list_weights() -> list[WeightsStatus]:
     """Status of every preset's official checkpoint in the cache."""
-    from metrocli.model.presets import PRESETS
-
     rows = []
-    for name in PRESETS:
-        preset = _preset(name)
+    for name, preset in PRESETS.items():
         path = cache_dir() / preset.filename
         cached = path.is_file()
         meta = read_meta(path) if cached else None
@@ -283,28 +278,3 @@ def list_weights() -> list[WeightsStatus]:
             cached = False
         rows.append(WeightsStatus(name, preset.filename, path, cached, size, preset.hf_repo))
     return rows
-
-
-def verify(name: str, weights: str | os.PathLike[str] | None = None) -> dict:
-    """Check a checkpoint end to end: integrity against its sidecar (cached files) and a strict load into
-    preset ``name``'s network. The file is read with ``torch.load(weights_only=True)`` only: a pickle that
-    would run code raises :class:`UnsafeCheckpointError` and nothing of it runs.
-
-    Returns ``{"model", "path", "size", "sha256", "recorded", "tensors", "parameters"}``.
-    """
-    path = resolve_weights(name, weights)
-    integrity = verify_file(name if weights is None else None, path)
-    from metrocli.model.checkpoint import load_state_dict_strict, read_checkpoint
-    from metrocli.model.factory import build_model
-
-    state = read_checkpoint(path)
-    model = build_model(name, device="meta")  # structure only: the checkpoint tensors are adopted
-    load_state_dict_strict(model, state, _preset(name).family, source=f"weights file {path}", assign=True)
-    parameters = sum(int(p.numel()) for p in model.parameters())
-    return {
-        "model": name,
-        "path": str(path),
-        **integrity,
-        "tensors": len(state),
-        "parameters": parameters,
-    }

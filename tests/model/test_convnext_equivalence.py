@@ -23,7 +23,10 @@ import pytest
 import torch
 
 from metrocli.errors import MetroUsageError
-from metrocli.model.convnext_hourglass import CONFIGS, ConvNeXtHourglass, config_for
+from metrocli.model.checkpoint import load_state_dict_strict, read_checkpoint
+from metrocli.model.convnext_hourglass import ConvNeXtHourglass
+from metrocli.model.factory import build_model, load_model
+from metrocli.model.presets import get_preset
 from metrocli.model.remap import remap_state_dict
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
@@ -119,17 +122,24 @@ def test_convnext_tiny_seeded_checkpoint_loads_strict(
 # ------------------------------------------------------------------------------------------------------------
 
 
-def test_config_follows_presets() -> None:
-    presets = pytest.importorskip("metrocli.model.presets")
+def test_network_follows_its_preset() -> None:
+    """The presets are the one configuration of the v1 networks: widths, depths and range come from them."""
     for name in VARIANTS:
-        preset = presets.get_preset(name)
-        cfg = config_for(preset)
-        assert cfg.dims == preset.convnext_dims and cfg.depths == preset.convnext_depths
-        assert cfg.depth_range_m == preset.depth_range_m == (0.3, 150.0)
-        assert cfg.input_size == preset.input_size == (544, 1216)
-        assert cfg == CONFIGS[name] == config_for(name)
+        preset = get_preset(name)
+        assert preset.depth_range_m == (0.3, 150.0)
+        assert preset.input_size == (544, 1216)
+        model = ConvNeXtHourglass(preset, device="meta")
+        assert model.preset is preset
+        stages = model.encoder.stages
+        assert tuple(len(stage.blocks) for stage in stages) == preset.convnext_depths
+        assert tuple(stage.blocks[0].conv_dw.out_channels for stage in stages) == preset.convnext_dims
+        assert model.decoder.depth_range_m == preset.depth_range_m
+        by_name = ConvNeXtHourglass(name, device="meta")
+        assert {k: v.shape for k, v in by_name.state_dict().items()} == {
+            k: v.shape for k, v in model.state_dict().items()
+        }
     with pytest.raises(MetroUsageError, match="vit-small"):
-        config_for("vit-small")
+        ConvNeXtHourglass("vit-small")
 
 
 def test_depth_bins_are_log_spaced_over_the_range() -> None:
@@ -296,12 +306,10 @@ def test_matches_official_modules_on_a_fresh_input(
 def test_factory_builds_and_loads_convnext_tiny_end_to_end(
     tiny_model: ConvNeXtHourglass, seeded_weights: Callable[[str], Path]
 ) -> None:
-    factory = pytest.importorskip("metrocli.model.factory")
-    checkpoint = pytest.importorskip("metrocli.model.checkpoint")
     path = seeded_weights("convnext-tiny")
-    built = factory.build_model("convnext-tiny")
-    checkpoint.load_state_dict_strict(built, checkpoint.read_checkpoint(path), "convnext")
-    loaded = factory.load_model("convnext-tiny", weights=path)
+    built = build_model("convnext-tiny")
+    load_state_dict_strict(built, read_checkpoint(path), "convnext")
+    loaded = load_model("convnext-tiny", weights=path)
     x = torch.randn(1, 3, 64, 128, generator=torch.Generator().manual_seed(11))
     with torch.inference_mode():
         ref = tiny_model(x)

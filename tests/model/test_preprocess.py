@@ -8,9 +8,9 @@ import torch
 
 from metrocli.camera.intrinsics import Intrinsics, centred
 from metrocli.errors import ImageError, MetroUsageError
-from metrocli.model.predict import as_intrinsics, autocast_context
 from metrocli.model.preprocess import (
     CanonicalInput,
+    as_intrinsics,
     metric_depth,
     photo_normals,
     prepare,
@@ -112,12 +112,3 @@ def test_as_intrinsics_accepts_tuples_and_checks_sizes():
         as_intrinsics((0.0, 500.0, 1.0, 1.0), 640, 480)
     with pytest.raises(MetroUsageError, match="fx, fy, cx, cy"):
         as_intrinsics((500.0, 500.0), 640, 480)
-
-
-def test_autocast_context_per_precision():
-    cpu = torch.device("cpu")
-    with autocast_context("fp32", cpu):
-        assert not torch.is_autocast_enabled("cpu")
-    with autocast_context("bf16", cpu):
-        assert torch.is_autocast_enabled("cpu")
-        assert torch.get_autocast_dtype("cpu") == torch.bfloat16

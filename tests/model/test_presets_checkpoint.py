@@ -205,20 +205,48 @@ def test_load_model_of_a_checkpoint_for_another_model_fails_cleanly(tmp_path):
 
 
 def test_bf16_autocast_forward_stays_close_to_fp32(random_vit_small):
-    from metrocli.model.predict import autocast_context
-
     model = random_vit_small
     x = torch.randn(1, 3, 56, 84)
     with torch.inference_mode():
         fp32 = model.forward_canonical(x)
-        with autocast_context("bf16", torch.device("cpu")):
+        model.precision = "bf16"  # the model applies its own precision
+        try:
             bf16 = model.forward_canonical(x)
+        finally:
+            model.precision = "fp32"
     for key in fp32:
         assert torch.isfinite(bf16[key]).all(), key
     rel = ((bf16["depth"].float() - fp32["depth"]).abs() / fp32["depth"]).median()
     assert float(rel) < 1e-2
     cos = (bf16["normal"].float() * fp32["normal"]).sum(1)
     assert float(cos.median()) > 0.999
+
+
+def test_forward_follows_the_model_precision(random_vit_small):
+    """``model(x)`` and ``forward_canonical(x)`` run at ``model.precision``, whatever autocast the caller is
+    in: bf16 equals an explicit autocast run of the bare network and differs from fp32; fp32 stays fp32."""
+    model = random_vit_small
+    x = torch.randn(1, 3, 28, 56, generator=torch.Generator().manual_seed(3))
+    assert model.precision == "fp32"
+    with torch.inference_mode():
+        plain = model.net(x)
+        fp32 = model(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            fp32_in_autocast = model(x)
+            bf16_net = model.net(x)
+        model.precision = "bf16"
+        try:
+            bf16 = model(x)
+            bf16_canonical = model.forward_canonical(x)
+        finally:
+            model.precision = "fp32"
+    for key in plain:
+        torch.testing.assert_close(fp32[key], plain[key], rtol=0, atol=0)
+        torch.testing.assert_close(fp32_in_autocast[key], plain[key], rtol=0, atol=0)
+        torch.testing.assert_close(bf16[key], bf16_net[key], rtol=0, atol=0)
+        torch.testing.assert_close(bf16_canonical[key], bf16_net[key], rtol=0, atol=0)
+    assert not torch.equal(bf16["depth"], fp32["depth"])
+    assert bf16["depth"].dtype == torch.float32  # the float32 islands stay float32
 
 
 def test_package_level_load_model_is_the_factory():

@@ -8,9 +8,14 @@ import pytest
 import torch
 
 from metrocli.errors import MetroUsageError
-from metrocli.model import predict as predict_module
-from metrocli.model.predict import autocast_context, resolve_precision
-from metrocli.model.runtime import cpu_flags, cpu_native_bf16, set_threads
+from metrocli.model import runtime
+from metrocli.model.runtime import (
+    autocast_context,
+    cpu_flags,
+    cpu_native_bf16,
+    resolve_precision,
+    set_threads,
+)
 
 SAPPHIRE_RAPIDS = """processor\t: 0
 vendor_id\t: GenuineIntel
@@ -54,13 +59,24 @@ def test_this_machine_matches_its_cpuinfo():
 
 @pytest.mark.parametrize(("native", "expected"), [(True, "bf16"), (False, "fp32")])
 def test_auto_precision_on_the_cpu_follows_native_bf16(monkeypatch, native: bool, expected: str):
-    monkeypatch.setattr(predict_module, "cpu_native_bf16", lambda: native)
+    monkeypatch.setattr(runtime, "cpu_native_bf16", lambda: native)
     cpu = torch.device("cpu")
     assert resolve_precision("auto", cpu) == expected
     for explicit in ("fp32", "bf16", "fp16"):
         assert resolve_precision(explicit, cpu) == explicit
     with autocast_context("auto", cpu):
         assert torch.is_autocast_enabled("cpu") is native
+
+
+def test_autocast_context_per_precision():
+    cpu = torch.device("cpu")
+    with autocast_context("fp32", cpu):
+        assert not torch.is_autocast_enabled("cpu")
+    with autocast_context("bf16", cpu):
+        assert torch.is_autocast_enabled("cpu")
+        assert torch.get_autocast_dtype("cpu") == torch.bfloat16
+    with torch.autocast("cpu", dtype=torch.bfloat16), autocast_context("fp32", cpu):
+        assert not torch.is_autocast_enabled("cpu")  # fp32 wins over an enclosing autocast
 
 
 def test_auto_precision_elsewhere(monkeypatch):

@@ -127,6 +127,24 @@ def test_vit_small_pipeline_matches_official_on_scene_a(vit_small, fixtures_dir)
     assert pred2.normal is None and pred2.normal_confidence is None
 
 
+def test_load_model_precision_is_the_precision_of_every_forward(vit_small, seeded_weights):
+    """``load_model(precision="bf16")`` then ``model(x)`` runs bf16 (issue 13), without any autocast of the
+    caller; the fp32 model runs fp32."""
+    bf16 = load_model("vit-small", weights=seeded_weights("vit-small"), precision="bf16")
+    assert bf16.precision == "bf16"
+    x = torch.randn(1, 3, 56, 84, generator=torch.Generator().manual_seed(9))
+    with torch.inference_mode():
+        low = bf16(x)
+        fp32 = vit_small(x)
+        plain = vit_small.net(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            explicit = vit_small.net(x)
+    for key in explicit:
+        torch.testing.assert_close(low[key], explicit[key], rtol=0, atol=0)
+        torch.testing.assert_close(fp32[key], plain[key], rtol=0, atol=0)
+    assert not torch.equal(low["depth"], fp32["depth"])
+
+
 @pytest.mark.slow
 def test_vit_small_bf16_stays_within_one_percent_of_fp32(vit_small, seeded_weights, fixtures_dir):
     """Issue 7: bf16 (autocast, float32 islands) moves the median depth by at most 1% from fp32. The seeded
