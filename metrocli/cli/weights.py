@@ -85,11 +85,13 @@ def path_cmd(name: str) -> None:
 @click.option("--model", "model_opt", type=_model_choice(), default=None, help="Model of --weights.")
 @json_option
 def verify_cmd(name: str | None, weights_file: Path | None, model_opt: str | None, as_json: bool) -> None:
-    """Check that a checkpoint is intact and loads strictly into its model.
+    """Check that a checkpoint is intact, loads strictly into its model and runs.
 
     Without --weights, checks the cached checkpoint of NAME (default vit-small) against the size and sha256
     recorded at download. Checkpoints are read with torch.load(weights_only=True): files that would run code
-    are refused.
+    are refused. Weights holding NaN or infinity are refused; float64/float16/bfloat16 weights are cast to
+    float32 (as every command does). Last, a tiny forward pass (1x3x28x28 for ViT, 1x3x32x32 for ConvNeXt)
+    must give finite outputs.
     """
     from metrocli.model.factory import verify
     from metrocli.model.presets import DEFAULT_MODEL
@@ -100,7 +102,11 @@ def verify_cmd(name: str | None, weights_file: Path | None, model_opt: str | Non
     if as_json:
         emit_json(result)
     else:
+        cast = "".join(f", {n} {dtype} tensors cast to float32" for dtype, n in result["cast"].items())
+        forward = result["forward"]
+        shape = "x".join(map(str, forward["input_shape"]))
         click.echo(
             f"ok: {result['path']} loads strictly into {result['model']} ({result['tensors']} tensors, "
-            f"{result['parameters']:,} parameters, sha256 {result['sha256'][:12]}…)"
+            f"{result['parameters']:,} parameters, sha256 {result['sha256'][:12]}…{cast}); "
+            f"a {shape} test forward gives finite outputs ({forward['time_s']:.2f} s)"
         )

@@ -2,7 +2,9 @@
 
 Checkpoints are always read with ``torch.load(weights_only=True)``: a file whose pickle would import or run
 anything beyond tensors and plain containers is refused (:class:`UnsafeCheckpointError`) and nothing of it
-runs. Official keys are renamed by :func:`metrocli.model.remap.remap_state_dict`; loading is ``strict``.
+runs. Official keys are renamed by :func:`metrocli.model.remap.remap_state_dict`; loading is ``strict``:
+the keys and shapes must match, floating tensors of another precision (float64, float16, bfloat16 exports)
+are cast to the model's dtype, and a checkpoint holding a NaN or an infinity is refused.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import logging
 import os
 import pickle
 import zipfile
+from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -111,6 +114,61 @@ def check_state_dict(model: nn.Module, state: Mapping[str, Tensor], source: str 
         raise WeightsError(f"{source} does not fit the model: " + "; ".join(parts))
 
 
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def match_dtypes(model: nn.Module, state: dict[str, Tensor], source: str = "checkpoint") -> dict[str, int]:
+    """Cast, in place, each floating tensor of ``state`` (metrocli names, keys already checked) whose dtype
+    differs from that of ``model``'s tensor of the same name to the model's dtype: checkpoints exported in
+    float64, float16 or bfloat16 load into a float32 model as ``load_state_dict`` users expect.
+
+    Returns ``{source dtype name: number of tensors cast}`` (e.g. ``{"float64": 362}``; empty when nothing
+    was cast). Raises :class:`WeightsError` when a tensor the model holds as floating point is not floating
+    point in ``state`` (integer, bool or complex). Other tensors (integer buffers) are left as they are.
+    """
+    casts: Counter[str] = Counter()
+    for key, expected in model.state_dict().items():
+        value = state[key]
+        if value.dtype == expected.dtype or not expected.is_floating_point():
+            continue
+        if not value.is_floating_point():
+            raise WeightsError(
+                f"{source} holds {key} as {_dtype_name(value.dtype)}, "
+                f"the model needs {_dtype_name(expected.dtype)} weights"
+            )
+        state[key] = value.to(expected.dtype)
+        casts[_dtype_name(value.dtype)] += 1
+    return dict(casts)
+
+
+def first_non_finite(state: Mapping[str, Tensor]) -> str | None:
+    """The key of the first floating tensor of ``state`` (in its order) holding a NaN or an infinity, or None.
+
+    One sum per tensor (any NaN or infinity makes the sum NaN or infinite), about 20x cheaper than
+    ``isfinite().all()`` and a small fraction of the time ``torch.load`` takes to read the file; the exact
+    element-wise test runs only where a sum of finite values overflows. Meta tensors are skipped.
+    """
+    for key, value in state.items():
+        if not value.is_floating_point() or value.is_meta:
+            continue
+        if bool(torch.isfinite(value.sum())) or bool(torch.isfinite(value).all()):
+            continue
+        return key
+    return None
+
+
+def _non_finite_error(source: str, name: str, value: Tensor, cast_from: str | None) -> WeightsError:
+    nan = int(torch.isnan(value).sum())
+    inf = int(torch.isinf(value).sum())
+    found = " and ".join(f"{n} {what}" for n, what in ((nan, "NaN"), (inf, "infinite")) if n)
+    after = f" after the cast from {cast_from} to {_dtype_name(value.dtype)}" if cast_from else ""
+    return WeightsError(
+        f"{source} holds non-finite weights: {name} has {found} of {value.numel()} values{after} "
+        "(the file is damaged or was saved from a diverged training)"
+    )
+
+
 def load_state_dict_strict(
     model: nn.Module,
     official_sd: Mapping[str, Tensor],
@@ -118,16 +176,37 @@ def load_state_dict_strict(
     *,
     source: str = "checkpoint",
     assign: bool = False,
-) -> None:
+) -> dict[str, int]:
     """Remap official keys with ``remap_state_dict(sd, family)`` and load them with ``strict=True``.
 
     ``model`` is a :class:`metrocli.model.metric3d.Metric3D` (loaded into its ``net``) or a bare network.
     ``assign=True`` adopts the checkpoint tensors instead of copying them (for meta-device models).
-    Raises :class:`WeightsError` naming (a few of) the missing, unexpected and mis-shaped keys.
+    Floating tensors of another dtype are cast to the model's (:func:`match_dtypes`, logged at info level).
+
+    Returns ``{source dtype name: number of tensors cast}`` (empty when nothing was cast).
+
+    Raises:
+        WeightsError: naming (a few of) the missing, unexpected and mis-shaped keys; or the first tensor
+            (official name) that holds a NaN or an infinity; or a non-floating tensor where the model
+            has a floating one. ``source`` (e.g. ``"weights file x.pth"``) starts the message.
     """
     target = _load_target(model)
     state = remap_state_dict(dict(official_sd), family)
     check_state_dict(target, state, source)
+    original_dtypes = {k: v.dtype for k, v in state.items()}
+    casts = match_dtypes(target, state, source)
+    bad = first_non_finite(state)
+    if bad is not None:
+        official_names = remap_state_dict({k: k for k in official_sd}, family)
+        before = original_dtypes[bad]
+        cast_from = _dtype_name(before) if before != state[bad].dtype else None
+        raise _non_finite_error(source, official_names[bad], state[bad], cast_from)
+    if casts:
+        log.info(
+            "cast %s tensors of %s to the model's dtype",
+            " + ".join(f"{n} {dtype}" for dtype, n in casts.items()),
+            source,
+        )
     target.load_state_dict(state, strict=True, assign=assign)
     n_params = sum(int(v.numel()) for v in state.values())
     log.info(
@@ -138,3 +217,4 @@ def load_state_dict_strict(
         n_params,
         len(official_sd) - len(state),
     )
+    return casts

@@ -2,7 +2,7 @@
 
 ``build_model(name)`` never reads a file or touches the network; ``load_model(name, weights)`` resolves the
 checkpoint (``metrocli.model.weights``), reads it safely and loads it strictly; ``verify(name, weights)``
-checks a checkpoint's integrity and that it loads strictly, without allocating the network.
+checks a checkpoint's integrity, that it loads strictly and that a tiny forward gives finite outputs.
 """
 
 from __future__ import annotations
@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 import os
 import time
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -82,33 +84,24 @@ def load_model(
             (``metrocli.model.weights.resolve_weights``).
         device: ``cpu``, ``cuda``, ``mps`` or ``auto``.
         precision: ``fp32``, ``bf16``, ``fp16`` (the autocast every forward of the model runs under, see
-            :class:`Metric3D`) or ``auto`` (bf16 on CPUs with native bf16 and on CUDA devices that support
-            it, fp16 on other CUDA devices, fp32 elsewhere: :func:`~metrocli.model.runtime.resolve_precision`;
-            ``model.precision`` holds the resolved value). Parameters stay float32; the depth expectation,
-            the recurrent state, the convex upsampling and the normal normalisation always run in float32.
+            :class:`Metric3D`) or ``auto`` (fp16 on CUDA, bf16 on CPUs with native bf16, fp32 elsewhere:
+            :func:`~metrocli.model.runtime.resolve_precision`; ``model.precision`` holds the resolved
+            value). Parameters stay float32 (checkpoints in float64, float16 or bfloat16 are cast on
+            load); the depth expectation, the recurrent state, the convex upsampling and the normal
+            normalisation always run in float32.
 
     Raises:
         MetroUsageError: unknown name, device or precision.
-        WeightsError / UnsafeCheckpointError: missing, corrupt, unsafe or non-matching checkpoint.
+        WeightsError / UnsafeCheckpointError: missing, corrupt, unsafe or non-matching checkpoint, or one
+            holding a NaN or an infinity.
     """
-    preset = get_preset(name)
+    get_preset(name)  # an unknown name is a usage error before anything else
     if precision not in PRECISIONS:
         raise MetroUsageError(f"unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}")
     dev = resolve_device(device)
     path = resolve_weights(name, weights)
     t0 = time.perf_counter()
-    state = read_checkpoint(path)
-    # ViT networks are built on the meta device and adopt the checkpoint tensors (no random init, no copy).
-    meta = preset.family == "vit"
-    model = build_model(name, device="meta" if meta else None)
-    load_state_dict_strict(model, state, preset.family, source=f"weights file {path}", assign=meta)
-    del state
-    leftover = [n for n, t in (*model.named_parameters(), *model.named_buffers()) if t.is_meta]
-    if leftover:  # pragma: no cover - strict loading covers every parameter and persistent buffer
-        raise WeightsError(
-            f"weights file {path} left {len(leftover)} tensors unset ({', '.join(leftover[:5])})"
-        )
-    model.requires_grad_(False)
+    model = _load_checkpoint(name, path).model
     model.to(dev)
     model.precision = resolve_precision(precision, dev)
     model.eval()
@@ -116,23 +109,81 @@ def load_model(
     return model
 
 
-def verify(name: str, weights: str | os.PathLike[str] | None = None) -> dict[str, Any]:
-    """Check a checkpoint end to end: integrity against its sidecar (cached files) and a strict load into
-    preset ``name``'s network. The file is read with ``torch.load(weights_only=True)`` only: a pickle that
-    would run code raises :class:`UnsafeCheckpointError` and nothing of it runs.
+@dataclass(frozen=True)
+class _Loaded:
+    model: Metric3D
+    tensors: int
+    casts: dict[str, int]
 
-    Returns ``{"model", "path", "size", "sha256", "recorded", "tensors", "parameters"}``.
+
+def _load_checkpoint(name: str, path: Path) -> _Loaded:
+    """Preset ``name``'s :class:`Metric3D` (CPU, float32 parameters, eval mode, no gradients) with the
+    checkpoint ``path`` loaded strictly: read safely, dtypes cast, non-finite weights refused."""
+    preset = get_preset(name)
+    state = read_checkpoint(path)
+    # ViT networks are built on the meta device and adopt the checkpoint tensors (no random init, no copy).
+    meta = preset.family == "vit"
+    model = build_model(name, device="meta" if meta else None)
+    casts = load_state_dict_strict(model, state, preset.family, source=f"weights file {path}", assign=meta)
+    tensors = len(state)
+    del state
+    leftover = [n for n, t in (*model.named_parameters(), *model.named_buffers()) if t.is_meta]
+    if leftover:  # pragma: no cover - strict loading covers every parameter and persistent buffer
+        raise WeightsError(
+            f"weights file {path} left {len(leftover)} tensors unset ({', '.join(leftover[:5])})"
+        )
+    model.requires_grad_(False)
+    model.eval()
+    return _Loaded(model, tensors, casts)
+
+
+def check_forward(model: Metric3D, source: str = "the model") -> dict[str, Any]:
+    """Run ``model`` once on the smallest input its preset allows (1 x 3 x m x m, m =
+    :attr:`Preset.size_multiple_px`: 28 for ViT, 32 for ConvNeXt; seeded noise, at ``model.precision``)
+    and check that every output is finite.
+
+    Returns ``{"input_shape": [1, 3, m, m], "time_s": float}``. Raises :class:`WeightsError` naming
+    ``source`` and the first non-finite output (finite weights can still overflow).
+    """
+    m = model.preset.size_multiple_px
+    shape = (1, 3, m, m)
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(model.device)
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        out = model.forward_canonical(x)
+    elapsed_s = time.perf_counter() - t0
+    for key, value in out.items():
+        finite = torch.isfinite(value)
+        if not bool(finite.all()):
+            raise WeightsError(
+                f"{source} gives non-finite {key} ({int((~finite).sum())} of {value.numel()} values) "
+                f"in a {'x'.join(map(str, shape))} test forward: the weights are damaged"
+            )
+    return {"input_shape": list(shape), "time_s": elapsed_s}
+
+
+def verify(name: str, weights: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """Check a checkpoint end to end: integrity against its sidecar (cached files), a strict load into
+    preset ``name``'s network (finite weights, dtypes cast as :func:`load_model` does) and a tiny forward
+    whose outputs must be finite (:func:`check_forward`, on the CPU in fp32). The file is read with
+    ``torch.load(weights_only=True)`` only: a pickle that would run code raises
+    :class:`UnsafeCheckpointError` and nothing of it runs.
+
+    Returns ``{"model", "path", "size", "sha256", "recorded", "tensors", "parameters", "cast", "forward"}``:
+    ``cast`` is ``{source dtype: tensors cast}`` (empty when none was), ``forward`` what
+    :func:`check_forward` returns.
     """
     path = resolve_weights(name, weights)
     integrity = verify_file(name if weights is None else None, path)
-    state = read_checkpoint(path)
-    model = build_model(name, device="meta")  # structure only: the checkpoint tensors are adopted
-    load_state_dict_strict(model, state, get_preset(name).family, source=f"weights file {path}", assign=True)
-    parameters = sum(int(p.numel()) for p in model.parameters())
+    loaded = _load_checkpoint(name, path)
+    parameters = sum(int(p.numel()) for p in loaded.model.parameters())
+    forward = check_forward(loaded.model, f"weights file {path}")
     return {
         "model": name,
         "path": str(path),
         **integrity,
-        "tensors": len(state),
+        "tensors": loaded.tensors,
         "parameters": parameters,
+        "cast": loaded.casts,
+        "forward": forward,
     }

@@ -81,6 +81,12 @@ class Preset:
         """True for the models that also predict surface normals (Metric3D v2, ViT)."""
         return self.family == "vit"
 
+    @property
+    def size_multiple_px(self) -> int:
+        """The network input's height and width are multiples of this: two ViT patches (28 px, so that the
+        decoder's 1/28 level has whole cells), or the 32 px stride of ConvNeXt's last stage."""
+        return 2 * self.patch_size if self.family == "vit" else 32
+
 
 _vit = partial(Preset, family="vit", input_size=(616, 1064), depth_range_m=(0.1, 200.0))
 _convnext = partial(Preset, family="convnext", input_size=(544, 1216), depth_range_m=(0.3, 150.0))

@@ -98,6 +98,13 @@ def test_verify_seeded_checkpoint(seeded_weights, cache: Path) -> None:
     assert info["model"] == "vit-small" and info["recorded"] is False
     assert info["tensors"] == 362 and info["size"] == path.stat().st_size
     assert 30e6 < info["parameters"] < 45e6  # ViT-S Metric3D: ~37.5 M parameters
+    assert info["cast"] == {}
+    assert info["forward"]["input_shape"] == [1, 3, 28, 28] and info["forward"]["time_s"] > 0
+    result = CliRunner().invoke(cli, ["weights", "verify", "--weights", str(path)])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith(f"ok: {path} loads strictly into vit-small (362 tensors")
+    assert "a 1x3x28x28 test forward gives finite outputs" in result.stdout
+    assert result.stdout.count("\n") == 1
 
 
 def test_verify_cached_checkpoint_and_detect_corruption(
@@ -154,3 +161,52 @@ def test_verify_refuses_pickle_payload(
     assert err.startswith(f"metro: error: weights file {evil} was refused")
     assert err.count("\n") == 1 and "Traceback" not in err
     assert not marker.exists()
+
+
+def _edited_copy(src: Path, dst: Path, edit) -> Path:
+    state = torch.load(src, weights_only=True)["model_state_dict"]
+    edit(state)
+    torch.save({"model_state_dict": state}, dst)
+    return dst
+
+
+PATCH_WEIGHT = "depth_model.encoder.patch_embed.proj.weight"
+
+
+def test_verify_casts_a_float64_checkpoint_with_a_note(seeded_weights, tmp_path: Path, cache: Path) -> None:
+    def to_float64(state: dict) -> None:
+        for key, value in state.items():
+            state[key] = value.double() if value.is_floating_point() else value
+
+    path = _edited_copy(seeded_weights("vit-small"), tmp_path / "f64.pth", to_float64)
+    result = CliRunner().invoke(cli, ["weights", "verify", "--weights", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "350 float64 tensors cast to float32" in result.stdout  # 362 minus 12 dropped aliases
+    assert "test forward gives finite outputs" in result.stdout
+
+
+def test_verify_rejects_nan_weights_in_one_line(
+    seeded_weights, tmp_path: Path, cache: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def poison(state: dict) -> None:
+        state[PATCH_WEIGHT].view(-1)[0] = float("nan")
+
+    path = _edited_copy(seeded_weights("vit-small"), tmp_path / "nan.pth", poison)
+    assert run_cli(cli, ["weights", "verify", "--weights", str(path)]) == 1
+    out = capsys.readouterr()
+    assert out.out == ""
+    assert out.err.startswith(f"metro: error: weights file {path} holds non-finite weights: {PATCH_WEIGHT} ")
+    assert out.err.count("\n") == 1 and "Traceback" not in out.err
+
+
+def test_verify_rejects_weights_whose_forward_overflows(
+    seeded_weights, tmp_path: Path, cache: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def blow_up(state: dict) -> None:
+        state[PATCH_WEIGHT] *= 1e30  # every value still finite: only the forward shows the damage
+
+    path = _edited_copy(seeded_weights("vit-small"), tmp_path / "huge.pth", blow_up)
+    assert run_cli(cli, ["weights", "verify", "--weights", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"metro: error: weights file {path} gives non-finite depth")
+    assert "1x3x28x28 test forward" in err and err.count("\n") == 1
