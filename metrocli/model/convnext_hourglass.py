@@ -334,9 +334,10 @@ class ConvNeXtHourglass(nn.Module):
         Returns ``depth`` (B,1,H,W) float32 canonical metres (focal 1000 px camera) and ``confidence``
         (B,1,H,W) raw confidence logit in the network's compute dtype.
         """
-        if x.ndim != 4 or x.shape[1] != 3 or x.shape[2] % 32 or x.shape[3] % 32:
+        m = self.preset.size_multiple_px
+        if x.ndim != 4 or x.shape[1] != 3 or x.shape[2] % m or x.shape[3] % m:
             raise MetroUsageError(
-                "ConvNeXt-hourglass input must be (B,3,H,W) with H and W multiples of 32, "
+                f"ConvNeXt-hourglass input must be (B,3,H,W) with H and W multiples of {m}, "
                 f"got {tuple(x.shape)}."
             )
         return self.decoder(self.encoder(x))
