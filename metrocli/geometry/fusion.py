@@ -13,11 +13,9 @@ import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-from metrocli.atomic import atomic_path
 from metrocli.camera.intrinsics import Intrinsics
 from metrocli.errors import ReconstructionError
 
@@ -169,17 +167,3 @@ def _drop_small_components(mesh, min_triangles: int) -> None:
     if small.any() and not small.all():
         mesh.remove_triangles_by_mask(small)
         mesh.remove_unreferenced_vertices()
-
-
-def write_mesh(mesh, path: str | Path) -> Path:  # mesh: o3d.geometry.TriangleMesh
-    """Write a mesh atomically; the format follows the extension (``.ply``, ``.obj``, ``.glb`` ...)."""
-    import open3d as o3d
-
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        ok = o3d.io.write_triangle_mesh(
-            str(tmp), mesh, write_ascii=False, compressed=False, write_vertex_normals=True
-        )
-        if not ok:
-            raise ReconstructionError(f"could not write mesh to {path}")
-    return path

@@ -17,7 +17,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Literal
 
 import numpy as np
 
@@ -25,8 +24,6 @@ from metrocli.camera.intrinsics import Intrinsics
 from metrocli.geometry.backproject import backproject
 from metrocli.geometry.normals import known_normals, normals_from_depth, orient_towards_camera
 from metrocli.geometry.pointcloud import CleanOptions, PointCloud, clean_mask, fill_missing_normals
-
-MeshMethod = Literal["grid", "poisson"]
 
 
 @dataclass(frozen=True)

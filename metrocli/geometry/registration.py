@@ -78,14 +78,6 @@ class Similarity:
     translation: np.ndarray
 
     @property
-    def matrix(self) -> np.ndarray:
-        """4x4 float64 matrix of the similarity (scale folded into the upper-left block)."""
-        m = np.eye(4)
-        m[:3, :3] = self.scale * self.rotation
-        m[:3, 3] = self.translation
-        return m
-
-    @property
     def rigid(self) -> np.ndarray:
         """4x4 float64 rigid matrix ``[R | t]`` (the scale dropped)."""
         m = np.eye(4)

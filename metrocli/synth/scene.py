@@ -36,11 +36,6 @@ class SceneObject:
     yaw_deg: float = 0.0
 
     @property
-    def centre_world(self) -> np.ndarray:
-        """(3,) float64 centre of the box, metres."""
-        return self.corners_world.mean(axis=0)
-
-    @property
     def top_corners_world(self) -> np.ndarray:
         """(4, 3) the four top corners, in the order of ``corners_world[4:]``."""
         return self.corners_world[4:]
@@ -103,17 +98,6 @@ class Scene:
             o3d.core.Tensor(np.ascontiguousarray(self.triangles, np.uint32)),
         )
         return rs
-
-    def legacy_mesh(self):
-        """The whole scene as an ``open3d.geometry.TriangleMesh`` (world frame, metres, triangle normals)."""
-        import open3d as o3d
-
-        mesh = o3d.geometry.TriangleMesh(
-            o3d.utility.Vector3dVector(self.vertices.astype(np.float64)),
-            o3d.utility.Vector3iVector(self.triangles.astype(np.int32)),
-        )
-        mesh.compute_triangle_normals()
-        return mesh
 
     def distance_m(self, points_world: np.ndarray) -> np.ndarray:
         """(N,) float32 unsigned distance (m) from each world point (N, 3) to the nearest true surface."""

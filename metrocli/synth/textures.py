@@ -92,10 +92,6 @@ def _rgb(colour: tuple[float, float, float], n: int) -> np.ndarray:
     return np.broadcast_to(np.asarray(colour, dtype=np.float64), (n, 3)).copy()
 
 
-def _mix(a: np.ndarray, b: np.ndarray, w: np.ndarray) -> np.ndarray:
-    return a + (b - a) * w[:, None]
-
-
 def _palette_pick(palette: np.ndarray, u01: np.ndarray) -> np.ndarray:
     return palette[np.minimum((u01 * len(palette)).astype(np.int64), len(palette) - 1)]
 
