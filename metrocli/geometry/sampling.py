@@ -33,7 +33,13 @@ DEFAULT_MAX_DEPTH_M = 250.0
 
 
 def valid_depth_mask(depth_m: np.ndarray, max_depth_m: float = DEFAULT_MAX_DEPTH_M) -> np.ndarray:
-    """(H, W) bool: depth is finite, positive and below ``max_depth_m`` (beyond is sky / no return)."""
+    """(H, W) bool: depth is finite, strictly positive and below ``max_depth_m``; the one validity rule.
+
+    The limits: ``depth_m > 0`` (0 marks "no depth" in every map metrocli reads or writes) and
+    ``depth_m < max_depth_m``, by default :data:`DEFAULT_MAX_DEPTH_M` = 250 m (beyond is sky or no return:
+    Metric3D clamps its output at 300 m). File writers that keep every finite positive depth pass
+    ``max_depth_m=math.inf``.
+    """
     depth_m = np.asarray(depth_m)
     with np.errstate(invalid="ignore"):
         return np.isfinite(depth_m) & (depth_m > 0) & (depth_m < max_depth_m)
