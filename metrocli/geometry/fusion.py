@@ -13,6 +13,7 @@ import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -148,22 +149,14 @@ def fuse_tsdf(
     return mesh
 
 
-def _drop_small_components(mesh, min_triangles: int) -> None:
-    """Remove connected pieces of fewer than ``min_triangles`` triangles (in place, scipy)."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
-    tris = np.asarray(mesh.triangles)
-    nv = len(mesh.vertices)
-    if len(tris) == 0:
+def _drop_small_components(mesh: Any, min_triangles: int) -> None:
+    """Remove connected pieces of fewer than ``min_triangles`` triangles, in place (Open3D
+    ``cluster_connected_triangles``); a mesh made only of such pieces is left whole."""
+    if len(mesh.triangles) == 0:
         return
-    rows = np.concatenate([tris[:, 0], tris[:, 1]])
-    cols = np.concatenate([tris[:, 1], tris[:, 2]])
-    graph = coo_matrix((np.ones(len(rows), dtype=np.int8), (rows, cols)), shape=(nv, nv))
-    _, labels = connected_components(graph, directed=False)
-    tri_label = labels[tris[:, 0]]
-    counts = np.bincount(tri_label)
-    small = counts[tri_label] < min_triangles
+    labels, sizes, _ = mesh.cluster_connected_triangles()
+    labels, sizes = np.asarray(labels), np.asarray(sizes)
+    small = sizes[labels] < min_triangles
     if small.any() and not small.all():
         mesh.remove_triangles_by_mask(small)
         mesh.remove_unreferenced_vertices()
