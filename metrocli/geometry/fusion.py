@@ -95,7 +95,7 @@ def fuse_tsdf(
     grid = o3d.t.geometry.VoxelBlockGrid(
         attr_names=("tsdf", "weight", "color"),
         attr_dtypes=(o3c.float32, o3c.float32, o3c.float32),
-        attr_channels=((1), (1), (3)),
+        attr_channels=[o3c.SizeVector([1]), o3c.SizeVector([1]), o3c.SizeVector([3])],
         voxel_size=voxel,
         block_resolution=8,
         block_count=20_000,  # grows as needed
@@ -108,11 +108,11 @@ def fuse_tsdf(
         h, w = depth.shape
         if f.rgb.shape[:2] != (h, w):
             raise ReconstructionError(f"colour {f.rgb.shape[:2]} and depth {(h, w)} sizes differ")
-        depth_t = o3d.t.geometry.Image(o3c.Tensor(np.ascontiguousarray(depth), device=device))
+        depth_t = o3d.t.geometry.Image(o3c.Tensor.from_numpy(np.ascontiguousarray(depth)))
         colour = np.ascontiguousarray(np.asarray(f.rgb, dtype=np.float32) / 255.0)
-        colour_t = o3d.t.geometry.Image(o3c.Tensor(colour, device=device))
-        k = o3c.Tensor(f.intrinsics.K, o3c.float64)
-        extrinsic = o3c.Tensor(np.linalg.inv(np.asarray(f.pose, dtype=np.float64)), o3c.float64)
+        colour_t = o3d.t.geometry.Image(o3c.Tensor.from_numpy(colour))
+        k = o3c.Tensor.from_numpy(np.ascontiguousarray(f.intrinsics.K, np.float64))
+        extrinsic = o3c.Tensor.from_numpy(np.ascontiguousarray(np.linalg.inv(np.asarray(f.pose, np.float64))))
         coords = grid.compute_unique_block_coordinates(
             depth_t, k, extrinsic, 1.0, float(depth_trunc_m), trunc_voxel_multiplier=trunc_mult
         )

@@ -222,9 +222,9 @@ def poisson_mesh(
         mesh, densities = o3d.geometry.TriangleMesh.create_from_point_cloud_poisson(
             pcd, depth=depth, scale=1.1, linear_fit=False
         )
-    densities = np.asarray(densities)
+    density = np.asarray(densities)
     vertices = np.asarray(mesh.vertices)
-    remove = densities < np.quantile(densities, density_quantile)
+    remove = density < np.quantile(density, density_quantile)
     spacing = np.asarray(pcd.compute_nearest_neighbor_distance())
     gap = max_gap_factor * float(np.median(spacing[spacing > 0])) if np.any(spacing > 0) else np.inf
     vpcd = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(vertices))

@@ -142,7 +142,7 @@ def detect_features(
         detector = cv2.SIFT_create(nfeatures=max_features)
     else:
         method = "orb"
-        detector = cv2.ORB_create(nfeatures=max_features)
+        detector = cv2.ORB.create(nfeatures=max_features)
     keypoints, descriptors = detector.detectAndCompute(gray, None)
     pts = np.array([kp.pt for kp in keypoints], dtype=np.float32).reshape(-1, 2)
     if factor != 1.0:  # pixel centres: u_full + 0.5 = (u_small + 0.5) / factor
@@ -208,6 +208,13 @@ def lift_features(features: Features, frame: Frame) -> Features:
 
     pts, valid = lift_keypoints(features.keypoints_px, frame.depth_m, frame.intrinsics)
     return replace(features, points_m=pts, valid=valid)
+
+
+def _lifted(features: Features, frame: Frame) -> tuple[np.ndarray, np.ndarray]:
+    """``(points_m, valid)`` of ``features``, lifted with ``frame``'s depth when they are not yet."""
+    if features.points_m is not None and features.valid is not None:
+        return features.points_m, features.valid
+    return lift_keypoints(features.keypoints_px, frame.depth_m, frame.intrinsics)
 
 
 # --------------------------------------------------------------------------------------- robust fitting
@@ -351,12 +358,10 @@ def register_features(
     matches = match_features(feat_i, feat_j)
     if len(matches) < 3:
         return PairRegistration(i, j, False, f"{len(matches)} feature matches")
-    if feat_i.points_m is None or feat_i.valid is None:
-        feat_i = lift_features(feat_i, frame_i)
-    if feat_j.points_m is None or feat_j.valid is None:
-        feat_j = lift_features(feat_j, frame_j)
-    pi, vi = feat_i.points_m[matches[:, 0]], feat_i.valid[matches[:, 0]]
-    pj, vj = feat_j.points_m[matches[:, 1]], feat_j.valid[matches[:, 1]]
+    points_i, valid_i = _lifted(feat_i, frame_i)
+    points_j, valid_j = _lifted(feat_j, frame_j)
+    pi, vi = points_i[matches[:, 0]], valid_i[matches[:, 0]]
+    pj, vj = points_j[matches[:, 1]], valid_j[matches[:, 1]]
     ok = vi & vj
     src, dst = pj[ok], pi[ok]
     n = len(src)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -24,6 +24,9 @@ from metrocli.atomic import atomic_path
 from metrocli.errors import MetroUsageError, ReconstructionError
 from metrocli.geometry.mesh import Mesh
 from metrocli.geometry.pointcloud import PointCloud
+
+if TYPE_CHECKING:
+    import open3d as o3d
 
 POINT_CLOUD_SUFFIXES = (".ply", ".pcd", ".obj", ".glb")
 MESH_SUFFIXES = (".ply", ".obj", ".glb")
@@ -39,7 +42,7 @@ def _suffix(path: Path, allowed: tuple[str, ...], what: str) -> str:
     return suffix
 
 
-def _tensor_cloud(cloud: PointCloud) -> Any:  # -> open3d.t.geometry.PointCloud
+def _tensor_cloud(cloud: PointCloud) -> o3d.t.geometry.PointCloud:
     """``cloud`` as an Open3D tensor point cloud: float32 positions and normals (NaN normals become 0), uint8
     colours and an (N, 1) float32 ``confidence`` attribute (NaN becomes 0), as present."""
     import open3d as o3d
@@ -47,7 +50,7 @@ def _tensor_cloud(cloud: PointCloud) -> Any:  # -> open3d.t.geometry.PointCloud
     n = len(cloud)
     if n == 0:
         raise ReconstructionError("the point cloud is empty: nothing to write")
-    tensor = o3d.core.Tensor
+    tensor = o3d.core.Tensor.from_numpy
     pcd = o3d.t.geometry.PointCloud(tensor(np.ascontiguousarray(cloud.points, np.float32)))
     if cloud.normals is not None:
         pcd.point.normals = tensor(np.ascontiguousarray(np.nan_to_num(np.asarray(cloud.normals, np.float32))))
@@ -73,7 +76,7 @@ def read_ply_vertices(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
     their stored dtypes (``open3d.t.io``)."""
     import open3d as o3d
 
-    pcd = o3d.t.io.read_point_cloud(str(path))
+    pcd = o3d.t.io.read_point_cloud(Path(path))
     if pcd.is_empty():
         raise ValueError(f"{path}: no vertices could be read")
     out: dict[str, np.ndarray] = {}
@@ -95,7 +98,7 @@ def write_point_cloud(path: str | os.PathLike[str], cloud: PointCloud) -> Path:
             import open3d as o3d
 
             pcd = _tensor_cloud(cloud)
-            if not o3d.t.io.write_point_cloud(str(tmp), pcd, write_ascii=False, compressed=False):
+            if not o3d.t.io.write_point_cloud(tmp, pcd, write_ascii=False, compressed=False):
                 raise OSError(f"Open3D could not write {path}")
         else:
             import trimesh
@@ -118,7 +121,7 @@ def write_mesh(path: str | os.PathLike[str], mesh: Mesh) -> Path:
             import open3d as o3d
 
             ok = o3d.io.write_triangle_mesh(
-                str(tmp),
+                tmp,
                 mesh.to_open3d(),
                 write_ascii=False,
                 compressed=False,

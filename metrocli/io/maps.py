@@ -169,7 +169,8 @@ def preview_image(depth_m: np.ndarray, normal: np.ndarray | None, max_side: int 
     a 12 MP prediction costs a few MB, not GB.
     """
     depth_m = np.asarray(depth_m)
-    size = preview_size(*depth_m.shape[:2], max_side)
+    height, width = depth_m.shape[:2]
+    size = preview_size(height, width, max_side)
     panels = [colourise_depth(_sample(depth_m, size))]
     if normal is not None:
         panels.append(colourise_normals(_sample(np.asarray(normal), size)))

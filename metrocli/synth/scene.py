@@ -16,6 +16,7 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from metrocli.synth.textures import Material
 
@@ -94,8 +95,8 @@ class Scene:
 
         rs = o3d.t.geometry.RaycastingScene()
         rs.add_triangles(
-            o3d.core.Tensor(np.ascontiguousarray(self.vertices, np.float32)),
-            o3d.core.Tensor(np.ascontiguousarray(self.triangles, np.uint32)),
+            o3d.core.Tensor.from_numpy(np.ascontiguousarray(self.vertices, np.float32)),
+            o3d.core.Tensor.from_numpy(np.ascontiguousarray(self.triangles, np.uint32)),
         )
         return rs
 
@@ -104,7 +105,7 @@ class Scene:
         import open3d as o3d
 
         pts = np.ascontiguousarray(np.asarray(points_world, np.float32).reshape(-1, 3))
-        return self.raycasting_scene().compute_distance(o3d.core.Tensor(pts)).numpy()
+        return self.raycasting_scene().compute_distance(o3d.core.Tensor.from_numpy(pts)).numpy()
 
     def sample_surface(self, n: int, seed: int = 0) -> np.ndarray:
         """(n, 3) float64 points uniformly (by area) on all triangles, world frame."""
@@ -151,13 +152,13 @@ class SceneBuilder:
 
     def quad(
         self,
-        origin: np.ndarray,
-        edge_s: np.ndarray,
-        edge_t: np.ndarray,
+        origin: ArrayLike,
+        edge_s: ArrayLike,
+        edge_t: ArrayLike,
         material: Material,
         *,
         obj: int = -1,
-        tex_origin: np.ndarray | None = None,
+        tex_origin: ArrayLike | None = None,
     ) -> None:
         """Add the parallelogram ``origin + a·edge_s + b·edge_t`` (a, b ∈ [0, 1]) as triangles.
 

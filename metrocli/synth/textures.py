@@ -33,7 +33,7 @@ def _hash_u32(x: np.ndarray, y: np.ndarray, s: np.ndarray) -> np.ndarray:
     return h * (1.0 / 4294967296.0)
 
 
-def hash01(ix: np.ndarray, iy: np.ndarray, seed: np.ndarray | int) -> np.ndarray:
+def hash01(ix: np.ndarray | int, iy: np.ndarray | int, seed: np.ndarray | int) -> np.ndarray:
     """Deterministic hash of integer lattice coordinates (and a seed) to float64 in [0, 1)."""
     return _hash_u32(_u32(ix), _u32(iy), _u32(seed))
 
