@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from metrocli.errors import DatasetError
+from metrocli.geometry.sampling import valid_depth_mask
 
 ANNOTATIONS = "test_annotations.json"
 
@@ -140,7 +141,7 @@ def load_depth_gt(sample: Sample) -> np.ndarray:
         raise DatasetError(f"cannot read depth map {path}: {exc}") from exc
     if depth.ndim != 2:
         raise DatasetError(f"depth map {path} must be (H, W), got shape {depth.shape}")
-    depth = np.where(np.isfinite(depth) & (depth > 0), depth, 0.0)
+    depth = np.where(valid_depth_mask(depth, max_depth_m=math.inf), depth, 0.0)
     return depth.astype(np.float32)
 
 

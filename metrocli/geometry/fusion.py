@@ -19,6 +19,7 @@ import numpy as np
 
 from metrocli.camera.intrinsics import Intrinsics
 from metrocli.errors import ReconstructionError
+from metrocli.geometry.sampling import valid_depth_mask
 
 log = logging.getLogger("metrocli.geometry.fusion")
 
@@ -40,7 +41,7 @@ class FusionFrame:
 
 def _valid_depths(frame: FusionFrame) -> np.ndarray:
     d = np.asarray(frame.depth_m, dtype=np.float32)
-    return d[np.isfinite(d) & (d > 0)]
+    return d[valid_depth_mask(d, max_depth_m=math.inf)]
 
 
 def default_voxel_m(frames: Sequence[FusionFrame]) -> float:
@@ -104,7 +105,7 @@ def fuse_tsdf(
     trunc_mult = trunc / voxel
     for f in frames:
         depth = np.asarray(f.depth_m, dtype=np.float32)
-        depth = np.where(np.isfinite(depth) & (depth > 0), depth, 0.0).astype(np.float32)
+        depth = np.where(valid_depth_mask(depth, max_depth_m=math.inf), depth, 0.0).astype(np.float32)
         h, w = depth.shape
         if f.rgb.shape[:2] != (h, w):
             raise ReconstructionError(f"colour {f.rgb.shape[:2]} and depth {(h, w)} sizes differ")

@@ -26,12 +26,15 @@ numpy + OpenCV + Open3D only (never torch).
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
 
 from metrocli.camera.intrinsics import Intrinsics
+from metrocli.geometry.backproject import backproject_pixels
+from metrocli.geometry.sampling import valid_depth_mask
 
 log = logging.getLogger("metrocli.geometry.registration")
 
@@ -185,7 +188,7 @@ def lift_keypoints(
     from scipy.ndimage import maximum_filter, minimum_filter
 
     depth = np.asarray(depth_m, dtype=np.float32)
-    good = np.isfinite(depth) & (depth > 0)
+    good = valid_depth_mask(depth, max_depth_m=math.inf)
     d = np.where(good, depth, 0.0).astype(np.float32)
     dmax = maximum_filter(np.where(good, d, np.inf), size=3, mode="nearest")
     dmin = minimum_filter(np.where(good, d, 0.0), size=3, mode="nearest")
@@ -197,9 +200,7 @@ def lift_keypoints(
     with np.errstate(invalid="ignore", divide="ignore"):
         flat = (dmax[v, u] - dmin[v, u]) <= max_rel_jump * z
     valid = (z > 0) & np.isfinite(dmax[v, u]) & (dmin[v, u] > 0) & flat
-    x = (kp[:, 0] - intrinsics.cx) * z / intrinsics.fx
-    y = (kp[:, 1] - intrinsics.cy) * z / intrinsics.fy
-    return np.stack([x, y, z], axis=1), valid
+    return backproject_pixels(kp[:, 0], kp[:, 1], z, intrinsics), valid
 
 
 def lift_features(features: Features, frame: Frame) -> Features:
@@ -412,9 +413,9 @@ def frame_cloud(
     intr = frame.intrinsics
     vs, us = np.mgrid[0:h:stride, 0:w:stride]
     z = depth[vs, us].astype(np.float64) * scale
-    good = np.isfinite(z) & (z > 0)
+    good = valid_depth_mask(z, max_depth_m=math.inf)
     u, v, z = us[good], vs[good], z[good]
-    pts = np.stack([(u - intr.cx) * z / intr.fx, (v - intr.cy) * z / intr.fy, z], axis=1)
+    pts = backproject_pixels(u, v, z, intr)
     cols = frame.rgb[v, u].astype(np.float64) / 255.0
     pcd = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(pts))
     pcd.colors = o3d.utility.Vector3dVector(cols)

@@ -14,6 +14,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 from scipy.ndimage import uniform_filter
 
+from metrocli.geometry.sampling import valid_depth_mask
+
 #: The depth map is block-averaged to at most this many pixels along its longer side before the search.
 WORK_MAX_SIDE = 400
 
@@ -170,7 +172,7 @@ def prepare_terms(
 
     def inverse(d: np.ndarray) -> np.ndarray:
         with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(np.isfinite(d) & (d > 0), 1.0 / d, np.nan).astype(np.float32)
+            return np.where(valid_depth_mask(d, max_depth_m=math.inf), 1.0 / d, np.nan).astype(np.float32)
 
     # Inverse depth is affine in (u, v) on a plane, so block means, box filters and central differences of it
     # are exact on planes: smoothing costs no bias there.
