@@ -105,9 +105,8 @@ def spanning_tree(nodes: Sequence[int], edges: Sequence[Edge], reference: int) -
         return []
     keys = list(strongest)
     weights = np.array([strongest[key].weight for key in keys], dtype=np.float64)
-    cost = (
-        weights.max() - weights + 1.0
-    )  # positive, decreasing in the weight: min-cost tree = max-weight tree
+    # positive costs, decreasing in the weight: the minimum-cost tree is the maximum-weight tree
+    cost = weights.max() - weights + 1.0
     rows = [index[a] for a, _ in keys]
     cols = [index[b] for _, b in keys]
     tree = csgraph.minimum_spanning_tree(coo_matrix((cost, (rows, cols)), shape=(len(nodes), len(nodes))))
