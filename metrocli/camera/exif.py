@@ -248,21 +248,18 @@ def _pillow_tags(fh: BinaryIO) -> dict[str, Any]:
     """The EXIF tags metrocli uses, read by Pillow (JPEG, PNG, TIFF, WebP; HEIF with pillow-heif).
 
     Raises whatever Pillow raises on a file it cannot open or on a damaged EXIF block."""
-    import warnings
-
     from PIL import Image
 
-    from metrocli.camera.image import _register_heif
+    from metrocli.camera.image import _pixel_limit, _register_heif
 
     _register_heif()
     fh.seek(0)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        with Image.open(fh) as im:
-            exif = im.getexif()
-            tags: dict[str, Any] = {name: exif[tag] for tag, name in _PILLOW_IFD0.items() if tag in exif}
-            sub = exif.get_ifd(0x8769)
-            tags.update({name: sub[tag] for tag, name in _PILLOW_EXIF.items() if tag in sub})
+    # the photo loader's pixel limit, and its handling of Pillow's warnings about damaged metadata
+    with _pixel_limit(), Image.open(fh) as im:
+        exif = im.getexif()
+        tags: dict[str, Any] = {name: exif[tag] for tag, name in _PILLOW_IFD0.items() if tag in exif}
+        sub = exif.get_ifd(0x8769)
+        tags.update({name: sub[tag] for tag, name in _PILLOW_EXIF.items() if tag in sub})
     return tags
 
 
