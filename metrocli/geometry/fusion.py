@@ -13,13 +13,16 @@ import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from metrocli.camera.intrinsics import Intrinsics
 from metrocli.errors import ReconstructionError
 from metrocli.geometry.sampling import valid_depth_mask
+
+if TYPE_CHECKING:
+    import open3d as o3d
 
 log = logging.getLogger("metrocli.geometry.fusion")
 
@@ -64,7 +67,7 @@ def fuse_tsdf(
     sdf_trunc_m: float | None = None,
     depth_trunc_m: float | None = None,
     min_component_triangles: int = 50,
-):  # -> o3d.geometry.TriangleMesh
+) -> o3d.geometry.TriangleMesh:
     """Integrate the frames into a TSDF (Open3D ``VoxelBlockGrid``) and extract a mesh (marching cubes).
 
     Args:
@@ -150,13 +153,13 @@ def fuse_tsdf(
     return mesh
 
 
-def _drop_small_components(mesh: Any, min_triangles: int) -> None:
+def _drop_small_components(mesh: o3d.geometry.TriangleMesh, min_triangles: int) -> None:
     """Remove connected pieces of fewer than ``min_triangles`` triangles, in place (Open3D
     ``cluster_connected_triangles``); a mesh made only of such pieces is left whole."""
     if len(mesh.triangles) == 0:
         return
-    labels, sizes, _ = mesh.cluster_connected_triangles()
-    labels, sizes = np.asarray(labels), np.asarray(sizes)
+    cluster_of_triangle, cluster_sizes, _ = mesh.cluster_connected_triangles()
+    labels, sizes = np.asarray(cluster_of_triangle), np.asarray(cluster_sizes)
     small = sizes[labels] < min_triangles
     if small.any() and not small.all():
         mesh.remove_triangles_by_mask(small)

@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -24,6 +25,9 @@ from metrocli.camera.intrinsics import Intrinsics
 from metrocli.geometry.backproject import backproject
 from metrocli.geometry.normals import known_normals, normals_from_depth, orient_towards_camera
 from metrocli.geometry.pointcloud import CleanOptions, PointCloud, clean_mask, fill_missing_normals
+
+if TYPE_CHECKING:
+    import open3d as o3d
 
 
 @dataclass(frozen=True)
@@ -42,7 +46,7 @@ class Mesh:
     vertex_normals: np.ndarray
     vertex_colors: np.ndarray | None = None
 
-    def to_open3d(self):  # -> open3d.geometry.TriangleMesh
+    def to_open3d(self) -> o3d.geometry.TriangleMesh:
         import open3d as o3d
 
         mesh = o3d.geometry.TriangleMesh(
@@ -55,7 +59,7 @@ class Mesh:
         return mesh
 
     @staticmethod
-    def from_open3d(mesh) -> Mesh:
+    def from_open3d(mesh: o3d.geometry.TriangleMesh) -> Mesh:
         """From a legacy Open3D TriangleMesh (normals computed when absent)."""
         if not mesh.has_vertex_normals():
             mesh.compute_vertex_normals()

@@ -27,14 +27,18 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
 from metrocli.camera.intrinsics import Intrinsics
 from metrocli.geometry.backproject import backproject_pixels
 from metrocli.geometry.sampling import valid_depth_mask
+
+if TYPE_CHECKING:
+    import open3d as o3d
 
 log = logging.getLogger("metrocli.geometry.registration")
 
@@ -398,7 +402,7 @@ ICP_LEVELS = (4.0, 2.0, 1.0)
 
 def frame_cloud(
     frame: Frame, *, scale: float = 1.0, voxel_m: float = 0.02, max_points: int = 200_000, stride: int = 0
-):  # -> o3d.geometry.PointCloud
+) -> o3d.geometry.PointCloud:
     """Voxel-downsampled coloured point cloud of a frame (depth multiplied by ``scale``), with normals.
 
     Normals are estimated from neighbours within ``2.5 * voxel_m`` and oriented towards the camera.
@@ -422,7 +426,7 @@ def frame_cloud(
     return _with_normals(pcd.voxel_down_sample(voxel_m), voxel_m)
 
 
-def _with_normals(pcd, voxel_m: float):
+def _with_normals(pcd: o3d.geometry.PointCloud, voxel_m: float) -> o3d.geometry.PointCloud:
     import open3d as o3d
 
     pcd.estimate_normals(o3d.geometry.KDTreeSearchParamHybrid(radius=2.5 * voxel_m, max_nn=30))
@@ -430,7 +434,9 @@ def _with_normals(pcd, voxel_m: float):
     return pcd
 
 
-def cloud_pyramid(frame: Frame, *, scale: float = 1.0, voxel_m: float = 0.02) -> tuple:
+def cloud_pyramid(
+    frame: Frame, *, scale: float = 1.0, voxel_m: float = 0.02
+) -> tuple[o3d.geometry.PointCloud, ...]:
     """Clouds of a frame for coarse-to-fine ICP: one per level of :data:`ICP_LEVELS` (voxel ``f * voxel_m``),
     finest last, camera frame, with normals (facing the camera)."""
     fine = frame_cloud(frame, scale=scale, voxel_m=voxel_m)
@@ -450,8 +456,8 @@ class IcpResult:
 
 
 def icp_refine(
-    source,
-    target,
+    source: o3d.geometry.PointCloud | Sequence[o3d.geometry.PointCloud],
+    target: o3d.geometry.PointCloud | Sequence[o3d.geometry.PointCloud],
     init: np.ndarray,
     *,
     voxel_m: float,

@@ -14,11 +14,15 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import ArrayLike
 
 from metrocli.synth.textures import Material
+
+if TYPE_CHECKING:
+    import open3d as o3d
 
 
 @dataclass(frozen=True)
@@ -89,7 +93,7 @@ class Scene:
             f"no object {name!r} in scene {self.name!r}; objects: {[o.name for o in self.objects]}"
         )
 
-    def raycasting_scene(self):
+    def raycasting_scene(self) -> o3d.t.geometry.RaycastingScene:
         """A fresh ``open3d.t.geometry.RaycastingScene`` holding all triangles (geometry id 0)."""
         import open3d as o3d
 
