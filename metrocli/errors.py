@@ -24,10 +24,6 @@ class ImageError(MetroError):
     """An image file is missing, empty, truncated, corrupt or in an unsupported format."""
 
 
-class ExifError(MetroError):
-    """EXIF metadata is unreadable where it is required."""
-
-
 class DepthMapError(MetroError):
     """A sensor depth map is missing, of the wrong size or dtype, or unreadable."""
 

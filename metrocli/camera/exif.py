@@ -1,4 +1,4 @@
-"""Read the EXIF tags metrocli needs (exifread), robust to any garbage.
+"""Read the EXIF tags metrocli needs (Pillow, the one EXIF reader), robust to any garbage.
 
 Every value is validated: zero, negative, NaN, infinite, absurd values and rationals with a zero denominator
 become ``None`` and add a warning to :attr:`ExifData.warnings`. Unparseable EXIF blocks give an empty
@@ -18,12 +18,6 @@ from typing import Any, BinaryIO
 from metrocli.errors import ImageError
 
 log = logging.getLogger("metrocli.camera.exif")
-
-# exifread logs every oddity of damaged files at WARNING level; without a handler Python would print them on
-# stderr. We turn its findings into our own warnings instead.
-_exifread_log = logging.getLogger("exifread")
-_exifread_log.addHandler(logging.NullHandler())
-_exifread_log.propagate = False
 
 #: FocalPlaneResolutionUnit code -> millimetres per unit. EXIF: 2 = inch (the default), 3 = cm; TIFF/EP adds
 #: 4 = mm and 5 = micrometre. 1 ("no absolute unit") is treated as inch, as most cameras writing it mean that.
@@ -177,7 +171,8 @@ def _text(values: Any) -> str | None:
 
 
 def parse_exif_tags(tags: dict[str, Any], name: str = "image") -> ExifData:
-    """Build :class:`ExifData` from an exifread tag dict (``"EXIF FocalLength": IfdTag, ...``)."""
+    """Build :class:`ExifData` from a tag dict keyed by exifread-style names (``"EXIF FocalLength"``), values
+    raw (Pillow's) or with a ``values`` attribute (exifread's ``IfdTag``)."""
     warnings: list[str] = []
     out: dict[str, Any] = {}
 
@@ -228,7 +223,7 @@ def parse_exif_tags(tags: dict[str, Any], name: str = "image") -> ExifData:
     return ExifData(**out, warnings=tuple(warnings))
 
 
-#: Pillow tag ids -> the exifread names :func:`parse_exif_tags` understands (for the Pillow fallback).
+#: Pillow tag ids -> the names :func:`parse_exif_tags` understands.
 _PILLOW_IFD0 = {
     0x010F: "Image Make",
     0x0110: "Image Model",
@@ -250,46 +245,37 @@ _PILLOW_EXIF = {
 
 
 def _pillow_tags(fh: BinaryIO) -> dict[str, Any]:
-    """EXIF tags read by Pillow (WebP and Pillow-written HEIF files, which exifread misses)."""
-    import warnings
+    """The EXIF tags metrocli uses, read by Pillow (JPEG, PNG, TIFF, WebP; HEIF with pillow-heif).
 
+    Raises whatever Pillow raises on a file it cannot open or on a damaged EXIF block."""
     from PIL import Image
 
-    from metrocli.camera.image import _register_heif
+    from metrocli.camera.image import _pixel_limit, _register_heif
 
     _register_heif()
     fh.seek(0)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        with Image.open(fh) as im:
-            exif = im.getexif()
-            tags: dict[str, Any] = {name: exif[tag] for tag, name in _PILLOW_IFD0.items() if tag in exif}
-            sub = exif.get_ifd(0x8769)
-            tags.update({name: sub[tag] for tag, name in _PILLOW_EXIF.items() if tag in sub})
+    # the photo loader's pixel limit, and its handling of Pillow's warnings about damaged metadata
+    with _pixel_limit(), Image.open(fh) as im:
+        exif = im.getexif()
+        tags: dict[str, Any] = {name: exif[tag] for tag, name in _PILLOW_IFD0.items() if tag in exif}
+        sub = exif.get_ifd(0x8769)
+        tags.update({name: sub[tag] for tag, name in _PILLOW_EXIF.items() if tag in sub})
     return tags
 
 
 def read_exif_stream(fh: BinaryIO, name: str = "image") -> ExifData:
     """Read EXIF from an open binary file; never raises for damaged metadata (warning instead).
 
-    exifread first; when it finds nothing (or fails), Pillow's EXIF reader is tried.
+    A file Pillow cannot open as an image gives an empty :class:`ExifData` (the image loader reports it).
     """
-    import exifread
+    from PIL import UnidentifiedImageError
 
-    problem = ""
     try:
-        tags = exifread.process_file(fh, details=False, extract_thumbnail=False, strict=False)
-    except Exception as exc:  # exifread raises anything on crafted files (MemoryError included)
-        tags, problem = {}, type(exc).__name__
-    if not isinstance(tags, dict):
-        tags = {}
-    if not tags:
-        try:
-            tags = _pillow_tags(fh)
-        except Exception:  # not an image Pillow knows, or damaged EXIF
-            tags = {}
-        if not tags and problem:
-            return ExifData(warnings=(f"{name}: EXIF is unreadable ({problem}); ignored",))
+        tags = _pillow_tags(fh)
+    except UnidentifiedImageError:
+        return ExifData()
+    except Exception as exc:  # damaged EXIF block (any exception on crafted files, MemoryError included)
+        return ExifData(warnings=(f"{name}: EXIF is unreadable ({type(exc).__name__}); ignored",))
     return parse_exif_tags(tags, name)
 
 

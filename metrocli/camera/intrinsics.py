@@ -58,19 +58,6 @@ class Intrinsics:
         """``(fx, fy, cx, cy)`` in pixels."""
         return (self.fx, self.fy, self.cx, self.cy)
 
-    def scaled(self, width: int, height: int) -> Intrinsics:
-        """The same camera seen at another resolution (a resize of the whole image)."""
-        sx, sy = width / self.width, height / self.height
-        return replace(
-            self,
-            fx=self.fx * sx,
-            fy=self.fy * sy,
-            cx=self.cx * sx,
-            cy=self.cy * sy,
-            width=width,
-            height=height,
-        )
-
     def with_focal(self, focal_px: float, source: FocalSource) -> Intrinsics:
         """Same principal point and size, square pixels of focal ``focal_px``."""
         return replace(self, fx=float(focal_px), fy=float(focal_px), focal_source=source)

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from metrocli.errors import DatasetError
+from metrocli.geometry.sampling import valid_depth_mask
 
 ANNOTATIONS = "test_annotations.json"
 
@@ -83,11 +84,12 @@ def load_dataset(folder: str | Path) -> Dataset:
             raise DatasetError(f"{ann}: entry {i} is not an object")
         cam = entry.get("cam_in")
         try:
-            cam_in = tuple(float(v) for v in cam)  # type: ignore[union-attr]
+            values = tuple(float(v) for v in cam) if isinstance(cam, (list, tuple)) else ()
         except (TypeError, ValueError):
-            cam_in = ()
-        if len(cam_in) != 4 or not all(math.isfinite(v) for v in cam_in) or cam_in[0] <= 0 or cam_in[1] <= 0:
+            values = ()
+        if len(values) != 4 or not all(math.isfinite(v) for v in values) or values[0] <= 0 or values[1] <= 0:
             raise DatasetError(f"{ann}: entry {i} needs 'cam_in' = [fx, fy, cx, cy] with positive focals")
+        cam_in = (values[0], values[1], values[2], values[3])
         try:
             scale = float(entry.get("depth_scale", 1.0))
         except (TypeError, ValueError):
@@ -100,7 +102,7 @@ def load_dataset(folder: str | Path) -> Dataset:
                 rgb=_locate(root, entry.get("rgb"), "rgb", i),
                 depth=_locate(root, entry.get("depth"), "depth", i),
                 depth_scale=scale,
-                cam_in=cam_in,  # type: ignore[arg-type]
+                cam_in=cam_in,
                 normal=_locate(root, normal, "normal", i) if normal is not None else None,
             )
         )
@@ -139,7 +141,7 @@ def load_depth_gt(sample: Sample) -> np.ndarray:
         raise DatasetError(f"cannot read depth map {path}: {exc}") from exc
     if depth.ndim != 2:
         raise DatasetError(f"depth map {path} must be (H, W), got shape {depth.shape}")
-    depth = np.where(np.isfinite(depth) & (depth > 0), depth, 0.0)
+    depth = np.where(valid_depth_mask(depth, max_depth_m=math.inf), depth, 0.0)
     return depth.astype(np.float32)
 
 

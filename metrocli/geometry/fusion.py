@@ -13,13 +13,16 @@ import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from metrocli.atomic import atomic_path
 from metrocli.camera.intrinsics import Intrinsics
 from metrocli.errors import ReconstructionError
+from metrocli.geometry.sampling import valid_depth_mask
+
+if TYPE_CHECKING:
+    import open3d as o3d
 
 log = logging.getLogger("metrocli.geometry.fusion")
 
@@ -41,7 +44,7 @@ class FusionFrame:
 
 def _valid_depths(frame: FusionFrame) -> np.ndarray:
     d = np.asarray(frame.depth_m, dtype=np.float32)
-    return d[np.isfinite(d) & (d > 0)]
+    return d[valid_depth_mask(d, max_depth_m=math.inf)]
 
 
 def default_voxel_m(frames: Sequence[FusionFrame]) -> float:
@@ -64,7 +67,7 @@ def fuse_tsdf(
     sdf_trunc_m: float | None = None,
     depth_trunc_m: float | None = None,
     min_component_triangles: int = 50,
-):  # -> o3d.geometry.TriangleMesh
+) -> o3d.geometry.TriangleMesh:
     """Integrate the frames into a TSDF (Open3D ``VoxelBlockGrid``) and extract a mesh (marching cubes).
 
     Args:
@@ -96,7 +99,7 @@ def fuse_tsdf(
     grid = o3d.t.geometry.VoxelBlockGrid(
         attr_names=("tsdf", "weight", "color"),
         attr_dtypes=(o3c.float32, o3c.float32, o3c.float32),
-        attr_channels=((1), (1), (3)),
+        attr_channels=[o3c.SizeVector([1]), o3c.SizeVector([1]), o3c.SizeVector([3])],
         voxel_size=voxel,
         block_resolution=8,
         block_count=20_000,  # grows as needed
@@ -105,15 +108,15 @@ def fuse_tsdf(
     trunc_mult = trunc / voxel
     for f in frames:
         depth = np.asarray(f.depth_m, dtype=np.float32)
-        depth = np.where(np.isfinite(depth) & (depth > 0), depth, 0.0).astype(np.float32)
+        depth = np.where(valid_depth_mask(depth, max_depth_m=math.inf), depth, 0.0).astype(np.float32)
         h, w = depth.shape
         if f.rgb.shape[:2] != (h, w):
             raise ReconstructionError(f"colour {f.rgb.shape[:2]} and depth {(h, w)} sizes differ")
-        depth_t = o3d.t.geometry.Image(o3c.Tensor(np.ascontiguousarray(depth), device=device))
+        depth_t = o3d.t.geometry.Image(o3c.Tensor.from_numpy(np.ascontiguousarray(depth)))
         colour = np.ascontiguousarray(np.asarray(f.rgb, dtype=np.float32) / 255.0)
-        colour_t = o3d.t.geometry.Image(o3c.Tensor(colour, device=device))
-        k = o3c.Tensor(f.intrinsics.K, o3c.float64)
-        extrinsic = o3c.Tensor(np.linalg.inv(np.asarray(f.pose, dtype=np.float64)), o3c.float64)
+        colour_t = o3d.t.geometry.Image(o3c.Tensor.from_numpy(colour))
+        k = o3c.Tensor.from_numpy(np.ascontiguousarray(f.intrinsics.K, np.float64))
+        extrinsic = o3c.Tensor.from_numpy(np.ascontiguousarray(np.linalg.inv(np.asarray(f.pose, np.float64))))
         coords = grid.compute_unique_block_coordinates(
             depth_t, k, extrinsic, 1.0, float(depth_trunc_m), trunc_voxel_multiplier=trunc_mult
         )
@@ -150,36 +153,14 @@ def fuse_tsdf(
     return mesh
 
 
-def _drop_small_components(mesh, min_triangles: int) -> None:
-    """Remove connected pieces of fewer than ``min_triangles`` triangles (in place, scipy)."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
-    tris = np.asarray(mesh.triangles)
-    nv = len(mesh.vertices)
-    if len(tris) == 0:
+def _drop_small_components(mesh: o3d.geometry.TriangleMesh, min_triangles: int) -> None:
+    """Remove connected pieces of fewer than ``min_triangles`` triangles, in place (Open3D
+    ``cluster_connected_triangles``); a mesh made only of such pieces is left whole."""
+    if len(mesh.triangles) == 0:
         return
-    rows = np.concatenate([tris[:, 0], tris[:, 1]])
-    cols = np.concatenate([tris[:, 1], tris[:, 2]])
-    graph = coo_matrix((np.ones(len(rows), dtype=np.int8), (rows, cols)), shape=(nv, nv))
-    _, labels = connected_components(graph, directed=False)
-    tri_label = labels[tris[:, 0]]
-    counts = np.bincount(tri_label)
-    small = counts[tri_label] < min_triangles
+    cluster_of_triangle, cluster_sizes, _ = mesh.cluster_connected_triangles()
+    labels, sizes = np.asarray(cluster_of_triangle), np.asarray(cluster_sizes)
+    small = sizes[labels] < min_triangles
     if small.any() and not small.all():
         mesh.remove_triangles_by_mask(small)
         mesh.remove_unreferenced_vertices()
-
-
-def write_mesh(mesh, path: str | Path) -> Path:  # mesh: o3d.geometry.TriangleMesh
-    """Write a mesh atomically; the format follows the extension (``.ply``, ``.obj``, ``.glb`` ...)."""
-    import open3d as o3d
-
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        ok = o3d.io.write_triangle_mesh(
-            str(tmp), mesh, write_ascii=False, compressed=False, write_vertex_normals=True
-        )
-        if not ok:
-            raise ReconstructionError(f"could not write mesh to {path}")
-    return path

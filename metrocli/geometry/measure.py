@@ -174,8 +174,8 @@ def measure_lines(
             Measurement(
                 from_px=(float(u1), float(v1)),
                 to_px=(float(u2), float(v2)),
-                from_m=tuple(float(x) for x in p[0]),
-                to_m=tuple(float(x) for x in p[1]),
+                from_m=(float(p[0, 0]), float(p[0, 1]), float(p[0, 2])),
+                to_m=(float(p[1, 0]), float(p[1, 1]), float(p[1, 2])),
                 distance_m=d,
                 uncertainty_m=float(np.sqrt(var)),
             )

@@ -17,7 +17,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -26,7 +26,8 @@ from metrocli.geometry.backproject import backproject
 from metrocli.geometry.normals import known_normals, normals_from_depth, orient_towards_camera
 from metrocli.geometry.pointcloud import CleanOptions, PointCloud, clean_mask, fill_missing_normals
 
-MeshMethod = Literal["grid", "poisson"]
+if TYPE_CHECKING:
+    import open3d as o3d
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ class Mesh:
     vertex_normals: np.ndarray
     vertex_colors: np.ndarray | None = None
 
-    def to_open3d(self):  # -> open3d.geometry.TriangleMesh
+    def to_open3d(self) -> o3d.geometry.TriangleMesh:
         import open3d as o3d
 
         mesh = o3d.geometry.TriangleMesh(
@@ -58,7 +59,7 @@ class Mesh:
         return mesh
 
     @staticmethod
-    def from_open3d(mesh) -> Mesh:
+    def from_open3d(mesh: o3d.geometry.TriangleMesh) -> Mesh:
         """From a legacy Open3D TriangleMesh (normals computed when absent)."""
         if not mesh.has_vertex_normals():
             mesh.compute_vertex_normals()
@@ -180,15 +181,15 @@ def grid_mesh(
 
 
 def _face_vertex_normals(vertices: np.ndarray, triangles: np.ndarray) -> np.ndarray:
-    """(N, 3) float32 area-weighted vertex normals of a mesh (unit; zero for isolated vertices)."""
-    v = vertices.astype(np.float64)
-    t = triangles.astype(np.int64)
-    face = np.cross(v[t[:, 1]] - v[t[:, 0]], v[t[:, 2]] - v[t[:, 0]])
-    acc = np.zeros_like(v)
-    for k in range(3):
-        np.add.at(acc, t[:, k], face)
-    norm = np.linalg.norm(acc, axis=1, keepdims=True)
-    return (acc / np.maximum(norm, 1e-20)).astype(np.float32)
+    """(N, 3) float32 area-weighted unit vertex normals of a mesh (Open3D ``compute_vertex_normals``)."""
+    import open3d as o3d
+
+    mesh = o3d.geometry.TriangleMesh(
+        o3d.utility.Vector3dVector(np.asarray(vertices, np.float64)),
+        o3d.utility.Vector3iVector(np.asarray(triangles, np.int32)),
+    )
+    mesh.compute_vertex_normals()
+    return np.asarray(mesh.vertex_normals, np.float32)
 
 
 def poisson_mesh(
@@ -225,9 +226,9 @@ def poisson_mesh(
         mesh, densities = o3d.geometry.TriangleMesh.create_from_point_cloud_poisson(
             pcd, depth=depth, scale=1.1, linear_fit=False
         )
-    densities = np.asarray(densities)
+    density = np.asarray(densities)
     vertices = np.asarray(mesh.vertices)
-    remove = densities < np.quantile(densities, density_quantile)
+    remove = density < np.quantile(density, density_quantile)
     spacing = np.asarray(pcd.compute_nearest_neighbor_distance())
     gap = max_gap_factor * float(np.median(spacing[spacing > 0])) if np.any(spacing > 0) else np.inf
     vpcd = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(vertices))

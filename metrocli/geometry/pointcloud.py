@@ -15,6 +15,7 @@ Flying pixels are depth samples smeared between a foreground and a background su
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -28,6 +29,9 @@ from metrocli.geometry.normals import (
     orient_towards_camera,
 )
 from metrocli.geometry.sampling import DEFAULT_MAX_DEPTH_M, DEFAULT_MAX_REL_JUMP, valid_depth_mask
+
+if TYPE_CHECKING:
+    import open3d as o3d
 
 
 @dataclass(frozen=True)
@@ -84,7 +88,7 @@ class PointCloud:
             pick(self.pixels),
         )
 
-    def to_open3d(self):  # -> open3d.geometry.PointCloud
+    def to_open3d(self) -> o3d.geometry.PointCloud:
         """Legacy Open3D point cloud with colours (0..1) and normals (NaN normals become zero)."""
         import open3d as o3d
 

@@ -16,7 +16,6 @@ numpy + Open3D only.
 from __future__ import annotations
 
 import logging
-from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -40,25 +39,12 @@ class Edge:
 
 def connected_components(n: int, edges: Sequence[tuple[int, int]]) -> list[list[int]]:
     """Connected components of the graph on nodes ``0..n-1``, largest first (ties: lowest node first)."""
-    adj: list[set[int]] = [set() for _ in range(n)]
-    for i, j in edges:
-        adj[i].add(j)
-        adj[j].add(i)
-    seen = [False] * n
-    comps: list[list[int]] = []
-    for start in range(n):
-        if seen[start]:
-            continue
-        comp, queue = [], deque([start])
-        seen[start] = True
-        while queue:
-            k = queue.popleft()
-            comp.append(k)
-            for m in adj[k]:
-                if not seen[m]:
-                    seen[m] = True
-                    queue.append(m)
-        comps.append(sorted(comp))
+    from scipy.sparse import coo_matrix, csgraph
+
+    pairs = np.asarray(edges, dtype=np.int64).reshape(-1, 2)
+    graph = coo_matrix((np.ones(len(pairs), np.int8), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
+    _, labels = csgraph.connected_components(graph, directed=False)
+    comps = [np.flatnonzero(labels == c).tolist() for c in np.unique(labels)]
     comps.sort(key=lambda c: (-len(c), c[0]))
     return comps
 
@@ -95,44 +81,62 @@ def solve_scales(nodes: Sequence[int], edges: Sequence[Edge], reference: int) ->
     return {k: float(np.exp(log_s[index[k]])) for k in nodes}
 
 
-def spanning_tree_poses(nodes: Sequence[int], edges: Sequence[Edge], reference: int) -> dict[int, np.ndarray]:
-    """Initial camera-to-reference poses by chaining the strongest edges (a maximum spanning tree, Prim)."""
-    nodes_set = set(nodes)
-    poses = {reference: np.eye(4)}
-    adj: dict[int, list[Edge]] = {k: [] for k in nodes}
+def spanning_tree(nodes: Sequence[int], edges: Sequence[Edge], reference: int) -> list[tuple[int, Edge]]:
+    """The maximum spanning tree (by ``weight``) of the edges among ``nodes``, grown from ``reference``.
+
+    The one tree behind both the initial poses (:func:`spanning_tree_poses`) and the edges the pose-graph
+    optimiser treats as certain (:func:`tree_edges`). Of several edges joining the same two frames only the
+    strongest (the first on ties) is considered. Returns ``(node, edge)`` for every node reached, in
+    breadth-first order from ``reference`` (which is not listed): ``edge`` joins ``node`` to its parent.
+    Nodes the edges do not connect to ``reference`` are not listed (scipy ``minimum_spanning_tree`` of the
+    weights turned into positive costs, then ``breadth_first_order``).
+    """
+    from scipy.sparse import coo_matrix, csgraph
+
+    nodes = list(nodes)
+    index = {k: n for n, k in enumerate(nodes)}
+    strongest: dict[tuple[int, int], Edge] = {}
     for e in edges:
-        if e.i in nodes_set and e.j in nodes_set:
-            adj[e.i].append(e)
-            adj[e.j].append(e)
-    while len(poses) < len(nodes_set):
-        best: tuple[float, int, np.ndarray] | None = None
-        for k in list(poses):
-            for e in adj[k]:
-                other = e.j if e.i == k else e.i
-                if other in poses:
-                    continue
-                pose = poses[e.i] @ e.transform if e.i == k else poses[e.j] @ np.linalg.inv(e.transform)
-                if best is None or e.weight > best[0]:
-                    best = (e.weight, other, pose)
-        if best is None:
-            raise ValueError("the nodes are not connected by the edges")
-        poses[best[1]] = best[2]
+        if e.i in index and e.j in index and e.i != e.j:
+            key = (min(e.i, e.j), max(e.i, e.j))
+            if key not in strongest or e.weight > strongest[key].weight:
+                strongest[key] = e
+    if not strongest:
+        return []
+    keys = list(strongest)
+    weights = np.array([strongest[key].weight for key in keys], dtype=np.float64)
+    # positive costs, decreasing in the weight: the minimum-cost tree is the maximum-weight tree
+    cost = weights.max() - weights + 1.0
+    rows = [index[a] for a, _ in keys]
+    cols = [index[b] for _, b in keys]
+    tree = csgraph.minimum_spanning_tree(coo_matrix((cost, (rows, cols)), shape=(len(nodes), len(nodes))))
+    order, parent = csgraph.breadth_first_order(
+        tree, index[reference], directed=False, return_predecessors=True
+    )
+    out = []
+    for m in order[1:]:
+        a, b = nodes[int(parent[m])], nodes[int(m)]
+        out.append((b, strongest[(min(a, b), max(a, b))]))
+    return out
+
+
+def spanning_tree_poses(nodes: Sequence[int], edges: Sequence[Edge], reference: int) -> dict[int, np.ndarray]:
+    """Initial camera-to-reference poses by chaining the edges of :func:`spanning_tree` from ``reference``.
+
+    Raises:
+        ValueError: the edges do not connect all ``nodes``.
+    """
+    poses = {reference: np.eye(4)}
+    for node, e in spanning_tree(nodes, edges, reference):
+        poses[node] = poses[e.i] @ e.transform if e.j == node else poses[e.j] @ np.linalg.inv(e.transform)
+    if len(poses) < len(set(nodes)):
+        raise ValueError("the nodes are not connected by the edges")
     return poses
 
 
 def tree_edges(nodes: Sequence[int], edges: Sequence[Edge], reference: int) -> set[tuple[int, int]]:
     """``(i, j)`` of the edges of the maximum spanning tree used by :func:`spanning_tree_poses`."""
-    in_tree = {reference}
-    chosen: set[tuple[int, int]] = set()
-    cand = [e for e in edges if e.i in set(nodes) and e.j in set(nodes)]
-    while len(in_tree) < len(set(nodes)):
-        options = [e for e in cand if (e.i in in_tree) != (e.j in in_tree)]
-        if not options:
-            break
-        e = max(options, key=lambda e: e.weight)
-        chosen.add((e.i, e.j))
-        in_tree.update((e.i, e.j))
-    return chosen
+    return {(e.i, e.j) for _, e in spanning_tree(nodes, edges, reference)}
 
 
 def optimise_poses(

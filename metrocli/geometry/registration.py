@@ -26,12 +26,19 @@ numpy + OpenCV + Open3D only (never torch).
 from __future__ import annotations
 
 import logging
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
 from metrocli.camera.intrinsics import Intrinsics
+from metrocli.geometry.backproject import backproject_pixels
+from metrocli.geometry.sampling import valid_depth_mask
+
+if TYPE_CHECKING:
+    import open3d as o3d
 
 log = logging.getLogger("metrocli.geometry.registration")
 
@@ -76,14 +83,6 @@ class Similarity:
     scale: float
     rotation: np.ndarray
     translation: np.ndarray
-
-    @property
-    def matrix(self) -> np.ndarray:
-        """4x4 float64 matrix of the similarity (scale folded into the upper-left block)."""
-        m = np.eye(4)
-        m[:3, :3] = self.scale * self.rotation
-        m[:3, 3] = self.translation
-        return m
 
     @property
     def rigid(self) -> np.ndarray:
@@ -150,7 +149,7 @@ def detect_features(
         detector = cv2.SIFT_create(nfeatures=max_features)
     else:
         method = "orb"
-        detector = cv2.ORB_create(nfeatures=max_features)
+        detector = cv2.ORB.create(nfeatures=max_features)
     keypoints, descriptors = detector.detectAndCompute(gray, None)
     pts = np.array([kp.pt for kp in keypoints], dtype=np.float32).reshape(-1, 2)
     if factor != 1.0:  # pixel centres: u_full + 0.5 = (u_small + 0.5) / factor
@@ -193,7 +192,7 @@ def lift_keypoints(
     from scipy.ndimage import maximum_filter, minimum_filter
 
     depth = np.asarray(depth_m, dtype=np.float32)
-    good = np.isfinite(depth) & (depth > 0)
+    good = valid_depth_mask(depth, max_depth_m=math.inf)
     d = np.where(good, depth, 0.0).astype(np.float32)
     dmax = maximum_filter(np.where(good, d, np.inf), size=3, mode="nearest")
     dmin = minimum_filter(np.where(good, d, 0.0), size=3, mode="nearest")
@@ -205,9 +204,7 @@ def lift_keypoints(
     with np.errstate(invalid="ignore", divide="ignore"):
         flat = (dmax[v, u] - dmin[v, u]) <= max_rel_jump * z
     valid = (z > 0) & np.isfinite(dmax[v, u]) & (dmin[v, u] > 0) & flat
-    x = (kp[:, 0] - intrinsics.cx) * z / intrinsics.fx
-    y = (kp[:, 1] - intrinsics.cy) * z / intrinsics.fy
-    return np.stack([x, y, z], axis=1), valid
+    return backproject_pixels(kp[:, 0], kp[:, 1], z, intrinsics), valid
 
 
 def lift_features(features: Features, frame: Frame) -> Features:
@@ -216,6 +213,13 @@ def lift_features(features: Features, frame: Frame) -> Features:
 
     pts, valid = lift_keypoints(features.keypoints_px, frame.depth_m, frame.intrinsics)
     return replace(features, points_m=pts, valid=valid)
+
+
+def _lifted(features: Features, frame: Frame) -> tuple[np.ndarray, np.ndarray]:
+    """``(points_m, valid)`` of ``features``, lifted with ``frame``'s depth when they are not yet."""
+    if features.points_m is not None and features.valid is not None:
+        return features.points_m, features.valid
+    return lift_keypoints(features.keypoints_px, frame.depth_m, frame.intrinsics)
 
 
 # --------------------------------------------------------------------------------------- robust fitting
@@ -359,12 +363,10 @@ def register_features(
     matches = match_features(feat_i, feat_j)
     if len(matches) < 3:
         return PairRegistration(i, j, False, f"{len(matches)} feature matches")
-    if feat_i.points_m is None or feat_i.valid is None:
-        feat_i = lift_features(feat_i, frame_i)
-    if feat_j.points_m is None or feat_j.valid is None:
-        feat_j = lift_features(feat_j, frame_j)
-    pi, vi = feat_i.points_m[matches[:, 0]], feat_i.valid[matches[:, 0]]
-    pj, vj = feat_j.points_m[matches[:, 1]], feat_j.valid[matches[:, 1]]
+    points_i, valid_i = _lifted(feat_i, frame_i)
+    points_j, valid_j = _lifted(feat_j, frame_j)
+    pi, vi = points_i[matches[:, 0]], valid_i[matches[:, 0]]
+    pj, vj = points_j[matches[:, 1]], valid_j[matches[:, 1]]
     ok = vi & vj
     src, dst = pj[ok], pi[ok]
     n = len(src)
@@ -400,7 +402,7 @@ ICP_LEVELS = (4.0, 2.0, 1.0)
 
 def frame_cloud(
     frame: Frame, *, scale: float = 1.0, voxel_m: float = 0.02, max_points: int = 200_000, stride: int = 0
-):  # -> o3d.geometry.PointCloud
+) -> o3d.geometry.PointCloud:
     """Voxel-downsampled coloured point cloud of a frame (depth multiplied by ``scale``), with normals.
 
     Normals are estimated from neighbours within ``2.5 * voxel_m`` and oriented towards the camera.
@@ -415,16 +417,16 @@ def frame_cloud(
     intr = frame.intrinsics
     vs, us = np.mgrid[0:h:stride, 0:w:stride]
     z = depth[vs, us].astype(np.float64) * scale
-    good = np.isfinite(z) & (z > 0)
+    good = valid_depth_mask(z, max_depth_m=math.inf)
     u, v, z = us[good], vs[good], z[good]
-    pts = np.stack([(u - intr.cx) * z / intr.fx, (v - intr.cy) * z / intr.fy, z], axis=1)
+    pts = backproject_pixels(u, v, z, intr)
     cols = frame.rgb[v, u].astype(np.float64) / 255.0
     pcd = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(pts))
     pcd.colors = o3d.utility.Vector3dVector(cols)
     return _with_normals(pcd.voxel_down_sample(voxel_m), voxel_m)
 
 
-def _with_normals(pcd, voxel_m: float):
+def _with_normals(pcd: o3d.geometry.PointCloud, voxel_m: float) -> o3d.geometry.PointCloud:
     import open3d as o3d
 
     pcd.estimate_normals(o3d.geometry.KDTreeSearchParamHybrid(radius=2.5 * voxel_m, max_nn=30))
@@ -432,7 +434,9 @@ def _with_normals(pcd, voxel_m: float):
     return pcd
 
 
-def cloud_pyramid(frame: Frame, *, scale: float = 1.0, voxel_m: float = 0.02) -> tuple:
+def cloud_pyramid(
+    frame: Frame, *, scale: float = 1.0, voxel_m: float = 0.02
+) -> tuple[o3d.geometry.PointCloud, ...]:
     """Clouds of a frame for coarse-to-fine ICP: one per level of :data:`ICP_LEVELS` (voxel ``f * voxel_m``),
     finest last, camera frame, with normals (facing the camera)."""
     fine = frame_cloud(frame, scale=scale, voxel_m=voxel_m)
@@ -452,8 +456,8 @@ class IcpResult:
 
 
 def icp_refine(
-    source,
-    target,
+    source: o3d.geometry.PointCloud | Sequence[o3d.geometry.PointCloud],
+    target: o3d.geometry.PointCloud | Sequence[o3d.geometry.PointCloud],
     init: np.ndarray,
     *,
     voxel_m: float,

@@ -33,7 +33,13 @@ DEFAULT_MAX_DEPTH_M = 250.0
 
 
 def valid_depth_mask(depth_m: np.ndarray, max_depth_m: float = DEFAULT_MAX_DEPTH_M) -> np.ndarray:
-    """(H, W) bool: depth is finite, positive and below ``max_depth_m`` (beyond is sky / no return)."""
+    """(H, W) bool: depth is finite, strictly positive and below ``max_depth_m``; the one validity rule.
+
+    The limits: ``depth_m > 0`` (0 marks "no depth" in every map metrocli reads or writes) and
+    ``depth_m < max_depth_m``, by default :data:`DEFAULT_MAX_DEPTH_M` = 250 m (beyond is sky or no return:
+    Metric3D clamps its output at 300 m). File writers that keep every finite positive depth pass
+    ``max_depth_m=math.inf``.
+    """
     depth_m = np.asarray(depth_m)
     with np.errstate(invalid="ignore"):
         return np.isfinite(depth_m) & (depth_m > 0) & (depth_m < max_depth_m)
@@ -47,17 +53,17 @@ def same_surface(z_a: np.ndarray, z_b: np.ndarray, max_rel_jump: float = DEFAULT
         return np.abs(z_a - z_b) <= max_rel_jump * np.minimum(z_a, z_b)
 
 
-def inside_image(u: np.ndarray, v: np.ndarray, width: int, height: int) -> np.ndarray:
+def inside_image(u: np.ndarray | float, v: np.ndarray | float, width: int, height: int) -> np.ndarray:
     """Elementwise bool: ``(u, v)`` (pixels) lies on the image, ``-0.5 <= u <= W - 0.5`` (same for v)."""
-    u = np.asarray(u, dtype=np.float64)
-    v = np.asarray(v, dtype=np.float64)
+    uf = np.asarray(u, dtype=np.float64)
+    vf = np.asarray(v, dtype=np.float64)
     with np.errstate(invalid="ignore"):
         return (
-            np.isfinite(u)
-            & np.isfinite(v)
-            & (u >= -0.5)
-            & (u <= width - 0.5)
-            & (v >= -0.5)
+            np.isfinite(uf)
+            & np.isfinite(vf)
+            & (uf >= -0.5)
+            & (uf <= width - 0.5)
+            & (vf >= -0.5)
             & (v <= height - 0.5)
         )
 
@@ -84,16 +90,16 @@ def sample_depth(
     if depth.ndim != 2:
         raise ValueError(f"depth map must be 2-D, got shape {depth.shape}")
     h, w = depth.shape
-    u, v = np.broadcast_arrays(np.asarray(u, dtype=np.float64), np.asarray(v, dtype=np.float64))
-    shape = u.shape
-    u = np.clip(u.ravel(), 0.0, w - 1.0)
-    v = np.clip(v.ravel(), 0.0, h - 1.0)
-    u0 = np.clip(np.floor(u).astype(np.int64), 0, max(w - 2, 0))
-    v0 = np.clip(np.floor(v).astype(np.int64), 0, max(h - 2, 0))
+    ub, vb = np.broadcast_arrays(np.asarray(u, dtype=np.float64), np.asarray(v, dtype=np.float64))
+    shape = ub.shape
+    uf = np.clip(ub.ravel(), 0.0, w - 1.0)
+    vf = np.clip(vb.ravel(), 0.0, h - 1.0)
+    u0 = np.clip(np.floor(uf).astype(np.int64), 0, max(w - 2, 0))
+    v0 = np.clip(np.floor(vf).astype(np.int64), 0, max(h - 2, 0))
     u1 = np.minimum(u0 + 1, w - 1)
     v1 = np.minimum(v0 + 1, h - 1)
-    fu = u - u0
-    fv = v - v0
+    fu = uf - u0
+    fv = vf - v0
     # The four corners: (u0,v0), (u1,v0), (u0,v1), (u1,v1)
     us = np.stack([u0, u1, u0, u1], axis=1)
     vs = np.stack([v0, v0, v1, v1], axis=1)
@@ -102,7 +108,7 @@ def sample_depth(
     ok = valid_depth_mask(z, max_depth_m)
     # Reference sample: the front-most valid corner.
     ref = np.argmin(np.where(ok, z, np.inf), axis=1)
-    rows = np.arange(len(u))
+    rows = np.arange(len(uf))
     z_ref = z[rows, ref]
     any_ok = ok.any(axis=1)
     keep = ok & same_surface(z, z_ref[:, None], max_rel_jump)
@@ -115,7 +121,7 @@ def sample_depth(
     partial = any_ok & ~keep.all(axis=1)
     if partial.any():
         fit = _plane_fit_inverse_depth(
-            depth, u[partial], v[partial], z_ref[partial], max_rel_jump, max_depth_m
+            depth, uf[partial], vf[partial], z_ref[partial], max_rel_jump, max_depth_m
         )
         good = np.isfinite(fit) & same_surface(fit, z_ref[partial], max_rel_jump)
         out[np.flatnonzero(partial)[good]] = fit[good]

@@ -1,11 +1,10 @@
 """Writing point clouds and meshes, the format chosen by the file extension; every write is atomic.
 
 Point clouds (:class:`~metrocli.geometry.pointcloud.PointCloud`)
-    ``.ply``: binary little-endian PLY written with numpy: ``x y z`` (float32, metres), ``nx ny nz``
-    (float32), ``red green blue`` (uchar) and ``confidence`` (float32), as present. Open3D's legacy writer
-    cannot store extra vertex properties, so this writer does it itself; Open3D, MeshLab, CloudCompare and
-    trimesh read it (:func:`read_ply_vertices` reads it back). ``.pcd``: Open3D tensor I/O with the same
-    attributes. ``.obj`` / ``.glb``: trimesh (positions and colours).
+    ``.ply`` and ``.pcd``: Open3D tensor I/O (``open3d.t.io``), binary: ``x y z`` (float32, metres),
+    ``nx ny nz`` (float32), ``red green blue`` (uchar) and the custom ``confidence`` property (float32), as
+    present. Open3D, MeshLab, CloudCompare and trimesh read the PLY (:func:`read_ply_vertices` reads it
+    back). ``.obj`` / ``.glb``: trimesh (positions and colours).
 Meshes (:class:`~metrocli.geometry.mesh.Mesh`)
     ``.ply``: Open3D (binary, vertex normals and colours). ``.obj`` / ``.glb``: trimesh, with vertex normals
     and colours.
@@ -17,13 +16,17 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from metrocli.atomic import atomic_path
-from metrocli.errors import MetroUsageError
+from metrocli.errors import MetroUsageError, ReconstructionError
 from metrocli.geometry.mesh import Mesh
 from metrocli.geometry.pointcloud import PointCloud
+
+if TYPE_CHECKING:
+    import open3d as o3d
 
 POINT_CLOUD_SUFFIXES = (".ply", ".pcd", ".obj", ".glb")
 MESH_SUFFIXES = (".ply", ".obj", ".glb")
@@ -39,65 +42,51 @@ def _suffix(path: Path, allowed: tuple[str, ...], what: str) -> str:
     return suffix
 
 
-def _ply_dtype(cloud: PointCloud) -> np.dtype:
-    fields: list[tuple[str, str]] = [("x", "<f4"), ("y", "<f4"), ("z", "<f4")]
+def _tensor_cloud(cloud: PointCloud) -> o3d.t.geometry.PointCloud:
+    """``cloud`` as an Open3D tensor point cloud: float32 positions and normals (NaN normals become 0), uint8
+    colours and an (N, 1) float32 ``confidence`` attribute (NaN becomes 0), as present."""
+    import open3d as o3d
+
+    n = len(cloud)
+    if n == 0:
+        raise ReconstructionError("the point cloud is empty: nothing to write")
+    tensor = o3d.core.Tensor.from_numpy
+    pcd = o3d.t.geometry.PointCloud(tensor(np.ascontiguousarray(cloud.points, np.float32)))
     if cloud.normals is not None:
-        fields += [("nx", "<f4"), ("ny", "<f4"), ("nz", "<f4")]
+        pcd.point.normals = tensor(np.ascontiguousarray(np.nan_to_num(np.asarray(cloud.normals, np.float32))))
     if cloud.colors is not None:
-        fields += [("red", "u1"), ("green", "u1"), ("blue", "u1")]
+        pcd.point.colors = tensor(np.ascontiguousarray(cloud.colors, np.uint8))
     if cloud.confidence is not None:
-        fields += [("confidence", "<f4")]
-    return np.dtype(fields)
+        conf = np.nan_to_num(np.asarray(cloud.confidence, np.float32)).reshape(n, 1)
+        pcd.point.confidence = tensor(np.ascontiguousarray(conf))
+    return pcd
 
 
-_PLY_TYPES = {"<f4": "float", "u1": "uchar", "|u1": "uchar"}
-
-
-def point_cloud_ply_bytes(cloud: PointCloud) -> bytes:
-    """The binary little-endian PLY file of ``cloud`` (see the module docstring); NaN normals become 0."""
-    dtype = _ply_dtype(cloud)
-    data = np.empty(len(cloud), dtype=dtype)
-    pts = np.asarray(cloud.points, dtype=np.float32)
-    data["x"], data["y"], data["z"] = pts[:, 0], pts[:, 1], pts[:, 2]
-    if cloud.normals is not None:
-        n = np.nan_to_num(np.asarray(cloud.normals, dtype=np.float32))
-        data["nx"], data["ny"], data["nz"] = n[:, 0], n[:, 1], n[:, 2]
-    if cloud.colors is not None:
-        c = np.asarray(cloud.colors, dtype=np.uint8)
-        data["red"], data["green"], data["blue"] = c[:, 0], c[:, 1], c[:, 2]
-    if cloud.confidence is not None:
-        data["confidence"] = np.nan_to_num(np.asarray(cloud.confidence, dtype=np.float32))
-    header = [
-        "ply",
-        "format binary_little_endian 1.0",
-        "comment metrocli point cloud: metres, camera frame x right, y down, z forward",
-        f"element vertex {len(cloud)}",
-    ]
-    for name in dtype.names:
-        header.append(f"property {_PLY_TYPES[dtype[name].str]} {name}")
-    header.append("end_header")
-    return ("\n".join(header) + "\n").encode("ascii") + data.tobytes()
+#: Open3D tensor attributes -> the PLY vertex properties that hold them.
+_PLY_PROPERTIES = {
+    "positions": ("x", "y", "z"),
+    "normals": ("nx", "ny", "nz"),
+    "colors": ("red", "green", "blue"),
+}
 
 
 def read_ply_vertices(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
-    """Vertex properties of a binary little-endian PLY (as written by :func:`write_point_cloud`) by name."""
-    raw = Path(path).read_bytes()
-    end = raw.index(b"end_header\n") + len(b"end_header\n")
-    lines = raw[:end].decode("ascii").splitlines()
-    if "format binary_little_endian 1.0" not in lines:
-        raise ValueError(f"{path}: not a binary little-endian PLY")
-    types = {"float": "<f4", "double": "<f8", "uchar": "u1", "int": "<i4", "uint": "<u4", "short": "<i2"}
-    fields, count, in_vertex = [], 0, False
-    for line in lines:
-        parts = line.split()
-        if parts[:2] == ["element", "vertex"]:
-            count, in_vertex = int(parts[2]), True
-        elif parts and parts[0] == "element":
-            in_vertex = False
-        elif in_vertex and parts[0] == "property":
-            fields.append((parts[2], types[parts[1]]))
-    data = np.frombuffer(raw, dtype=np.dtype(fields), count=count, offset=end)
-    return {name: data[name].copy() for name in data.dtype.names}
+    """Vertex properties of a point-cloud PLY (as written by :func:`write_point_cloud`) by PLY name:
+    ``x y z``, ``nx ny nz``, ``red green blue`` and custom ones such as ``confidence``, in that order, with
+    their stored dtypes (``open3d.t.io``)."""
+    import open3d as o3d
+
+    pcd = o3d.t.io.read_point_cloud(Path(path))
+    if pcd.is_empty():
+        raise ValueError(f"{path}: no vertices could be read")
+    out: dict[str, np.ndarray] = {}
+    for attr, names in _PLY_PROPERTIES.items():
+        if attr in pcd.point:
+            values = pcd.point[attr].numpy()
+            out.update({name: values[:, k].copy() for k, name in enumerate(names)})
+    for attr in sorted(set(pcd.point) - set(_PLY_PROPERTIES)):
+        out[attr] = pcd.point[attr].numpy().reshape(len(pcd.point.positions), -1).squeeze(axis=1).copy()
+    return out
 
 
 def write_point_cloud(path: str | os.PathLike[str], cloud: PointCloud) -> Path:
@@ -105,21 +94,11 @@ def write_point_cloud(path: str | os.PathLike[str], cloud: PointCloud) -> Path:
     path = Path(path)
     suffix = _suffix(path, POINT_CLOUD_SUFFIXES, "point cloud")
     with atomic_path(path) as tmp:
-        if suffix == ".ply":
-            tmp.write_bytes(point_cloud_ply_bytes(cloud))
-        elif suffix == ".pcd":
+        if suffix in (".ply", ".pcd"):
             import open3d as o3d
 
-            pcd = o3d.t.geometry.PointCloud(o3d.core.Tensor(np.asarray(cloud.points, np.float32)))
-            if cloud.normals is not None:
-                pcd.point.normals = o3d.core.Tensor(np.nan_to_num(np.asarray(cloud.normals, np.float32)))
-            if cloud.colors is not None:
-                pcd.point.colors = o3d.core.Tensor(np.asarray(cloud.colors, np.float32) / 255.0)
-            if cloud.confidence is not None:
-                pcd.point.confidence = o3d.core.Tensor(
-                    np.nan_to_num(np.asarray(cloud.confidence, np.float32)).reshape(-1, 1)
-                )
-            if not o3d.t.io.write_point_cloud(str(tmp), pcd, write_ascii=False, compressed=False):
+            pcd = _tensor_cloud(cloud)
+            if not o3d.t.io.write_point_cloud(tmp, pcd, write_ascii=False, compressed=False):
                 raise OSError(f"Open3D could not write {path}")
         else:
             import trimesh
@@ -142,7 +121,7 @@ def write_mesh(path: str | os.PathLike[str], mesh: Mesh) -> Path:
             import open3d as o3d
 
             ok = o3d.io.write_triangle_mesh(
-                str(tmp),
+                tmp,
                 mesh.to_open3d(),
                 write_ascii=False,
                 compressed=False,

@@ -7,23 +7,25 @@ Files written for one photo with stem ``S`` (all atomically, see :mod:`metrocli.
   for depth-only models
 - ``S.confidence.npy``  (H, W) float32 depth confidence (model-specific scale)
 - ``S.depth.png``       (H, W) 16-bit millimetres, clipped to 65.535 m, 0 = invalid
-- ``S.preview.png``     colourised depth (turbo-like, near = red) beside colourised normals
+- ``S.preview.png``     colourised depth (Turbo, near = red) beside colourised normals
 - ``S.json``            intrinsics (with their source), model, timings, depth statistics, file names
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from metrocli.atomic import atomic_path, write_text_atomic
 from metrocli.errors import MetroUsageError
+from metrocli.geometry.sampling import valid_depth_mask
 from metrocli.prediction import Prediction
 
 #: Largest depth a 16-bit millimetre PNG can hold (m).
@@ -33,37 +35,20 @@ PREVIEW_MAX_SIDE_PX = 1280
 #: Pixels per block when converting depth to 16-bit millimetres.
 PNG_BLOCK_PIXELS = 1 << 20
 
-# Polynomial fit of the Turbo colormap (Mikhailov 2019): channel(x) = sum_k c_k x^k, x in [0, 1].
-_TURBO = np.array(
-    [
-        [0.13572138, 4.61539260, -42.66032258, 132.13108234, -152.94239396, 59.28637943],
-        [0.09140261, 2.19418839, 4.84296658, -14.18503333, 4.27729857, 2.82956604],
-        [0.10667330, 12.64194608, -60.58204836, 110.36276771, -89.90310912, 27.34824973],
-    ]
-)
 
+@functools.cache
+def _turbo_lut() -> np.ndarray:
+    """(256, 3) uint8 RGB: OpenCV's Turbo colour map (Mikhailov 2019), the one colour map of metrocli."""
+    import cv2
 
-def _turbo_polynomial(x: np.ndarray) -> np.ndarray:
-    powers = np.stack([x**k for k in range(6)], axis=-1)
-    return np.round(np.clip(powers @ _TURBO.T, 0.0, 1.0) * 255.0).astype(np.uint8)
-
-
-#: The turbo colours of TURBO_LEVELS evenly spaced values in [0, 1] (a lookup table, so colourising a map
-#: costs one index per pixel; 4096 levels are finer than the 8-bit output can show).
-TURBO_LEVELS = 4096
-_TURBO_LUT = _turbo_polynomial(np.linspace(0.0, 1.0, TURBO_LEVELS))
+    levels = np.arange(256, dtype=np.uint8).reshape(-1, 1)
+    return np.ascontiguousarray(cv2.applyColorMap(levels, cv2.COLORMAP_TURBO)[:, 0, ::-1])
 
 
 def turbo(x: np.ndarray) -> np.ndarray:
-    """Map values in [0, 1] (clipped, NaN as 0; any shape S) to turbo-like RGB, uint8 of shape S + (3,)."""
+    """Map values in [0, 1] (clipped, NaN as 0; any shape S) to Turbo RGB, uint8 of shape S + (3,)."""
     x = np.clip(np.nan_to_num(np.asarray(x, dtype=np.float32), nan=0.0), 0.0, 1.0)
-    return _TURBO_LUT[np.rint(x * (TURBO_LEVELS - 1)).astype(np.intp)]
-
-
-def valid_depth_mask(depth_m: np.ndarray) -> np.ndarray:
-    """(H, W) bool: finite and strictly positive depth."""
-    depth_m = np.asarray(depth_m)
-    return np.isfinite(depth_m) & (depth_m > 0)
+    return _turbo_lut()[np.rint(x * 255.0).astype(np.intp)]
 
 
 def colourise_depth(depth_m: np.ndarray, invalid_rgb: tuple[int, int, int] = (0, 0, 0)) -> np.ndarray:
@@ -76,7 +61,7 @@ def colourise_depth(depth_m: np.ndarray, invalid_rgb: tuple[int, int, int] = (0,
     depth_m = np.asarray(depth_m, dtype=np.float64)
     if depth_m.ndim != 2:
         raise ValueError(f"depth must be (H, W), got shape {depth_m.shape}")
-    valid = valid_depth_mask(depth_m)
+    valid = valid_depth_mask(depth_m, max_depth_m=math.inf)
     out = np.empty((*depth_m.shape, 3), np.uint8)
     out[:] = invalid_rgb
     if not valid.any():
@@ -110,10 +95,13 @@ def colourise_normals(normal: np.ndarray, invalid_rgb: tuple[int, int, int] = (0
     return out
 
 
-def depth_to_png_mm(depth_m: np.ndarray) -> np.ndarray:
-    """(H, W) metres -> (H, W) uint16 millimetres, rounded, clipped to 65535; 0 where invalid.
+def depth_to_png_mm(depth_m: np.ndarray, *, beyond: Literal["clip", "invalid"] = "clip") -> np.ndarray:
+    """(H, W) metres -> (H, W) uint16 millimetres, rounded; 0 where invalid (0, negative, NaN, inf).
 
-    Converted in blocks of rows, so a 12 MP map needs no full-size float64 temporaries.
+    Valid depth below 1 mm is stored as 1 (it stays valid). Depth beyond :data:`PNG_MAX_DEPTH_M` is clipped
+    to 65535 (``beyond="clip"``, the prediction outputs: the JSON sidecar counts such pixels) or stored as 0
+    (``beyond="invalid"``, the sensor convention of the synthetic samples: no return). Converted in blocks of
+    rows, so a 12 MP map needs no full-size float64 temporaries.
     """
     depth_m = np.asarray(depth_m)
     if depth_m.ndim != 2:
@@ -122,8 +110,13 @@ def depth_to_png_mm(depth_m: np.ndarray) -> np.ndarray:
     rows = max(1, PNG_BLOCK_PIXELS // max(1, depth_m.shape[1]))
     for top in range(0, depth_m.shape[0], rows):
         block = depth_m[top : top + rows].astype(np.float64)
-        valid = valid_depth_mask(block)
-        mm[top : top + rows][valid] = np.clip(np.round(block[valid] * 1000.0), 1, 65535).astype(np.uint16)
+        valid = valid_depth_mask(block, max_depth_m=math.inf)
+        block_mm = np.round(block[valid] * 1000.0)
+        if beyond == "invalid":
+            in_range = block_mm <= 65535
+            valid[valid] = in_range
+            block_mm = block_mm[in_range]
+        mm[top : top + rows][valid] = np.clip(block_mm, 1, 65535).astype(np.uint16)
     return mm
 
 
@@ -176,7 +169,8 @@ def preview_image(depth_m: np.ndarray, normal: np.ndarray | None, max_side: int 
     a 12 MP prediction costs a few MB, not GB.
     """
     depth_m = np.asarray(depth_m)
-    size = preview_size(*depth_m.shape[:2], max_side)
+    height, width = depth_m.shape[:2]
+    size = preview_size(height, width, max_side)
     panels = [colourise_depth(_sample(depth_m, size))]
     if normal is not None:
         panels.append(colourise_normals(_sample(np.asarray(normal), size)))
@@ -236,7 +230,7 @@ def _json_safe(value: Any) -> Any:
 
 def depth_stats(depth_m: np.ndarray) -> dict[str, float | int | None]:
     """Valid-pixel count and min/median/max depth (m) of a depth map."""
-    valid = valid_depth_mask(depth_m)
+    valid = valid_depth_mask(depth_m, max_depth_m=math.inf)
     d = np.asarray(depth_m)[valid]
     if d.size == 0:
         return {"valid_pixels": 0, "min_m": None, "median_m": None, "max_m": None}
@@ -277,9 +271,7 @@ def write_depth_outputs(
         "height": int(depth.shape[0]),
         "intrinsics": prediction.intrinsics.to_dict(),
         "depth": depth_stats(depth),
-        "depth_png_clipped_pixels": int(
-            np.count_nonzero(valid_depth_mask(depth) & (depth > PNG_MAX_DEPTH_M))
-        ),
+        "depth_png_clipped_pixels": int(np.count_nonzero(np.isfinite(depth) & (depth > PNG_MAX_DEPTH_M))),
         "normals": prediction.normal is not None,
         "timings_s": dict(prediction.timings_s),
         "files": {k: p.name for k, p in written.items()},

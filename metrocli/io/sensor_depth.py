@@ -14,6 +14,7 @@ Size and orientation
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from metrocli.errors import DepthMapError
+from metrocli.geometry.sampling import valid_depth_mask
 
 #: Metres per unit of an integer PNG depth map unless ``depth_scale`` says otherwise (millimetres).
 PNG_DEFAULT_SCALE_M = 0.001
@@ -114,8 +116,7 @@ def load_sensor_depth(
         scale = 1.0 if depth_scale is None else float(depth_scale)
         quantum = scale if raw.dtype.kind in "ui" else 0.0
     depth = raw.astype(np.float32) * np.float32(scale)
-    with np.errstate(invalid="ignore"):
-        depth[~np.isfinite(depth) | (depth < 0)] = 0.0
+    depth[~valid_depth_mask(depth, max_depth_m=math.inf)] = 0.0
 
     disp_h, disp_w = photo.image.shape[:2]
     stored_w, stored_h = photo.stored_size

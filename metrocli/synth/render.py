@@ -113,7 +113,7 @@ def _cast(rs, eye: np.ndarray, dirs: np.ndarray) -> dict[str, np.ndarray]:
     rays = np.empty((len(dirs), 6), np.float32)
     rays[:, :3] = eye
     rays[:, 3:] = dirs
-    out = rs.cast_rays(o3d.core.Tensor(rays))
+    out = rs.cast_rays(o3d.core.Tensor.from_numpy(rays))
     return {
         "t": out["t_hit"].numpy(),
         "prim": out["primitive_ids"].numpy(),
@@ -178,7 +178,7 @@ def _shade(scene: Scene, rs, eye: np.ndarray, dirs: np.ndarray, hit: dict[str, n
             rays = np.empty((int(lit.sum()), 6), np.float32)
             rays[:, :3] = p[lit] + 1e-3 * n[lit]
             rays[:, 3:] = shadow_dirs[lit]
-            occluded = rs.test_occlusions(o3d.core.Tensor(rays), tnear=0.0, tfar=tfar).numpy()
+            occluded = rs.test_occlusions(o3d.core.Tensor.from_numpy(rays), tnear=0.0, tfar=tfar).numpy()
             dl = diffuse[lit]
             dl[occluded] *= 0.15
             diffuse[lit] = dl
@@ -259,5 +259,10 @@ def visible(scene: Scene, view: Render, points_world: np.ndarray, tol_m: float =
     d = pts - eye
     dist = np.linalg.norm(d, axis=1)
     rays = np.concatenate([np.broadcast_to(eye, d.shape), d], axis=1).astype(np.float32)
-    t = scene.raycasting_scene().cast_rays(o3d.core.Tensor(rays))["t_hit"].numpy().astype(np.float64)
+    t = (
+        scene.raycasting_scene()
+        .cast_rays(o3d.core.Tensor.from_numpy(rays))["t_hit"]
+        .numpy()
+        .astype(np.float64)
+    )
     return inside & (t * dist >= dist - tol_m)

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from metrocli.atomic import atomic_path, write_text_atomic
+from metrocli.atomic import write_text_atomic
+from metrocli.io import maps
 from metrocli.synth.camera import IPHONE, PIXEL, Phone, intrinsics_for_lens, look_at
 from metrocli.synth.render import Render, render, visible
 from metrocli.synth.scene import Scene, room_scene, street_scene
@@ -52,11 +53,9 @@ def to_stored(display: np.ndarray, orientation: int) -> np.ndarray:
 
 
 def depth_to_png_mm(depth_m: np.ndarray) -> np.ndarray:
-    """(H, W) uint16 millimetres from float depth (m); 0 where depth is 0, non-finite or beyond 65.535 m."""
-    d = np.asarray(depth_m, np.float64)
-    mm = np.rint(np.where(np.isfinite(d), d, 0.0) * 1000.0)
-    mm[(mm < 0) | (mm > 65535)] = 0
-    return mm.astype(np.uint16)
+    """(H, W) uint16 millimetres from float depth (m), the sensor convention: 0 where depth is 0, negative,
+    non-finite or beyond 65.535 m (no return), see :func:`metrocli.io.maps.depth_to_png_mm`."""
+    return maps.depth_to_png_mm(depth_m, beyond="invalid")
 
 
 def depth_path_for(photo_path: str | os.PathLike[str]) -> Path:
@@ -67,13 +66,7 @@ def depth_path_for(photo_path: str | os.PathLike[str]) -> Path:
 
 def write_depth_png(path: str | os.PathLike[str], depth_m: np.ndarray) -> Path:
     """Write (H, W) depth in metres as a 16-bit PNG in millimetres, atomically. Returns ``path``."""
-    import cv2
-
-    mm = depth_to_png_mm(depth_m)
-    with atomic_path(path) as tmp:
-        if not cv2.imwrite(str(tmp), mm, [cv2.IMWRITE_PNG_COMPRESSION, 9]):
-            raise OSError(f"could not write depth PNG {path}")
-    return Path(path)
+    return maps.write_png(Path(path), depth_to_png_mm(depth_m))
 
 
 @dataclass(frozen=True)

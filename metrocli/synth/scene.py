@@ -14,10 +14,15 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from metrocli.synth.textures import Material
+
+if TYPE_CHECKING:
+    import open3d as o3d
 
 
 @dataclass(frozen=True)
@@ -34,11 +39,6 @@ class SceneObject:
     size_m: tuple[float, float, float]
     corners_world: np.ndarray
     yaw_deg: float = 0.0
-
-    @property
-    def centre_world(self) -> np.ndarray:
-        """(3,) float64 centre of the box, metres."""
-        return self.corners_world.mean(axis=0)
 
     @property
     def top_corners_world(self) -> np.ndarray:
@@ -93,34 +93,23 @@ class Scene:
             f"no object {name!r} in scene {self.name!r}; objects: {[o.name for o in self.objects]}"
         )
 
-    def raycasting_scene(self):
+    def raycasting_scene(self) -> o3d.t.geometry.RaycastingScene:
         """A fresh ``open3d.t.geometry.RaycastingScene`` holding all triangles (geometry id 0)."""
         import open3d as o3d
 
         rs = o3d.t.geometry.RaycastingScene()
         rs.add_triangles(
-            o3d.core.Tensor(np.ascontiguousarray(self.vertices, np.float32)),
-            o3d.core.Tensor(np.ascontiguousarray(self.triangles, np.uint32)),
+            o3d.core.Tensor.from_numpy(np.ascontiguousarray(self.vertices, np.float32)),
+            o3d.core.Tensor.from_numpy(np.ascontiguousarray(self.triangles, np.uint32)),
         )
         return rs
-
-    def legacy_mesh(self):
-        """The whole scene as an ``open3d.geometry.TriangleMesh`` (world frame, metres, triangle normals)."""
-        import open3d as o3d
-
-        mesh = o3d.geometry.TriangleMesh(
-            o3d.utility.Vector3dVector(self.vertices.astype(np.float64)),
-            o3d.utility.Vector3iVector(self.triangles.astype(np.int32)),
-        )
-        mesh.compute_triangle_normals()
-        return mesh
 
     def distance_m(self, points_world: np.ndarray) -> np.ndarray:
         """(N,) float32 unsigned distance (m) from each world point (N, 3) to the nearest true surface."""
         import open3d as o3d
 
         pts = np.ascontiguousarray(np.asarray(points_world, np.float32).reshape(-1, 3))
-        return self.raycasting_scene().compute_distance(o3d.core.Tensor(pts)).numpy()
+        return self.raycasting_scene().compute_distance(o3d.core.Tensor.from_numpy(pts)).numpy()
 
     def sample_surface(self, n: int, seed: int = 0) -> np.ndarray:
         """(n, 3) float64 points uniformly (by area) on all triangles, world frame."""
@@ -167,13 +156,13 @@ class SceneBuilder:
 
     def quad(
         self,
-        origin: np.ndarray,
-        edge_s: np.ndarray,
-        edge_t: np.ndarray,
+        origin: ArrayLike,
+        edge_s: ArrayLike,
+        edge_t: ArrayLike,
         material: Material,
         *,
         obj: int = -1,
-        tex_origin: np.ndarray | None = None,
+        tex_origin: ArrayLike | None = None,
     ) -> None:
         """Add the parallelogram ``origin + a·edge_s + b·edge_t`` (a, b ∈ [0, 1]) as triangles.
 

@@ -33,7 +33,7 @@ def _hash_u32(x: np.ndarray, y: np.ndarray, s: np.ndarray) -> np.ndarray:
     return h * (1.0 / 4294967296.0)
 
 
-def hash01(ix: np.ndarray, iy: np.ndarray, seed: np.ndarray | int) -> np.ndarray:
+def hash01(ix: np.ndarray | int, iy: np.ndarray | int, seed: np.ndarray | int) -> np.ndarray:
     """Deterministic hash of integer lattice coordinates (and a seed) to float64 in [0, 1)."""
     return _hash_u32(_u32(ix), _u32(iy), _u32(seed))
 
@@ -90,10 +90,6 @@ def dots(
 
 def _rgb(colour: tuple[float, float, float], n: int) -> np.ndarray:
     return np.broadcast_to(np.asarray(colour, dtype=np.float64), (n, 3)).copy()
-
-
-def _mix(a: np.ndarray, b: np.ndarray, w: np.ndarray) -> np.ndarray:
-    return a + (b - a) * w[:, None]
 
 
 def _palette_pick(palette: np.ndarray, u01: np.ndarray) -> np.ndarray:

@@ -7,7 +7,9 @@ import pytest
 
 from metrocli.camera.intrinsics import centred
 from metrocli.errors import ReconstructionError
-from metrocli.geometry.fusion import FusionFrame, default_voxel_m, fuse_tsdf, write_mesh
+from metrocli.geometry.fusion import FusionFrame, default_voxel_m, fuse_tsdf
+from metrocli.geometry.mesh import Mesh
+from metrocli.io.geometry_io import write_mesh
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +76,7 @@ def test_write_mesh_atomic_ply(renders, tmp_path) -> None:
     import open3d as o3d
 
     mesh = fuse_tsdf(_frames(renders)[:1], voxel_m=0.04)
-    out = write_mesh(mesh, tmp_path / "m.ply")
+    out = write_mesh(tmp_path / "m.ply", Mesh.from_open3d(mesh))
     back = o3d.io.read_triangle_mesh(str(out))
     assert len(back.triangles) == len(mesh.triangles)
     assert back.has_vertex_normals() and back.has_vertex_colors()

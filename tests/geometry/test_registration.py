@@ -15,6 +15,7 @@ from metrocli.geometry.posegraph import (
     register_frames,
     solve_scales,
     spanning_tree_poses,
+    tree_edges,
 )
 from metrocli.geometry.registration import (
     Frame,
@@ -217,3 +218,21 @@ def test_register_frames_needs_overlap() -> None:
         register_frames(frames)
     with pytest.raises(ReconstructionError, match="at least 2"):
         register_frames(frames[:1])
+
+
+def test_initial_poses_follow_the_certain_tree_edges_on_ties() -> None:
+    # Every edge has the same weight and the loop is inconsistent: any of three trees is a maximum one,
+    # and the initial poses must be chained along exactly the edges marked certain in the pose graph.
+    rng = np.random.default_rng(5)
+    edges = [
+        Edge(i, j, rigid(random_rotation(rng), rng.normal(size=3)), 1.0, 7.0)
+        for i, j in [(0, 1), (1, 2), (2, 0), (2, 3)]
+    ]
+    tree = tree_edges([0, 1, 2, 3], edges, 0)
+    assert len(tree) == 3 and (2, 3) in tree
+    poses = spanning_tree_poses([0, 1, 2, 3], edges, 0)
+    for e in edges:
+        if (e.i, e.j) in tree:
+            np.testing.assert_allclose(poses[e.j], poses[e.i] @ e.transform, atol=1e-9)
+    with pytest.raises(ValueError, match="not connected"):
+        spanning_tree_poses([0, 1, 4], edges, 0)

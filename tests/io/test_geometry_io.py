@@ -98,3 +98,23 @@ def test_bad_extension_and_atomicity(tmp_path: Path) -> None:
         write_point_cloud(target, Boom(*cloud().__dict__.values()))
     assert target.read_bytes() == b"old"  # the old file is untouched
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.ply"]  # and no temporary file is left
+
+
+def test_ply_round_trip_keeps_dtypes_and_normals(tmp_path: Path) -> None:
+    pc = cloud()
+    props = read_ply_vertices(write_point_cloud(tmp_path / "c.ply", pc))
+    assert {k: v.dtype for k, v in props.items()} == {
+        **dict.fromkeys(["x", "y", "z", "nx", "ny", "nz", "confidence"], np.dtype(np.float32)),
+        **dict.fromkeys(["red", "green", "blue"], np.dtype(np.uint8)),
+    }
+    np.testing.assert_array_equal(np.stack([props["nx"], props["ny"], props["nz"]], 1), pc.normals)
+    bare = PointCloud(pc.points, None, None, None)
+    assert list(read_ply_vertices(write_point_cloud(tmp_path / "bare.ply", bare))) == ["x", "y", "z"]
+
+
+def test_empty_point_cloud_is_refused(tmp_path: Path) -> None:
+    from metrocli.errors import ReconstructionError
+
+    with pytest.raises(ReconstructionError, match="empty"):
+        write_point_cloud(tmp_path / "c.ply", PointCloud(np.zeros((0, 3), np.float32), None, None, None))
+    assert not list(tmp_path.iterdir())

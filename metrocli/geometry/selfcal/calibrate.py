@@ -1,0 +1,271 @@
+"""Self-calibration of a photo's focal length: the search over the FOV range and the EXIF cross-check.
+
+See :mod:`metrocli.geometry.selfcal` for the method. numpy + SciPy only.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from metrocli.errors import DepthMapError
+from metrocli.geometry.selfcal.objective import mean_loss, normal_leverage, uncertainty_log
+from metrocli.geometry.selfcal.terms import MAX_SAMPLES, MIN_PIXELS, Terms, prepare_terms, subset
+
+#: Relative uncertainty added in quadrature for errors the per-pixel statistics cannot see (smooth, image-wide
+#: depth errors of the model); from the synthetic noise study in tests/geometry/test_selfcal.py.
+UNCERTAINTY_FLOOR_REL = 0.02
+
+#: The coarse scan uses at most this many pixels (a regular subset); the refinement uses all of them.
+COARSE_SAMPLES = 2_500
+
+#: Objective is "flat" when a 10 % change of focal length turns the usable normals by less than
+#: ``0.1 * FLAT_LEVERAGE`` radians (RMS), i.e. the scene has almost no oblique surface.
+FLAT_LEVERAGE = 0.1
+
+#: ... or when the estimated relative uncertainty of the focal length exceeds this.
+FLAT_REL_UNCERTAINTY = 0.25
+
+#: Number of log-spaced focal lengths of the coarse scan over the FOV range.
+COARSE_STEPS = 48
+
+#: Relative disagreement above which :func:`check_focal` reports the EXIF focal length as off.
+CHECK_FOCAL_TOLERANCE = 0.10
+
+
+@dataclass(frozen=True)
+class SelfCalResult:
+    """The outcome of :func:`self_calibrate`; all focal lengths in pixels of the ``width`` x ``height`` image.
+
+    Attributes:
+        focal_px: the self-calibrated focal length (px); the fallback focal length when ``fallback``.
+        uncertainty_px: one-sigma uncertainty of ``focal_px`` (px), from the curvature of the objective and
+            the spread of per-pixel slopes (cluster-robust sandwich estimate) plus a 2 % floor; ``inf``
+            when there is no estimate.
+        fov_deg: horizontal field of view (degrees) of ``focal_px``.
+        objective_flat: the objective barely depends on the focal length (e.g. a fronto-parallel wall) or too
+            few pixels were usable: no trustworthy estimate.
+        fallback: ``focal_px`` is the fallback focal length, not an estimate (flat objective, too few pixels,
+            or optimum at the edge of the FOV range).
+        estimate_px: the minimiser of the objective even when it was not trusted (px); nan without pixels.
+        samples: ``(focal_px, objective)`` pairs of the coarse scan, ascending focal length (diagnostics).
+        n_pixels: number of pixels that entered the objective.
+        leverage: RMS rate (radians per unit of ``log f``) at which the depth-derived normals turn with the
+            focal length: about 0.5 for surfaces at 45 degrees, 0 for a fronto-parallel wall.
+        warning: a one-line explanation when the estimate is not trusted, else None.
+    """
+
+    focal_px: float
+    uncertainty_px: float
+    fov_deg: float
+    objective_flat: bool
+    fallback: bool
+    estimate_px: float
+    samples: tuple[tuple[float, float], ...]
+    n_pixels: int
+    leverage: float
+    warning: str | None = None
+
+    @property
+    def focal_source(self) -> str:
+        """``"self-calibrated"``, or ``"default"`` when the result is the fallback."""
+        return "default" if self.fallback else "self-calibrated"
+
+    def to_dict(self) -> dict:
+        """JSON-ready summary (without the curve samples)."""
+        return {
+            "focal_px": self.focal_px,
+            "uncertainty_px": self.uncertainty_px if math.isfinite(self.uncertainty_px) else None,
+            "fov_deg": self.fov_deg,
+            "objective_flat": self.objective_flat,
+            "fallback": self.fallback,
+            "estimate_px": self.estimate_px if math.isfinite(self.estimate_px) else None,
+            "n_pixels": self.n_pixels,
+            "leverage": self.leverage,
+            "focal_source": self.focal_source,
+            "warning": self.warning,
+        }
+
+
+def _refine(terms: Terms, lo: float, hi: float, xatol: float = 1e-4) -> float:
+    """Minimum of the objective over ``[lo, hi]`` (log-scale units; bounded Brent search, SciPy)."""
+    from scipy.optimize import minimize_scalar
+
+    res = minimize_scalar(
+        lambda x: mean_loss(terms, float(x)), bounds=(lo, hi), method="bounded", options={"xatol": xatol}
+    )
+    return float(res.x)
+
+
+def _fov_deg(width: int, focal_px: float) -> float:
+    return math.degrees(2.0 * math.atan(width / (2.0 * focal_px)))
+
+
+def self_calibrate(
+    depth_at_assumed_focal: np.ndarray,
+    normal_pred: np.ndarray,
+    *,
+    width: int,
+    height: int,
+    cx: float,
+    cy: float,
+    assumed_focal_px: float,
+    confidence: np.ndarray | None = None,
+    normal_confidence: np.ndarray | None = None,
+    fov_range_deg: tuple[float, float] = (20.0, 120.0),
+    fallback_focal_px: float | None = None,
+    max_samples: int = MAX_SAMPLES,
+    max_depth_m: float | None = None,
+) -> SelfCalResult:
+    """Estimate the focal length of a photo from its predicted depth and normals (one model forward).
+
+    Args:
+        depth_at_assumed_focal: (H, W) float, metres: the depth the model implies when the focal length is
+            ``assumed_focal_px`` (e.g. ``Prediction.depth`` with ``Prediction.intrinsics.fx``). The depth for
+            any other focal length ``f`` is ``depth * f / assumed_focal_px`` (Metric3D's canonical depth times
+            ``f / 1000``). A canonical depth map is passed with ``assumed_focal_px`` = the canonical focal
+            expressed in pixels of this image. 0, negative or non-finite = invalid.
+        normal_pred: (H, W, 3) float predicted unit normals, camera frame (x right, y down, z forward), facing
+            the camera; independent of the focal length. NaN = invalid.
+        width, height: size (px) of the image the intrinsics refer to. The maps may have another resolution
+            of the same image (a resize); they are then related to it by scaling.
+        cx, cy: principal point (px of the ``width`` x ``height`` image).
+        assumed_focal_px: focal length (px of the ``width`` x ``height`` image) the depth was computed with.
+        confidence: optional (H, W) depth confidence (higher = better, any scale), used as weights.
+        normal_confidence: optional (H, W) normal confidence (kappa), used as weights.
+        fov_range_deg: plausible horizontal field of view range (degrees) that is searched.
+        fallback_focal_px: focal length (px) returned when there is no trustworthy estimate;
+            ``assumed_focal_px`` when None.
+        max_samples: at most this many pixels enter the objective.
+        max_depth_m: depth at or beyond this (the model's clamp, e.g. 300 m) is treated as invalid.
+
+    Returns:
+        :class:`SelfCalResult`. A flat objective (no oblique surface), too few usable pixels or an optimum at
+        the edge of ``fov_range_deg`` give ``fallback=True``, ``focal_px = fallback_focal_px`` and a warning.
+
+    Raises:
+        DepthMapError: the depth and normal maps have inconsistent shapes, or their aspect ratio differs from
+            ``width`` x ``height``.
+    """
+    depth = np.asarray(depth_at_assumed_focal)
+    normal = np.asarray(normal_pred)
+    if max_depth_m is not None and depth.ndim == 2:
+        depth = np.where(depth < max_depth_m * (1.0 - 1e-4), depth, np.nan)
+    if depth.ndim != 2 or normal.shape != (*depth.shape, 3):
+        raise DepthMapError(
+            f"self-calibration needs an (H, W) depth map and (H, W, 3) normals, got {depth.shape} and "
+            f"{normal.shape}"
+        )
+    for name, extra in (("confidence", confidence), ("normal confidence", normal_confidence)):
+        if extra is not None and np.shape(extra) != depth.shape:
+            raise DepthMapError(f"{name} map of shape {np.shape(extra)} does not match depth {depth.shape}")
+    if not (math.isfinite(assumed_focal_px) and assumed_focal_px > 0):
+        raise DepthMapError(f"assumed focal length must be positive, got {assumed_focal_px!r} px")
+    lo_deg, hi_deg = sorted(fov_range_deg)
+    if not (0 < lo_deg < hi_deg < 180):
+        raise DepthMapError(f"FOV range must lie within (0, 180) degrees, got {fov_range_deg!r}")
+    sx, sy = depth.shape[1] / width, depth.shape[0] / height
+    if abs(sx / sy - 1.0) > 0.02:
+        raise DepthMapError(
+            f"depth map {depth.shape[1]}x{depth.shape[0]} is not a resize of the {width}x{height} image"
+        )
+    fallback = float(assumed_focal_px if fallback_focal_px is None else fallback_focal_px)
+    f_lo = width / (2.0 * math.tan(math.radians(hi_deg) / 2.0))
+    f_hi = width / (2.0 * math.tan(math.radians(lo_deg) / 2.0))
+
+    terms, n_usable = prepare_terms(
+        depth,
+        normal,
+        None if confidence is None else np.asarray(confidence, np.float32),
+        None if normal_confidence is None else np.asarray(normal_confidence, np.float32),
+        fx=assumed_focal_px * sx,
+        fy=assumed_focal_px * sy,
+        cx=cx * sx,
+        cy=cy * sy,
+        max_samples=max_samples,
+        f_ref=math.sqrt(f_lo * f_hi) * sx,
+    )
+    if terms is None:
+        return SelfCalResult(
+            focal_px=fallback,
+            uncertainty_px=math.inf,
+            fov_deg=_fov_deg(width, fallback),
+            objective_flat=True,
+            fallback=True,
+            estimate_px=math.nan,
+            samples=(),
+            n_pixels=n_usable,
+            leverage=0.0,
+            warning=(
+                f"self-calibration: only {n_usable} usable pixels (need {MIN_PIXELS}); "
+                f"using the fallback focal length {fallback:.1f} px"
+            ),
+        )
+
+    log_f0 = math.log(assumed_focal_px)
+    grid = np.linspace(math.log(f_lo), math.log(f_hi), COARSE_STEPS)
+    # Coarse scan on a subset (cheap), bounded Brent search on all pixels within two steps of its best.
+    coarse = subset(terms, COARSE_SAMPLES)
+    values = np.array([mean_loss(coarse, x - log_f0) for x in grid])
+    best = int(np.argmin(values))
+    step = grid[1] - grid[0]
+    lo = grid[max(best - 2, 0)] - log_f0
+    hi = grid[min(best + 2, len(grid) - 1)] - log_f0
+    x = _refine(terms, lo, hi)
+    estimate = math.exp(x + log_f0)
+    sigma_log = uncertainty_log(terms, x)
+    leverage = normal_leverage(terms)
+    rel_sigma = (
+        math.hypot(math.expm1(sigma_log), UNCERTAINTY_FLOOR_REL) if math.isfinite(sigma_log) else math.inf
+    )
+    samples = tuple((float(math.exp(g)), float(val)) for g, val in zip(grid, values, strict=True))
+
+    at_edge = (x + log_f0) - grid[0] < 0.5 * step or grid[-1] - (x + log_f0) < 0.5 * step
+    # At the edge of the range the objective is not at a minimum, so its curvature says nothing there.
+    flat = leverage < FLAT_LEVERAGE or (not at_edge and not rel_sigma <= FLAT_REL_UNCERTAINTY)
+    warning = None
+    if flat:
+        warning = (
+            f"self-calibration: the objective is flat (leverage {leverage:.3f}, relative uncertainty "
+            f"{rel_sigma:.0%}): the scene has too few oblique surfaces; using the fallback focal length "
+            f"{fallback:.1f} px"
+        )
+    elif at_edge:
+        warning = (
+            f"self-calibration: the best focal length {estimate:.1f} px lies at the edge of the "
+            f"{lo_deg:g}-{hi_deg:g} degree FOV range; using the fallback focal length {fallback:.1f} px"
+        )
+    use_fallback = warning is not None
+    focal = fallback if use_fallback else estimate
+    return SelfCalResult(
+        focal_px=focal,
+        uncertainty_px=estimate * rel_sigma if not use_fallback else math.inf,
+        fov_deg=_fov_deg(width, focal),
+        objective_flat=flat,
+        fallback=use_fallback,
+        estimate_px=estimate,
+        samples=samples,
+        n_pixels=int(terms.weight.size),
+        leverage=leverage,
+        warning=warning,
+    )
+
+
+def check_focal(
+    exif_focal_px: float, selfcal: SelfCalResult, *, tolerance: float = CHECK_FOCAL_TOLERANCE
+) -> tuple[float, bool]:
+    """Cross-check an EXIF focal length against a self-calibration.
+
+    Returns ``(disagreement_ratio, is_off)``: ``disagreement_ratio = selfcal.estimate_px / exif_focal_px - 1``
+    (signed; +0.2 = the image looks 20 % more telephoto than EXIF says) and ``is_off`` when its magnitude
+    exceeds ``tolerance`` (10 %) *and* the self-calibration is trustworthy (not a fallback). A fallback gives
+    ``(nan, False)``: nothing can be said.
+    """
+    if not (math.isfinite(exif_focal_px) and exif_focal_px > 0):
+        raise DepthMapError(f"EXIF focal length must be positive, got {exif_focal_px!r} px")
+    if selfcal.fallback or not math.isfinite(selfcal.estimate_px):
+        return math.nan, False
+    ratio = selfcal.estimate_px / exif_focal_px - 1.0
+    return ratio, abs(ratio) > tolerance
