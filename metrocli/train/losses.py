@@ -1,9 +1,9 @@
 """Metric3D training losses, re-derived from the official v2 recipe (``vit.raft5.small.py``) and SILog for v1.
 
 Every function works in the canonical camera space (focal 1000 px at training resolution): ``prediction`` and
-``target`` are canonical depths, ``target`` is -1 (or any value <= 1e-8) where there is no ground truth. Shapes:
-depth-like maps (B, 1, H, W), normal maps (B, 3, H, W) unit vectors in the camera frame (x right, y down,
-z forward) pointing towards the camera, normal outputs (B, 4, H, W) = unit normal + concentration ``kappa``.
+``target`` are canonical depths, ``target`` is -1 (or any value <= 1e-8) where there is no ground truth.
+Shapes: depth-like maps (B, 1, H, W), normal maps (B, 3, H, W) unit vectors in the camera frame (x right,
+y down, z forward) pointing towards the camera, normal outputs (B, 4, H, W) = unit normal + concentration ``kappa``.
 
 Each function returns the **unweighted** loss; :func:`v2_losses` applies the recipe's weights and returns the
 terms under the official ``losses_dict`` key names. The numeric quirks of the official implementation are kept
@@ -41,7 +41,9 @@ def sequence_weights(n: int, gamma: float = SEQUENCE_GAMMA) -> list[float]:
 
 def _zero(*tensors: Tensor) -> Tensor:
     """A zero that stays connected to the graph of ``tensors`` (so backward() works on an empty loss)."""
-    return sum((t.sum() * 0 for t in tensors), torch.zeros((), dtype=tensors[0].dtype, device=tensors[0].device))
+    return sum(
+        (t.sum() * 0 for t in tensors), torch.zeros((), dtype=tensors[0].dtype, device=tensors[0].device)
+    )
 
 
 def _finite_or_zero(loss: Tensor, *tensors: Tensor) -> Tensor:
@@ -53,10 +55,11 @@ def _pixel_grid(height: int, width: int, like: Tensor) -> tuple[Tensor, Tensor]:
     """(rows, cols) float grids of shape (H, W) in ``like``'s dtype and device."""
     rows = torch.arange(height, dtype=like.dtype, device=like.device)
     cols = torch.arange(width, dtype=like.dtype, device=like.device)
-    return torch.meshgrid(rows, cols, indexing="ij")
+    grid_rows, grid_cols = torch.meshgrid(rows, cols, indexing="ij")
+    return grid_rows, grid_cols
 
 
-# ---------------------------------------------------------------------------------------------------------- VNL
+# ------------------------------------------------------------------------------------------------------ VNL
 
 
 def vnl_points(depth: Tensor, intrinsic: Tensor) -> Tensor:
@@ -75,8 +78,10 @@ def vnl_points(depth: Tensor, intrinsic: Tensor) -> Tensor:
     return torch.stack([x, y, d], dim=-1).reshape(b, h * w, 3)
 
 
-def vnl_sample_groups(mask: Tensor, sample_ratio: float = 0.2, generator: torch.Generator | None = None) -> Tensor:
-    """(B, 3, N) flat pixel indices of N = int(H*W*ratio) point triples per sample, drawn among ``mask`` pixels.
+def vnl_sample_groups(
+    mask: Tensor, sample_ratio: float = 0.2, generator: torch.Generator | None = None
+) -> Tensor:
+    """(B, 3, N) flat pixel indices of N = int(H*W*ratio) point triples per sample, among ``mask`` pixels.
 
     Three independent permutations of the valid pixels (row-major order); index 0 pads when fewer are valid.
     """
@@ -122,7 +127,7 @@ def vnl_loss(
     sample_ratio: float = 0.2,
     generator: torch.Generator | None = None,
 ) -> Tensor:
-    """Virtual-normal loss: normals of random point triples of prediction vs ground truth (L1), worst 75 % kept.
+    """Virtual-normal loss: normals of random point triples, prediction vs ground truth (L1), worst 75 % kept.
 
     ``groups``: (B, 3, N) flat pixel indices (``v * W + u``) to use instead of :func:`vnl_sample_groups`.
     Triples are rejected on the ground truth: nearly collinear, all three differences < 5 mm along x, y and z,
@@ -134,7 +139,9 @@ def vnl_loss(
     gt = _groups(vnl_points(target, intrinsic), groups)
     pred = _groups(vnl_points(prediction, intrinsic), groups)
 
-    diffs = torch.stack([gt[:, :, 1] - gt[:, :, 0], gt[:, :, 2] - gt[:, :, 0], gt[:, :, 2] - gt[:, :, 1]], dim=2)
+    diffs = torch.stack(
+        [gt[:, :, 1] - gt[:, :, 0], gt[:, :, 2] - gt[:, :, 0], gt[:, :, 2] - gt[:, :, 1]], dim=2
+    )
     near = (diffs.abs() < 0.005).any(dim=2).all(dim=-1)
     keep = (gt[..., 2] > 1e-5).all(dim=-1) & ~(near | _collinear(diffs, 1e-6))
     # Official quirk: where a predicted z is exactly 0, coordinate row k (not point k) is set to 1e-4.
@@ -152,7 +159,7 @@ def vnl_loss(
     return _finite_or_zero(err.sum() / (err.numel() + 1e-6), prediction)
 
 
-# ------------------------------------------------------------------------------------------ GRU sequence / SILog
+# ------------------------------------------------------------------------------------- GRU sequence / SILog
 
 
 def gru_sequence_loss(
@@ -170,7 +177,9 @@ def gru_sequence_loss(
     """
     m = mask.to(target.dtype)
     loss = _zero(*predictions)
-    for i, (weight, pred) in enumerate(zip(sequence_weights(len(predictions), gamma), predictions, strict=True)):
+    for i, (weight, pred) in enumerate(
+        zip(sequence_weights(len(predictions), gamma), predictions, strict=True)
+    ):
         l1 = _finite_or_zero(((pred - target).abs() * m).sum() / (m.sum() + 1e-6), pred)
         conf = torch.zeros((), dtype=target.dtype, device=target.device)
         if confidences is not None:
@@ -208,7 +217,7 @@ def sky_regularization_loss(
 ) -> Tensor:
     """Pushes sky pixels to the far canonical depth (L1 to 200) and their normals towards ``sky_normal``.
 
-    The normal term is ``Σ_sky (1 - cos)`` over sky pixels whose |cos| < 0.999, divided by the sky pixel count.
+    The normal term is ``Σ_sky (1 - cos)`` over sky pixels whose |cos| < 0.999, over the sky pixel count.
     """
     sky = sem_mask == sky_id
     n_sky = int(sky.sum())
@@ -223,10 +232,12 @@ def sky_regularization_loss(
     return _finite_or_zero(loss, prediction)
 
 
-# ------------------------------------------------------------------------------- random normalisation (HDN, HDSN)
+# ------------------------------------------------------------------------- random normalisation (HDN, HDSN)
 
 
-def _ssi_sum(prediction: Tensor, target: Tensor, masks: Tensor, *, masked_scale: bool, count_eps: float) -> Tensor:
+def _ssi_sum(
+    prediction: Tensor, target: Tensor, masks: Tensor, *, masked_scale: bool, count_eps: float
+) -> Tensor:
     """Σ_k Σ_{masks_k} |T'-P'| with T' = (T - median)/(scale + 1e-6), likewise P' (median of detached P).
 
     ``prediction``/``target`` (1, H, W) or (K, H, W) broadcast against ``masks`` (K, H, W). The median is the
@@ -257,10 +268,10 @@ def _ssi_sum(prediction: Tensor, target: Tensor, masks: Tensor, *, masked_scale:
 def hdn_sample_ranges(
     target: Tensor, mask: Tensor, rng: np.random.Generator, random_num: int = 10
 ) -> np.ndarray:
-    """(random_num, 2) depth ranges [low, high) for one sample, distributed as the official sampler draws them.
+    """(random_num, 2) depth ranges [low, high) for one sample, distributed as the official sampler's.
 
-    Official quirk: the upper fraction is drawn from ``uniform(low_depth + 0.1, 1 - 1e-6)`` where the low bound
-    is already in depth units, so it usually exceeds 1 and the ranges are open-ended at the top.
+    Official quirk: the upper fraction is drawn from ``uniform(low_depth + 0.1, 1 - 1e-6)`` where the low
+    bound is already in depth units, so it usually exceeds 1 and the ranges are open-ended at the top.
     """
     values = target[mask]
     d_max = float(values.max()) if values.numel() else 0.0
@@ -311,7 +322,7 @@ def _choice(rng: np.random.Generator, population: int | np.ndarray, size: int) -
 
 
 def hdsn_sample_crops(height: int, width: int, rng: np.random.Generator, random_num: int = 20) -> np.ndarray:
-    """(random_num, 4) crop windows ``y0, y1, x0, x1`` shared by the batch (official sizes: 1/8..1/2 of a side)."""
+    """(random_num, 4) crop windows ``y0, y1, x0, x1`` shared by the batch (sides 1/8..1/2 of the image)."""
     ch = _choice(rng, np.arange(int(0.125 * height), int(0.5 * height)), random_num)
     cw = _choice(rng, np.arange(int(0.125 * width), int(0.5 * width)), random_num)
     y0 = _choice(rng, height - int(0.125 * height), random_num)
@@ -320,9 +331,13 @@ def hdsn_sample_crops(height: int, width: int, rng: np.random.Generator, random_
 
 
 def hdsn_semantic_ids(
-    sem: Tensor, rng: np.random.Generator | None, random_num: int = 20, sky_id: int = SKY_ID, min_px: int = 500
+    sem: Tensor,
+    rng: np.random.Generator | None,
+    random_num: int = 20,
+    sky_id: int = SKY_ID,
+    min_px: int = 500,
 ) -> list[int]:
-    """Semantic ids (> 0, not sky) covering more than ``min_px`` pixels of the image; a random subset if many."""
+    """Semantic ids (> 0, not sky) covering more than ``min_px`` pixels; a random subset if there are many."""
     ids = torch.unique(sem[(sem > 0) & (sem != sky_id)])
     kept = [int(i) for i in ids if int((sem == i).sum()) > min_px]
     if len(kept) > random_num:
@@ -345,8 +360,8 @@ def hdsn_random_loss(
 ) -> Tensor:
     """Hierarchical depth *spatial* normalisation: SSI L1 over random crops, semantic regions and the image.
 
-    ``crops``: (K, 4) windows ``y0, y1, x0, x1`` (else :func:`hdsn_sample_crops`); ``sem_ids[b]``: semantic ids
-    of sample b whose regions are added (else :func:`hdsn_semantic_ids`; when empty, the region ``sem > 0``).
+    ``crops``: (K, 4) windows ``y0, y1, x0, x1`` (else :func:`hdsn_sample_crops`); ``sem_ids[b]``: semantic
+    ids of sample b whose regions are added (else :func:`hdsn_semantic_ids`; when empty, region ``sem > 0``).
     Official quirk: the mean absolute deviation sums over *all* pixels (invalid ones at -1 included) and
     divides by the region's valid count.
     """
@@ -378,12 +393,14 @@ def hdsn_random_loss(
         count = count + masks.sum()
     whole = mask[:, 0] & on.view(-1, 1, 1)
     for b in range(b_size):
-        total = total + _ssi_sum(prediction[b], target[b], whole[b : b + 1], masked_scale=False, count_eps=1e-10)
+        total = total + _ssi_sum(
+            prediction[b], target[b], whole[b : b + 1], masked_scale=False, count_eps=1e-10
+        )
     count = count + whole.sum()
     return _finite_or_zero(total / (count + 1e-6), prediction)
 
 
-# --------------------------------------------------------------------------------------------------------- PWN
+# ------------------------------------------------------------------------------------------------------ PWN
 
 
 def pwn_plane_ids(plane_ids: Tensor) -> list[int]:
@@ -426,9 +443,9 @@ def pwn_planes_loss(
     """Pair-wise normal loss on ground-truth planes: predicted points of one plane should be coplanar.
 
     ``plane_ids`` (B, 1, H, W) plane-instance ids (0 = none), read only where ``has_planes[b]``.
-    ``points[j]`` (P, G, 3, 2) (row, col) triples of the planes of the j-th planar sample (planes in the order of
-    :func:`pwn_plane_ids`) instead of :func:`pwn_sample_groups`. Official quirk kept: the back-projection uses
-    ``K^-1 @ (row, col, 1)`` (swapped pixel axes), a linear map of the true point cloud.
+    ``points[j]`` (P, G, 3, 2) (row, col) triples of the planes of the j-th planar sample (planes in the order
+    of :func:`pwn_plane_ids`) instead of :func:`pwn_sample_groups`. Official quirk kept: the back-projection
+    uses ``K^-1 @ (row, col, 1)`` (swapped pixel axes), a linear map of the true point cloud.
     """
     total = _zero(prediction)
     count = 0
@@ -440,8 +457,12 @@ def pwn_planes_loss(
             continue
         j += 1
         ids = pwn_plane_ids(plane_ids[b, 0])
-        rays = torch.linalg.inv(intrinsic[b]) @ torch.stack([rows, cols, torch.ones_like(rows)]).reshape(3, -1)
-        cloud = (rays.to(prediction.dtype) * prediction[b, 0].reshape(1, -1)).reshape(3, h, w).permute(1, 2, 0)
+        rays = torch.linalg.inv(intrinsic[b]) @ torch.stack([rows, cols, torch.ones_like(rows)]).reshape(
+            3, -1
+        )
+        cloud = (
+            (rays.to(prediction.dtype) * prediction[b, 0].reshape(1, -1)).reshape(3, h, w).permute(1, 2, 0)
+        )
         for p, plane_id in enumerate(ids):
             plane = plane_ids[b, 0] == plane_id
             plane_valid = int(plane.sum()) >= 0.6 * 3 * sample_groups
@@ -470,7 +491,7 @@ def pwn_planes_loss(
     return _finite_or_zero(total / (count + 1e-6), prediction)
 
 
-# ------------------------------------------------------------------------------------------ normals (NLL, DeNo)
+# -------------------------------------------------------------------------------------- normals (NLL, DeNo)
 
 
 def normal_branch_loss(
@@ -502,13 +523,15 @@ def _soft_normalise(n: Tensor) -> Tensor:
     return n / (torch.sqrt((n**2).sum(1, keepdim=True) + 1e-4) + 1e-8)
 
 
-def depth_to_normal(depth: Tensor, intrinsic: Tensor, valid: Tensor, z_scale: Tensor | None = None) -> tuple[Tensor, Tensor]:
+def depth_to_normal(
+    depth: Tensor, intrinsic: Tensor, valid: Tensor, z_scale: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
     """Surface normals of a depth map as the official ``Depth2Normal`` computes them (5x5 stencil).
 
     Points ``d · K^-1 (u, v, 1)`` with z divided by ``z_scale[b]`` (the canonical label scale, so x, y stay
-    canonical). Two cross products (offsets 1 and 2, the inner one asymmetric ``u-1`` vs ``u+2``), each oriented
-    towards the camera and normalised, averaged. Returns ((B, 3, H, W) normals, zero where a stencil end falls
-    outside ``valid`` or the zero padding; (B, 1, H, W) mask = that and ``valid`` at the centre).
+    canonical). Two cross products (offsets 1 and 2, the inner one asymmetric ``u-1`` vs ``u+2``), each
+    oriented towards the camera and normalised, averaged. Returns ((B, 3, H, W) normals, zero where a stencil
+    end falls outside ``valid`` or the zero padding; (B, 1, H, W) mask = that and ``valid`` at the centre).
     """
     b, _, h, w = depth.shape
     rows, cols = _pixel_grid(h, w, intrinsic)
@@ -534,7 +557,7 @@ def depth_to_normal(depth: Tensor, intrinsic: Tensor, valid: Tensor, z_scale: Te
 
 
 def _top_fraction(score: Tensor, valid: Tensor, ratio: float) -> Tensor:
-    """(B, 1, H, W) mask of the int(ratio·H·W) highest ``score`` pixels per sample (invalid ones score -1e4)."""
+    """(B, 1, H, W) mask of the int(ratio·H·W) highest ``score`` pixels per sample (invalid ones: -1e4)."""
     b, _, h, w = score.shape
     s = torch.where(valid, score, torch.full_like(score, -1e4)).reshape(b, -1)
     idx = torch.sort(s, dim=1, descending=True, stable=True).indices[:, : int(ratio * h * w)]
@@ -566,7 +589,7 @@ def deno_consistency_loss(
     Compared on pixels among the ``sampling_ratio`` most confident in *both* kappa and depth confidence, with
     confidence > 0.5 and a full stencil inside the un-padded image. ``sample_weight[b]``: 1 for data with
     normal GT, 2 otherwise. Official quirk: the mean runs over all B·H·W pixels, pixels outside the mask
-    contributing their constant weight. (The official code also overwrites kappa/confidence in place; not here.)
+    contributing their constant weight. (The official code also overwrites kappa/confidence in place.)
     """
     b, _, h, w = prediction.shape
     inside = pad_mask(pad, h, w)
@@ -591,8 +614,12 @@ def deno_consistency_loss(
 DATA_TYPES: dict[str, frozenset[str]] = {
     "VNLoss": frozenset({"sfm", "stereo", "lidar", "denselidar", "denselidar_nometric", "denselidar_syn"}),
     "GRUSequenceLoss": frozenset({"lidar", "denselidar", "stereo", "denselidar_syn"}),
-    "HDNRandomLoss": frozenset({"sfm", "stereo", "lidar", "denselidar", "denselidar_nometric", "denselidar_syn"}),
-    "HDSNRandomLoss": frozenset({"sfm", "stereo", "lidar", "denselidar", "denselidar_nometric", "denselidar_syn"}),
+    "HDNRandomLoss": frozenset(
+        {"sfm", "stereo", "lidar", "denselidar", "denselidar_nometric", "denselidar_syn"}
+    ),
+    "HDSNRandomLoss": frozenset(
+        {"sfm", "stereo", "lidar", "denselidar", "denselidar_nometric", "denselidar_syn"}
+    ),
     "NormalBranchLoss": frozenset({"sfm", "stereo", "denselidar", "denselidar_syn"}),
     "SilogLoss": frozenset({"stereo", "lidar"}),
 }
@@ -683,9 +710,13 @@ def v2_losses(
         )
     if weights.gru:
         m = _typed_mask(mask, dt, "GRUSequenceLoss")
-        out["decode_GRUSequenceLoss"] = weights.gru * gru_sequence_loss(predictions, sup.target, m, confidences)
+        out["decode_GRUSequenceLoss"] = weights.gru * gru_sequence_loss(
+            predictions, sup.target, m, confidences
+        )
     if weights.sky:
-        out["decode_SkyRegularizationLoss"] = weights.sky * sky_regularization_loss(pred, sup.sem_mask, pred_n)
+        out["decode_SkyRegularizationLoss"] = weights.sky * sky_regularization_loss(
+            pred, sup.sem_mask, pred_n
+        )
     if weights.hdn:
         m = _typed_mask(mask, dt, "HDNRandomLoss")
         out["decode_HDNRandomLoss"] = weights.hdn * hdn_random_loss(
@@ -694,7 +725,14 @@ def v2_losses(
     if weights.hdsn:
         m = _typed_mask(mask, dt, "HDSNRandomLoss")
         out["decode_HDSNRandomLoss"] = weights.hdsn * hdsn_random_loss(
-            pred, sup.target, m, sup.sem_mask, crops=draws.hdsn_crops, sem_ids=draws.hdsn_sem_ids, rng=rng, enabled=enabled
+            pred,
+            sup.target,
+            m,
+            sup.sem_mask,
+            crops=draws.hdsn_crops,
+            sem_ids=draws.hdsn_sem_ids,
+            rng=rng,
+            enabled=enabled,
         )
     if weights.pwn:
         out["decode_PWNPlanesLoss"] = weights.pwn * pwn_planes_loss(
