@@ -3,7 +3,7 @@
 Every function works in the canonical camera space (focal 1000 px at training resolution): ``prediction`` and
 ``target`` are canonical depths, ``target`` is -1 (or any value <= 1e-8) where there is no ground truth.
 Shapes: depth-like maps (B, 1, H, W), normal maps (B, 3, H, W) unit vectors in the camera frame (x right,
-y down, z forward) pointing towards the camera, normal outputs (B, 4, H, W) = unit normal + concentration ``kappa``.
+y down, z forward) pointing towards the camera, normal outputs (B, 4, H, W) = unit normal + ``kappa``.
 
 Each function returns the **unweighted** loss; :func:`v2_losses` applies the recipe's weights and returns the
 terms under the official ``losses_dict`` key names. The numeric quirks of the official implementation are kept
