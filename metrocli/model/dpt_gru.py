@@ -148,6 +148,8 @@ class DepthBinHead(nn.Module):
         # the decoder's channels-last maps) and a few thousand pixels at a time, so that the temporaries stay
         # in cache: the expectation of each chunk is a matrix-vector product.
         flat = logits.permute(0, 2, 3, 1).reshape(b * h * w, DEPTH_BINS)
+        if flat.requires_grad:  # training: the same expectation, differentiable (no out= buffer)
+            return (flat.float().softmax(dim=-1) @ self.bins_m).view(b, h, w).unsqueeze(1)
         depth = torch.empty(b * h * w, dtype=torch.float32, device=logits.device)
         for start in range(0, flat.shape[0], BIN_CHUNK):
             stop = start + BIN_CHUNK
