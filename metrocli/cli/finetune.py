@@ -64,6 +64,14 @@ def _size(_ctx: click.Context, _param: click.Parameter, value: str | None) -> tu
 @click.option(
     "--cstm", "cstm_mode", type=click.Choice(["label", "image"]), default="label", show_default=True
 )
+@click.option(
+    "--canonical-focal",
+    "canonical_focal_px",
+    type=click.FloatRange(min=0, min_open=True),
+    default=1000.0,
+    show_default=True,
+    help="Canonical camera focal (px) at the training resolution; scale it for downscaled images.",
+)
 @click.option("--no-augment", is_flag=True, help="No random resize, flip or colour jitter.")
 @click.option("--val", "val_data", multiple=True, type=click.Path(file_okay=False, path_type=Path))
 @click.option(
@@ -109,6 +117,7 @@ def finetune(
     ema_decay: float | None,
     freeze_encoder: bool,
     cstm_mode: str,
+    canonical_focal_px: float,
     no_augment: bool,
     val_data: tuple[Path, ...],
     val_fraction: float,
@@ -168,6 +177,7 @@ def finetune(
         freeze_encoder=freeze_encoder,
         precision=precision,  # type: ignore[arg-type]
         cstm_mode=cstm_mode,  # type: ignore[arg-type]
+        canonical_focal_px=canonical_focal_px,
         augment=None if no_augment else AugmentConfig(),
         val_every=val_every,
         save_every=save_every,

@@ -197,7 +197,8 @@ class CanonicalDataset(Dataset):
     Items: ``image`` (3, H, W) float32 normalised; ``target`` (1, H, W) canonical depth, -1 = unknown;
     ``normal`` (3, H, W) (0 = unknown); ``sem`` (1, H, W) int32 (-1); ``intrinsic`` (3, 3) float32 canonical;
     ``pad`` (4,) int64; ``scale`` float64 label scale; ``has_normal`` bool; ``sparse`` bool.
-    ``augment=None`` is the deterministic validation transform. ``cache`` keeps decoded frames in memory.
+    ``focal_px``: canonical focal. ``augment=None`` is the deterministic validation transform. ``cache``
+    keeps decoded frames in memory.
     """
 
     def __init__(
@@ -206,6 +207,7 @@ class CanonicalDataset(Dataset):
         size_hw: tuple[int, int],
         *,
         mode: CstmMode = "label",
+        focal_px: float = cstm.CANONICAL_FOCAL_PX,
         augment: AugmentConfig | None = None,
         seed: int = 0,
         cache: bool = False,
@@ -213,6 +215,7 @@ class CanonicalDataset(Dataset):
         self.refs = list(refs)
         self.size_hw = size_hw
         self.mode: CstmMode = mode
+        self.focal_px = focal_px
         self.augment = augment
         self.seed = seed
         self.cache = cache
@@ -233,7 +236,14 @@ class CanonicalDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         self._draws += 1
         rng = np.random.default_rng([self.seed, index, self._draws, os.getpid()])
-        fr = cstm.prepare(self.frame(index), self.size_hw, mode=self.mode, augment=self.augment, rng=rng)
+        fr = cstm.prepare(
+            self.frame(index),
+            self.size_hw,
+            mode=self.mode,
+            focal_px=self.focal_px,
+            augment=self.augment,
+            rng=rng,
+        )
         return frame_to_item(fr)
 
 

@@ -48,6 +48,8 @@ class FinetuneConfig:
     ``min_lr_ratio`` of the peak. ``grad_clip``: max gradient norm. ``accumulate``: micro-batches per step.
     ``ema_decay``: keep (and output) an exponential moving average of the weights. ``val_every`` /
     ``save_every``: steps between validations / resumable states (0 = only at the end).
+    ``canonical_focal_px``: focal of the canonical camera at the training resolution (1000 px at the official
+    616x1064; scale it with the resolution when training on downscaled images).
     """
 
     model: str = "vit-small"
@@ -69,6 +71,7 @@ class FinetuneConfig:
     freeze_encoder: bool = False
     precision: TrainPrecision = "fp32"
     cstm_mode: CstmMode = "label"
+    canonical_focal_px: float = 1000.0
     augment: AugmentConfig | None = field(default_factory=AugmentConfig)
     val_every: int = 0
     save_every: int = 0
@@ -312,6 +315,7 @@ def finetune(
             refs,
             size_hw,
             mode=cfg.cstm_mode,
+            focal_px=cfg.canonical_focal_px,
             augment=cfg.augment,
             seed=cfg.seed + 1000 * k,
             cache=cfg.cache_frames,
@@ -329,7 +333,9 @@ def finetune(
         persistent_workers=cfg.workers > 0,
     )
     val_set = (
-        CanonicalDataset(val_refs, size_hw, mode=cfg.cstm_mode, augment=None, cache=True)
+        CanonicalDataset(
+            val_refs, size_hw, mode=cfg.cstm_mode, focal_px=cfg.canonical_focal_px, augment=None, cache=True
+        )
         if val_refs
         else None
     )
