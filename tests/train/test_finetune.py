@@ -18,16 +18,24 @@ from metrocli.train.checkpoint import official_state_dict, save_official
 
 # ---------------------------------------------------------------------------------------- rendered scenes
 
-#: (scene, [(eye, target), ...]) views of the synthetic room; each scene is one sub-folder.
-VIEWS = {
-    "room_a": [
-        ((1.0, 0.4, 1.6), (2, 2.9, 0.7)),
-        ((3.0, 0.5, 1.5), (2, 3, 0.6)),
-        ((2.0, 0.6, 1.2), (1.0, 4.5, 0.9)),
-    ],
-    "room_b": [((0.6, 1.0, 1.4), (3.5, 4.0, 0.5)), ((3.5, 1.0, 1.7), (0.8, 4.2, 0.7))],
-    "room_c": [((2.0, 0.3, 1.8), (2.0, 2.5, 0.0)), ((1.2, 1.5, 1.3), (3.2, 3.2, 0.6))],
-}
+
+def _views(n_scenes: int = 4, per_scene: int = 3, seed: int = 0) -> dict[str, list[tuple[tuple, tuple]]]:
+    """(eye, target) camera placements in the synthetic room, all scenes drawn from the same distribution
+    (so a held-out scene is a fair validation set); each scene becomes one sub-folder."""
+    rng = np.random.default_rng(seed)
+    return {
+        f"scene_{s}": [
+            (
+                tuple(rng.uniform((0.8, 0.4, 1.2), (3.2, 1.5, 1.7))),
+                tuple(rng.uniform((0.8, 2.5, 0.3), (3.2, 4.5, 1.0))),
+            )
+            for _ in range(per_scene)
+        ]
+        for s in range(n_scenes)
+    }
+
+
+VIEWS = _views()
 
 
 def render_dataset(root: Path, width: int = 112, height: int = 84) -> float:
@@ -61,7 +69,7 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, float]:
 def test_find_frames_reads_scenes_depth_and_normals(rendered: tuple[Path, float]) -> None:
     root, focal = rendered
     refs = tdata.find_frames(root, focal_px=focal)
-    assert len(refs) == 7
+    assert len(refs) == 12
     assert {r.scene for r in refs} == set(VIEWS)
     assert all(r.normal is not None and r.depth.name.endswith(".depth.npy") for r in refs)
     frame = tdata.load_frame(refs[0])
@@ -204,7 +212,11 @@ def test_checkpoint_round_trip_is_official_and_strict(seeded_weights, tmp_path: 
 def test_finetune_on_rendered_scenes_improves_validation_and_loads_with_metro_depth(
     seeded_weights, rendered: tuple[Path, float], tmp_path: Path
 ) -> None:
-    """A few dozen decoder steps on rendered rooms: held-out AbsRel and normal error fall substantially."""
+    """20 decoder steps on rendered rooms: held-out AbsRel and normal error fall substantially.
+
+    Seeded stand-in ViT-S, 56x84 crops of 84x112 renders, batch 1, frozen encoder. Observed (2 busy cores,
+    ~3 min): AbsRel 11.6 -> 1.0, normal mean error 83 -> 49 degrees.
+    """
     root, focal = rendered
     out = tmp_path / "tuned.pth"
     args = [
@@ -217,13 +229,15 @@ def test_finetune_on_rendered_scenes_improves_validation_and_loads_with_metro_de
         "--device",
         "cpu",
         "--steps",
-        "24",
+        "20",
         "--size",
         "56,84",
         "--batch",
         "1",
         "--lr",
-        "1e-3",
+        "3e-4",
+        "--canonical-focal",  # the renders stand for downscaled photos: the canonical focal scales with them
+        str(focal),
         "--warmup",
         "3",
         "--freeze-encoder",
@@ -239,11 +253,11 @@ def test_finetune_on_rendered_scenes_improves_validation_and_loads_with_metro_de
     first, last = summary["validation"][0], summary["validation"][-1]
     print("validation before/after:", first, last)
     assert summary["val_frames"] > 0
-    assert last["abs_rel"] < 0.7 * first["abs_rel"]
-    assert last["normal_mean_deg"] < 0.7 * first["normal_mean_deg"]
+    assert last["abs_rel"] < 0.5 * first["abs_rel"]
+    assert last["normal_mean_deg"] < 0.8 * first["normal_mean_deg"]
     assert out.is_file() and not loop.state_path(out).exists()
 
-    photo = next((root / "room_a").glob("*.png"))
+    photo = next((root / "scene_0").glob("*.png"))
     depth_out = tmp_path / "pred"
     res = CliRunner().invoke(
         cli,
