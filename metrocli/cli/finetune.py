@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import click
@@ -187,6 +188,8 @@ def finetune(
         workers=workers,
     )
     result = run_finetune(train_sets, output, cfg, val_refs=val_refs)
+    if int(os.environ.get("RANK", "0")) != 0:  # torchrun: only the first process reports
+        return
     summary = {
         "output": str(result.output),
         "steps": result.steps,

@@ -169,26 +169,24 @@ def load_frame(ref: FrameRef) -> Frame:
 def split_by_scene(
     refs: Sequence[FrameRef], val_fraction: float, seed: int = 0
 ) -> tuple[list[FrameRef], list[FrameRef]]:
-    """Train/validation split with whole scenes on one side (a stable hash of the scene name and ``seed``).
+    """Train/validation split with whole scenes on one side: the scenes are ordered by a stable hash of their
+    name and ``seed``, and the first ``round(val_fraction · n)`` (at least one, never all) go to validation.
 
-    With a single scene, frames are split instead (by hash of the file name) so both sides are non-empty.
+    With a single scene, its frames are split the same way instead.
     """
     if val_fraction <= 0:
         return list(refs), []
     scenes = sorted({r.scene for r in refs})
-    key = (lambda r: r.scene) if len(scenes) > 1 else (lambda r: r.rgb.name)
 
-    def is_val(r: FrameRef) -> bool:
-        return (zlib.crc32(f"{seed}:{key(r)}".encode()) % 10_000) / 10_000 < val_fraction
+    def key(r: FrameRef) -> str:
+        return r.scene if len(scenes) > 1 else r.rgb.as_posix()
 
-    train = [r for r in refs if not is_val(r)]
-    val = [r for r in refs if is_val(r)]
-    if not val or not train:  # tiny sets: move the last scene (or frame) across
-        units = sorted({key(r) for r in refs})
-        chosen = units[-1]
-        val = [r for r in refs if key(r) == chosen]
-        train = [r for r in refs if key(r) != chosen]
-    return train, val
+    units = sorted({key(r) for r in refs}, key=lambda u: zlib.crc32(f"{seed}:{u}".encode()))
+    if len(units) < 2:
+        return list(refs), []
+    n_val = min(max(1, round(val_fraction * len(units))), len(units) - 1)
+    held = set(units[:n_val])
+    return [r for r in refs if key(r) not in held], [r for r in refs if key(r) in held]
 
 
 class CanonicalDataset(Dataset):

@@ -416,7 +416,7 @@ def finetune(
                 terms_f["total"],
                 " ".join(f"{k} {v:.4f}" for k, v in short.items()),
                 float(grad_norm),
-                optimizer.param_groups[-1]["lr"],
+                max(g["lr"] for g in optimizer.param_groups),
                 rate,
             )
         if cfg.val_every and done % cfg.val_every == 0 and done != cfg.steps:

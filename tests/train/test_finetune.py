@@ -84,6 +84,9 @@ def test_split_by_scene_keeps_scenes_whole(rendered: tuple[Path, float]) -> None
     assert train and val
     assert not {r.scene for r in train} & {r.scene for r in val}
     assert len(train) + len(val) == len(refs)
+    assert len({r.scene for r in val}) == 1  # round(0.3 * 4 scenes)
+    assert tdata.split_by_scene(refs, 0.3) == (train, val)  # stable
+    assert tdata.split_by_scene(refs, 0.0) == (refs, [])
 
 
 def test_missing_data_is_a_clean_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
