@@ -314,3 +314,32 @@ def test_interrupted_run_resumes_from_its_saved_state(
     result = loop.finetune([refs], out, replace(cfg, resume=True), on_step=lambda s, _: done.append(s))
     assert done == [2, 3] and result.steps == 3
     assert out.is_file() and not state.exists()
+
+
+def test_annotation_files_are_read_like_metro_eval(rendered: tuple[Path, float], tmp_path: Path) -> None:
+    """A Metric3D test_annotations.json (16-bit PNG depth with depth_scale, per-frame cam_in, scene key)."""
+    from PIL import Image
+
+    root, focal = rendered
+    ds = tmp_path / "annotated"
+    ds.mkdir()
+    files = []
+    for i, photo in enumerate(sorted((root / "scene_0").glob("*.png"))):
+        depth_m = np.load(photo.with_name(photo.stem + ".depth.npy"))
+        Image.fromarray(np.round(depth_m * 1000).astype(np.uint16)).save(ds / f"d{i}.png")
+        Image.open(photo).save(ds / f"c{i}.jpg")
+        cam = [focal, focal, 55.5, 41.5]
+        files.append(
+            {"rgb": f"c{i}.jpg", "depth": f"d{i}.png", "depth_scale": 1000.0, "cam_in": cam, "scene": "s0"}
+        )
+    (ds / "test_annotations.json").write_text(json.dumps({"files": files}))
+    refs = tdata.find_frames(ds)
+    assert len(refs) == 3 and {r.scene for r in refs} == {"s0"}
+    frame = tdata.load_frame(refs[0])
+    assert frame.intrinsics == pytest.approx((focal, focal, 55.5, 41.5))
+    expected = np.load(sorted((root / "scene_0").glob("*.depth.npy"))[0])
+    np.testing.assert_allclose(frame.depth, expected, atol=6e-4)
+    item = tdata.CanonicalDataset(refs, (56, 84), focal_px=focal)[0]
+    assert item["image"].shape == (3, 56, 84) and item["target"].shape == (1, 56, 84)
+    assert float(item["scale"]) == pytest.approx(1.0)
+    assert not bool(item["has_normal"])
