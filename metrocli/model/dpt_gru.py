@@ -421,9 +421,8 @@ class DPTGRUDecoder(nn.Module):
 
         ups: list[Tensor] = []
         if sequence:
-            ups.append(
-                F.interpolate(state.float(), scale_factor=UPSAMPLE, mode="bilinear", align_corners=True)
-            )
+            size = (UPSAMPLE * state.shape[2], UPSAMPLE * state.shape[3])
+            ups.append(F.interpolate(state.float(), size=size, mode="bilinear", align_corners=True))
         for _ in range(self.iters):
             net = self.update.step(net, gates, state)
             state = state + self.update.delta_head(net[0])
