@@ -50,3 +50,11 @@ class ReconstructionError(MetroError):
 
 class DatasetError(MetroError):
     """An evaluation dataset folder or its annotations are malformed."""
+
+
+class DependencyError(MetroError):
+    """An optional dependency the request needs (an extra such as ``metrocli[onnx]``) is not installed."""
+
+
+class ExportError(MetroError):
+    """A model export failed, or the exported file does not reproduce the model; nothing was written."""
