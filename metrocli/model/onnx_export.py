@@ -23,6 +23,7 @@ import contextlib
 import logging
 import os
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -87,6 +88,21 @@ def check_export_size(preset: Preset, size: tuple[int, int]) -> tuple[int, int]:
             f"multiples of {step} (the preset's own size is {preset.input_size[0]}x{preset.input_size[1]})"
         )
     return height, width
+
+
+def check_export_request(preset: Preset, size: tuple[int, int] | None, dynamic: bool) -> tuple[int, int]:
+    """The (H, W) to trace: ``size`` (checked, :func:`check_export_size`) or the preset's.
+
+    Raises :class:`MetroUsageError` for ``dynamic`` with a ViT preset: its positional embedding is resampled
+    with a scale computed in Python from the patch grid, which the exporter freezes to the traced grid, so
+    the graph would only run at the traced size.
+    """
+    if dynamic and preset.family == "vit":
+        raise MetroUsageError(
+            f"--dynamic is not available for {preset.name}: the ViT positional embedding is resampled with a "
+            "scale the exporter freezes to one patch grid; export one file per input size with --size H,W"
+        )
+    return check_export_size(preset, size or preset.input_size)
 
 
 def require_onnx() -> None:
@@ -279,6 +295,21 @@ def _staged(target: Path, external: bool) -> Iterator[Path]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """The exporter prints its progress on stdout (where metro writes results) and warns about every
+    torchvision operator it cannot register: progress goes to stderr, the warnings only with ``-vv``."""
+    registration = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = registration.level
+    if not log.isEnabledFor(logging.DEBUG):
+        registration.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        registration.setLevel(level)
+
+
 def export_onnx(
     model: Metric3D,
     target: str | os.PathLike[str],
@@ -300,9 +331,8 @@ def export_onnx(
         extra_metadata: more ``metadata_props`` entries.
 
     Raises:
-        MetroUsageError: a size that does not fit the preset; ``dynamic`` for a ViT preset (its positional
-            embedding is resampled with a scale computed in Python, which the exporter freezes to the traced
-            patch grid, so the graph would only run at the traced size).
+        MetroUsageError: a size that does not fit the preset; ``dynamic`` for a ViT preset
+            (:func:`check_export_request`).
         DependencyError: onnx / onnxruntime / onnxscript are not installed.
         ExportError: the exporter failed, or the file does not match torch (nothing is written).
     """
@@ -310,12 +340,7 @@ def export_onnx(
     from metrocli import __version__
 
     preset = model.preset
-    trace_size = check_export_size(preset, size or preset.input_size)
-    if dynamic and preset.family == "vit":
-        raise MetroUsageError(
-            f"--dynamic is not available for {preset.name}: the ViT positional embedding is resampled with a "
-            "scale the exporter freezes to one patch grid; export one file per input size with --size H,W"
-        )
+    trace_size = check_export_request(preset, size, dynamic)
     target = Path(target)
     names = output_names(preset)
     t0 = time.perf_counter()
@@ -334,17 +359,18 @@ def export_onnx(
     saved_precision = model.precision
     model.precision = "fp32"  # the graph is float32 whatever the model runs at
     try:
-        program = torch.onnx.export(
-            net,
-            (x,),
-            None,
-            dynamo=True,
-            opset_version=ONNX_OPSET,
-            input_names=[INPUT_NAME],
-            output_names=list(names),
-            dynamic_shapes=dynamic_shapes,
-            verbose=False,
-        )
+        with _quiet_exporter():
+            program = torch.onnx.export(
+                net,
+                (x,),
+                None,
+                dynamo=True,
+                opset_version=ONNX_OPSET,
+                input_names=[INPUT_NAME],
+                output_names=list(names),
+                dynamic_shapes=dynamic_shapes,
+                verbose=False,
+            )
     except Exception as exc:
         raise ExportError(f"torch.onnx.export failed for {preset.name}: {type(exc).__name__}: {exc}") from exc
     finally:
@@ -452,8 +478,7 @@ def export_preset(
     from metrocli.model.factory import load_model
     from metrocli.model.weights import resolve_weights, sha256_file
 
-    preset = get_preset(name)
-    check_export_size(preset, size or preset.input_size)
+    check_export_request(get_preset(name), size, dynamic)
     path = resolve_weights(name, weights)
     model = load_model(name, weights=path, device="cpu", precision="fp32")
     return export_onnx(model, target, size=size, dynamic=dynamic, weights_sha256=sha256_file(path))
