@@ -2,13 +2,13 @@
 auto`` table (``metrocli/model/precision_rule.py``, ``MEASURED``).
 
 For each model (seeded stand-in weights: random weights magnify every difference, so the figures bound real
-weights too) the photo ``scene_a.png`` of the fixtures is predicted at the preset's input size (or
-``--size``) in float32 and in each half precision, alternately ``--repeats`` times after one untimed run of
-each; the time is the best of the repeats (forward wall seconds, and CPU seconds of the whole prediction:
-the speedup of the row, steadier on a shared machine); the fidelity is that of the whole prediction at the
-photo's size against float32: depth p99 / max relative change, normal p99 / max angle. A row passes the
-bounds of ``precision_rule`` (depth p99 <= 1%, normals p99 <= 2 deg and no pixel beyond 5 deg) or not; the
-script prints the table rows to paste.
+weights too) the photo ``scene_a.png`` of the fixtures (or ``--image``) is predicted at the preset's input
+size (or ``--size``) in float32 and in each half precision, alternately ``--repeats`` times after one untimed
+run of each; the time is the best of the repeats (forward wall seconds, and CPU seconds of the whole
+prediction: the speedup of the row, steadier on a shared machine); the fidelity is that of the whole
+prediction at the photo's size against float32: depth p99 / max relative change, normal p99 / max angle. A
+row passes the bounds of ``precision_rule`` (depth p99 <= 1%, normals p99 <= 2 deg and no pixel beyond
+5 deg) or not; the script prints the table rows to paste.
 
 Run: .venv/bin/python benchmarks/bench_precision.py [--models vit-small vit-large] [--size H,W]
      [--device cpu|cuda] [--precisions bf16 fp16] [--threads 2] [--repeats 2]
@@ -30,6 +30,7 @@ def main() -> None:
     )
     parser.add_argument("--models", nargs="+", default=["vit-small", "vit-large"])
     parser.add_argument("--size", default=None, help="network input H,W (default: the preset's own)")
+    parser.add_argument("--image", default=str(FIXTURES / "scene_a.png"), help="photo (default: scene_a)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument(
         "--precisions", nargs="+", default=None, help="default: bf16 on CPU, bf16 fp16 on CUDA"
@@ -54,9 +55,12 @@ def main() -> None:
         kind = args.device
     precisions = args.precisions or (["bf16"] if args.device == "cpu" else ["bf16", "fp16"])
     size = tuple(int(v) for v in args.size.split(",")) if args.size else None
-    image = np.asarray(Image.open(FIXTURES / "scene_a.png").convert("RGB"))
+    image = np.asarray(Image.open(args.image).convert("RGB"))
     intrinsics = centred(image.shape[1], image.shape[0], 520.0, "user")
-    print(f"device kind {kind}, photo {image.shape[1]}x{image.shape[0]}, {torch.get_num_threads()} threads")
+    print(
+        f"device kind {kind}, photo {Path(args.image).name} {image.shape[1]}x{image.shape[0]}, "
+        f"{torch.get_num_threads()} threads"
+    )
     rows = []
     for name in args.models:
         model = load_model(name, weights=seeded_checkpoint(name), device=args.device, precision="fp32")
