@@ -21,9 +21,9 @@ import torch
 
 from metrocli.errors import MetroUsageError, WeightsError
 from metrocli.model.onnx_export import INPUT_NAME, OUTPUT_NAMES, onnx_session, require_onnx, size_multiple
-from metrocli.model.preprocess import as_intrinsics
 from metrocli.model.preprocess import (
     CanonicalInput,
+    as_intrinsics,
     check_image,
     metric_depth,
     photo_normals,
