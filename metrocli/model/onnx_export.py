@@ -357,60 +357,63 @@ def export_onnx(
             }
         }
     saved_precision = model.precision
-    model.precision = "fp32"  # the graph is float32 whatever the model runs at
+    model.precision = "fp32"  # the graph and the torch reference it is checked against are float32
     try:
-        with _quiet_exporter():
-            program = torch.onnx.export(
-                net,
-                (x,),
-                None,
-                dynamo=True,
-                opset_version=ONNX_OPSET,
-                input_names=[INPUT_NAME],
-                output_names=list(names),
-                dynamic_shapes=dynamic_shapes,
-                verbose=False,
-            )
-    except Exception as exc:
-        raise ExportError(f"torch.onnx.export failed for {preset.name}: {type(exc).__name__}: {exc}") from exc
+        try:
+            with _quiet_exporter():
+                program = torch.onnx.export(
+                    net,
+                    (x,),
+                    None,
+                    dynamo=True,
+                    opset_version=ONNX_OPSET,
+                    input_names=[INPUT_NAME],
+                    output_names=list(names),
+                    dynamic_shapes=dynamic_shapes,
+                    verbose=False,
+                )
+        except Exception as exc:
+            raise ExportError(
+                f"torch.onnx.export failed for {preset.name}: {type(exc).__name__}: {exc}"
+            ) from exc
+        if program is None:  # pragma: no cover - dynamo=True always returns a program
+            raise ExportError(f"torch.onnx.export returned nothing for {preset.name}")
+        metadata = {
+            "preset": preset.name,
+            "family": preset.family,
+            "canonical_focal_px": f"{CANONICAL_FOCAL_PX:g}",
+            "input_size": "dynamic" if dynamic else f"{trace_size[0]},{trace_size[1]}",
+            "preset_input_size": f"{preset.input_size[0]},{preset.input_size[1]}",
+            "size_multiple": str(size_multiple(preset)),
+            "input_format": INPUT_FORMAT,
+            "rgb_mean": ",".join(f"{v:g}" for v in RGB_MEAN),
+            "rgb_std": ",".join(f"{v:g}" for v in RGB_STD),
+            "outputs": ",".join(names),
+            "depth_range_m": f"{preset.depth_range_m[0]:g},{preset.depth_range_m[1]:g}",
+            "weights_sha256": weights_sha256,
+            "metrocli_version": __version__,
+            "torch_version": torch.__version__,
+            "opset": str(ONNX_OPSET),
+            **(extra_metadata or {}),
+        }
+        check_sizes: tuple[tuple[int, int], ...] = (trace_size,)
+        if dynamic:  # a second size proves the graph is not frozen to the traced one
+            step = size_multiple(preset)
+            check_sizes += ((trace_size[0] + step, trace_size[1] + 2 * step),)
+        weight_bytes = sum(t.numel() * 4 for t in model.parameters())
+        external = weight_bytes > EXTERNAL_DATA_BYTES
+        with _staged(target, external) as staged:
+            fidelities = _save_and_check(program, staged, net, names, check_sizes, metadata, external)
+            fidelity = _worst(fidelities)
+            metadata.update(fidelity.as_metadata())
+            problems = fidelity.problems()
+            if problems:
+                raise ExportError(
+                    f"the ONNX export of {preset.name} does not reproduce torch float32 "
+                    f"({'; '.join(problems)}); {target} was not written"
+                )
     finally:
         model.precision = saved_precision
-    if program is None:  # pragma: no cover - dynamo=True always returns a program
-        raise ExportError(f"torch.onnx.export returned nothing for {preset.name}")
-    metadata = {
-        "preset": preset.name,
-        "family": preset.family,
-        "canonical_focal_px": f"{CANONICAL_FOCAL_PX:g}",
-        "input_size": "dynamic" if dynamic else f"{trace_size[0]},{trace_size[1]}",
-        "preset_input_size": f"{preset.input_size[0]},{preset.input_size[1]}",
-        "size_multiple": str(size_multiple(preset)),
-        "input_format": INPUT_FORMAT,
-        "rgb_mean": ",".join(f"{v:g}" for v in RGB_MEAN),
-        "rgb_std": ",".join(f"{v:g}" for v in RGB_STD),
-        "outputs": ",".join(names),
-        "depth_range_m": f"{preset.depth_range_m[0]:g},{preset.depth_range_m[1]:g}",
-        "weights_sha256": weights_sha256,
-        "metrocli_version": __version__,
-        "torch_version": torch.__version__,
-        "opset": str(ONNX_OPSET),
-        **(extra_metadata or {}),
-    }
-    check_sizes: tuple[tuple[int, int], ...] = (trace_size,)
-    if dynamic:  # a second size proves the graph is not frozen to the traced one
-        step = size_multiple(preset)
-        check_sizes += ((trace_size[0] + step, trace_size[1] + 2 * step),)
-    weight_bytes = sum(t.numel() * 4 for t in model.parameters())
-    external = weight_bytes > EXTERNAL_DATA_BYTES
-    with _staged(target, external) as staged:
-        fidelities = _save_and_check(program, staged, net, names, check_sizes, metadata, external)
-        fidelity = _worst(fidelities)
-        metadata.update(fidelity.as_metadata())
-        problems = fidelity.problems()
-        if problems:
-            raise ExportError(
-                f"the ONNX export of {preset.name} does not reproduce torch float32 ({'; '.join(problems)}); "
-                f"{target} was not written"
-            )
     data_files = (target.with_name(target.name + ".data"),) if external else ()
     elapsed = time.perf_counter() - t0
     log.info("exported %s to %s in %.1f s (%s)", preset.name, target, elapsed, fidelity)
