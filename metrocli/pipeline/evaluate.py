@@ -12,7 +12,6 @@ Normal metrics use every pixel with a ground-truth normal (where the model predi
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -42,6 +41,8 @@ from metrocli.evaluation.metrics import (
     mean_metrics,
     normal_metrics,
 )
+from metrocli.pipeline.jsonsafe import json_ready
+from metrocli.pipeline.provider import DepthProvider
 from metrocli.prediction import Prediction
 
 log = logging.getLogger("metrocli.pipeline.evaluate")
@@ -52,13 +53,9 @@ Predictor = Callable[[np.ndarray, Intrinsics], Prediction]
 
 @dataclass(frozen=True)
 class EvalOptions:
-    """Model and protocol of an evaluation. ``max_depth_m=None``: by dataset (10 m indoor, 80 m outdoor);
+    """Protocol of an evaluation. ``max_depth_m=None``: by dataset (10 m indoor, 80 m outdoor);
     ``crop=None``: by dataset (Eigen crop for NYU, Garg crop for KITTI, none otherwise)."""
 
-    model: str = "vit-small"
-    weights: Path | None = None
-    device: str = "auto"
-    precision: str = "fp32"
     min_depth_m: float = DEFAULT_MIN_DEPTH_M
     max_depth_m: float | None = None
     crop: str | None = None
@@ -94,29 +91,25 @@ class EvalReport:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready report (NaN -> None)."""
-
-        def clean(d: dict[str, float] | None) -> dict[str, Any] | None:
-            if d is None:
-                return None
-            return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in d.items()}
-
-        return {
-            "dataset": self.dataset,
-            "root": str(self.root),
-            "model": self.model,
-            "weights": self.weights,
-            "min_depth_m": self.min_depth_m,
-            "max_depth_m": self.max_depth_m,
-            "cap": self.cap_reason,
-            "crop": self.crop,
-            "frames": len(self.samples),
-            "mean": {"depth": clean(self.mean_depth), "normal": clean(self.mean_normal)},
-            "samples": [
-                {"name": s.name, "depth": clean(s.depth), "normal": clean(s.normal), "seconds": s.seconds}
-                for s in self.samples
-            ],
-            "failed": [{"name": n, "error": e} for n, e in self.failed],
-        }
+        return json_ready(
+            {
+                "dataset": self.dataset,
+                "root": str(self.root),
+                "model": self.model,
+                "weights": self.weights,
+                "min_depth_m": self.min_depth_m,
+                "max_depth_m": self.max_depth_m,
+                "cap": self.cap_reason,
+                "crop": self.crop,
+                "frames": len(self.samples),
+                "mean": {"depth": self.mean_depth, "normal": self.mean_normal},
+                "samples": [
+                    {"name": s.name, "depth": s.depth, "normal": s.normal, "seconds": s.seconds}
+                    for s in self.samples
+                ],
+                "failed": [{"name": n, "error": e} for n, e in self.failed],
+            }
+        )
 
 
 def _choose_cap(dataset: Dataset, options: EvalOptions) -> tuple[float, str]:
@@ -155,25 +148,32 @@ def evaluate_sample(
     return SampleResult(sample.name, depth, normal, time.perf_counter() - start)
 
 
-def model_predictor(options: EvalOptions) -> Predictor:
-    """Load the model of ``options`` (weights resolved first, so a missing file is one clear error)."""
-    from metrocli.model.weights import resolve_weights
+def provider_predictor(provider: DepthProvider) -> Predictor:
+    """``predict`` of a depth provider (prepared now, so missing weights are one clear error up front)."""
+    from metrocli.camera.photo import Photo
 
-    weights = resolve_weights(options.model, options.weights)
-    from metrocli.model.factory import load_model
+    provider.prepare()
 
-    model = load_model(options.model, weights=weights, device=options.device, precision=options.precision)
-    return model.predict
+    def predict(image: np.ndarray, intrinsics: Intrinsics) -> Prediction:
+        h, w = image.shape[:2]
+        frame = Photo(
+            Path("frame"), image, intrinsics, orientation=1, stored_size=(w, h), make=None, model=None
+        )
+        return provider.provide(frame).to_prediction()
+
+    return predict
 
 
 def evaluate_dataset(
     folder: str | Path,
     options: EvalOptions,
+    provider: DepthProvider | None = None,
     *,
     predict: Predictor | None = None,
     progress: bool = True,
 ) -> EvalReport:
-    """Evaluate ``options.model`` (or ``predict``) on the dataset in ``folder``.
+    """Evaluate ``provider`` (normally :class:`~metrocli.pipeline.provider.ModelDepth`), or ``predict``, on
+    the dataset in ``folder``; one of the two must be given.
 
     A frame that cannot be read is recorded in ``failed`` and the others go on; DatasetError when the folder
     or its annotations are unusable, or when no frame could be evaluated.
@@ -195,8 +195,11 @@ def evaluate_dataset(
         raise MetroUsageError(
             f"--min-depth {options.min_depth_m} must be below the depth cap {max_depth_m} m"
         )
+    key: dict[str, Any] = provider.key() if provider is not None else {}
     if predict is None:
-        predict = model_predictor(options)
+        if provider is None:
+            raise MetroUsageError("evaluate_dataset needs a depth provider or a predict function")
+        predict = provider_predictor(provider)
     results: list[SampleResult] = []
     failed: list[tuple[str, str]] = []
 
@@ -231,8 +234,8 @@ def evaluate_dataset(
     return EvalReport(
         dataset=dataset.name,
         root=dataset.root,
-        model=options.model,
-        weights=str(options.weights) if options.weights else None,
+        model=str(key.get("model", "custom")),
+        weights=key.get("weights"),
         min_depth_m=options.min_depth_m,
         max_depth_m=max_depth_m,
         cap_reason=reason,
