@@ -12,6 +12,7 @@ import click
 from metrocli.cli.common import build_provider, emit_json, model_options
 
 if TYPE_CHECKING:
+    from metrocli.evaluation.metrics import Crop
     from metrocli.model.spec import ModelSpec
     from metrocli.pipeline.evaluate import EvalReport
 
@@ -112,7 +113,7 @@ def eval_cmd(
     spec: ModelSpec,
     max_depth_m: float | None,
     min_depth_m: float,
-    crop: str | None,
+    crop: Crop | None,
     limit: int | None,
     as_json: bool,
     output: Path | None,

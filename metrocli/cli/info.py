@@ -18,6 +18,8 @@ from metrocli.cli.common import (
 )
 
 if TYPE_CHECKING:
+    from rich.console import JustifyMethod
+
     from metrocli.camera.photo import PhotoInfo
     from metrocli.model.spec import ModelSpec
     from metrocli.pipeline.provider import FocalMode
@@ -36,7 +38,7 @@ def _table(infos: list[PhotoInfo]) -> None:
     from rich.table import Table
 
     table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
-    for header, justify in (
+    columns: tuple[tuple[str, JustifyMethod], ...] = (
         ("file", "left"),
         ("width", "right"),
         ("height", "right"),
@@ -48,7 +50,8 @@ def _table(infos: list[PhotoInfo]) -> None:
         ("cy", "right"),
         ("35mm eq.", "right"),
         ("fov_deg", "right"),
-    ):
+    )
+    for header, justify in columns:
         table.add_column(header, justify=justify, overflow="fold")
     for item in infos:
         k = item.intrinsics

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -155,23 +156,23 @@ def _print_table(result: MeasureResult) -> None:
 
     from metrocli.io.annotate import format_uncertainty
 
-    console = Console(file=click.get_text_stream("stdout"), width=160, highlight=False, soft_wrap=True)
+    console = Console(file=sys.stdout, width=160, highlight=False, soft_wrap=True)
     console.print(
         f"{result.image}: focal {result.focal_px:.1f} px ({result.focal_source}), "
         f"depth from {result.depth_source}"
     )
     table = Table(show_edge=False, pad_edge=False)
-    for name, justify in (
-        ("#", "right"),
-        ("from (px)", "right"),
-        ("to (px)", "right"),
-        ("from (m)", "right"),
-        ("to (m)", "right"),
-        ("distance (m)", "right"),
-        ("distance (cm)", "right"),
-        ("± (1σ)", "right"),
+    for name in (
+        "#",
+        "from (px)",
+        "to (px)",
+        "from (m)",
+        "to (m)",
+        "distance (m)",
+        "distance (cm)",
+        "± (1σ)",
     ):
-        table.add_column(name, justify=justify, no_wrap=True)
+        table.add_column(name, justify="right", no_wrap=True)
     for i, m in enumerate(result.measurements, start=1):
         table.add_row(
             str(i),

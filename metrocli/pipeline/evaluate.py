@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 
@@ -36,6 +36,7 @@ from metrocli.evaluation.dataset import (
 from metrocli.evaluation.metrics import (
     DEPTH_METRICS,
     NORMAL_METRICS,
+    Crop,
     crop_mask,
     depth_metrics,
     mean_metrics,
@@ -58,7 +59,7 @@ class EvalOptions:
 
     min_depth_m: float = DEFAULT_MIN_DEPTH_M
     max_depth_m: float | None = None
-    crop: str | None = None
+    crop: Crop | None = None
     limit: int | None = None
 
 
@@ -112,6 +113,14 @@ class EvalReport:
         )
 
 
+def _crop(name: str) -> Crop:
+    """``name`` as a :data:`Crop`; MetroUsageError for an unknown one."""
+    for crop in get_args(Crop):
+        if name == crop:
+            return crop
+    raise MetroUsageError(f"unknown crop {name!r}; choose none, eigen or garg")
+
+
 def _choose_cap(dataset: Dataset, options: EvalOptions) -> tuple[float, str]:
     if options.max_depth_m is not None:
         return float(options.max_depth_m), "given (--max-depth)"
@@ -123,7 +132,7 @@ def _choose_cap(dataset: Dataset, options: EvalOptions) -> tuple[float, str]:
 
 
 def evaluate_sample(
-    sample: Sample, predict: Predictor, *, min_depth_m: float, max_depth_m: float, crop: str = "none"
+    sample: Sample, predict: Predictor, *, min_depth_m: float, max_depth_m: float, crop: Crop = "none"
 ) -> SampleResult:
     """Predict one frame and score it against its ground truth."""
     start = time.perf_counter()
@@ -137,7 +146,7 @@ def evaluate_sample(
     fx, fy, cx, cy = sample.cam_in
     intrinsics = Intrinsics(fx, fy, cx, cy, w, h, "user")
     prediction = predict(rgb, intrinsics)
-    region = crop_mask((h, w), crop)  # type: ignore[arg-type]
+    region = crop_mask((h, w), crop)
     depth = depth_metrics(prediction.depth, gt, min_depth_m=min_depth_m, max_depth_m=max_depth_m, mask=region)
     normal = None
     gt_normal = load_normal_gt(sample)
@@ -188,9 +197,7 @@ def evaluate_dataset(
     dataset = load_dataset(folder)
     samples = dataset.samples[: options.limit] if options.limit else dataset.samples
     max_depth_m, reason = _choose_cap(dataset, options)
-    crop = options.crop or default_crop(dataset.name)
-    if crop not in ("none", "eigen", "garg"):
-        raise MetroUsageError(f"unknown crop {crop!r}; choose none, eigen or garg")
+    crop = _crop(options.crop or default_crop(dataset.name))
     if options.min_depth_m >= max_depth_m:
         raise MetroUsageError(
             f"--min-depth {options.min_depth_m} must be below the depth cap {max_depth_m} m"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -148,20 +148,24 @@ def reconstruct_photo(
     )
     if len(cloud) < 3:
         raise ReconstructionError(f"{photo.path}: no valid depth to reconstruct ({len(cloud)} points)")
-    common = {
-        "photo": str(photo.path),
-        "output": str(out_path),
-        "n_points": len(cloud),
-        "focal_px": float(k.fx),
-        "focal_source": str(k.focal_source),
-        "depth_source": depth.label,
-    }
-    if selfcal is not None:
-        common.update(focal_uncertainty_px=selfcal["uncertainty_px"], selfcal=selfcal)
+    points = ReconstructResult(
+        photo=str(photo.path),
+        output=str(out_path),
+        kind="points",
+        method="points",
+        n_points=len(cloud),
+        n_vertices=0,
+        n_triangles=0,
+        focal_px=float(k.fx),
+        focal_source=str(k.focal_source),
+        depth_source=depth.label,
+        focal_uncertainty_px=selfcal["uncertainty_px"] if selfcal is not None else None,
+        selfcal=selfcal,
+    )
     if points_only:
         write_point_cloud(out_path, cloud)
         log.info("%s: %d points -> %s", photo.path.name, len(cloud), out_path)
-        return ReconstructResult(kind="points", method="points", n_vertices=0, n_triangles=0, **common)
+        return points
 
     from metrocli.geometry.mesh import auto_stride, grid_mesh, poisson_mesh
     from metrocli.geometry.mesh import simplify as simplify_mesh
@@ -193,11 +197,11 @@ def reconstruct_photo(
         len(mesh.triangles),
         out_path,
     )
-    return ReconstructResult(
+    return replace(
+        points,
         kind="mesh",
         method=mesh_method,
         n_vertices=len(mesh.vertices),
         n_triangles=len(mesh.triangles),
         stride=stride,
-        **common,
     )

@@ -115,11 +115,12 @@ def scene_metrics(
     acc = scene.distance_m(verts)
     rs = o3d.t.geometry.RaycastingScene()
     rs.add_triangles(
-        o3d.core.Tensor(verts), o3d.core.Tensor(np.ascontiguousarray(np.asarray(triangles, np.uint32)))
+        o3d.core.Tensor.from_numpy(verts),
+        o3d.core.Tensor.from_numpy(np.ascontiguousarray(np.asarray(triangles, np.uint32))),
     )
     samples = np.concatenate([r.points_world()[::stride, ::stride].reshape(-1, 3) for r in renders])
     samples = samples[np.isfinite(samples).all(axis=1)].astype(np.float32)
-    dist = rs.compute_distance(o3d.core.Tensor(np.ascontiguousarray(samples))).numpy()
+    dist = rs.compute_distance(o3d.core.Tensor.from_numpy(np.ascontiguousarray(samples))).numpy()
     return SceneMetrics(
         float(np.median(acc)),
         float(np.percentile(acc, 90)),
