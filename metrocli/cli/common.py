@@ -331,17 +331,10 @@ def run_batch(
         else:
             report.ok(label)
 
-    if progress and len(items) > 1:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from metrocli.pipeline.progress import with_progress
 
-        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-        with Progress(*columns, console=stderr_console(), transient=True) as bar:
-            task = bar.add_task(description, total=len(items))
-            for item in items:
-                bar.update(task, description=f"{description} {name(item)}")
-                _one(item)
-                bar.advance(task)
-    else:
-        for item in items:
-            _one(item)
+    for item in with_progress(
+        items, description=description, name=name, enabled=progress, console=stderr_console()
+    ):
+        _one(item)
     return report

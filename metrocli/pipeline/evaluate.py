@@ -43,6 +43,7 @@ from metrocli.evaluation.metrics import (
     normal_metrics,
 )
 from metrocli.pipeline.jsonsafe import json_ready
+from metrocli.pipeline.progress import with_progress
 from metrocli.pipeline.provider import DepthProvider
 from metrocli.prediction import Prediction
 
@@ -221,20 +222,8 @@ def evaluate_dataset(
             log.error("%s", exc)
             failed.append((sample.name, str(exc)))
 
-    if progress and len(samples) > 1:
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-        with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
-            task = bar.add_task("eval", total=len(samples))
-            for sample in samples:
-                bar.update(task, description=f"eval {sample.name}")
-                one(sample)
-                bar.advance(task)
-    else:
-        for sample in samples:
-            one(sample)
+    for sample in with_progress(samples, description="eval", name=lambda s: s.name, enabled=progress):
+        one(sample)
     if not results:
         raise DatasetError(f"no frame of {dataset.root} could be evaluated")
     with_normals = [r.normal for r in results if r.normal is not None]

@@ -45,8 +45,7 @@ from typing import Any, Literal
 import numpy as np
 
 from metrocli.errors import DepthMapError, MetroUsageError, ReconstructionError
-from metrocli.pipeline.inputs import list_photos
-from metrocli.pipeline.provider import DepthProvider, ModelDepth, SensorDepth
+from metrocli.pipeline.provider import DepthProvider, ModelDepth, SensorDepth, photos_of
 from metrocli.pipeline.scene_json import (
     FusedScene,
     LoadedView,
@@ -130,12 +129,9 @@ class MultiviewJob:
             raise MetroUsageError(f"--voxel-m must be a positive number of metres, got {options.voxel_m}")
         if options.simplify is not None and options.simplify <= 0:
             raise MetroUsageError(f"--simplify must be a positive triangle count, got {options.simplify}")
-        depth_dir = None
-        if isinstance(provider, SensorDepth):
-            if not provider.is_folder:
-                raise MetroUsageError(f"{provider.path}: a folder of photos needs a folder of depth maps")
-            depth_dir = provider.path
-        self.photos = list_photos(self.folder, depth_dir)
+        if isinstance(provider, SensorDepth) and not provider.is_folder:
+            raise MetroUsageError(f"{provider.path}: a folder of photos needs a folder of depth maps")
+        self.photos = photos_of(self.folder, provider)
         if not self.photos:
             raise MetroUsageError(f"{self.folder}: no photos found")
         self.views: dict[Path, LoadedView] = {}

@@ -28,7 +28,7 @@ from metrocli.camera.intrinsics import Intrinsics
 from metrocli.errors import MetroUsageError
 from metrocli.geometry.measure import MODEL_ERROR, ErrorModel, sensor_error
 from metrocli.model.spec import ModelSpec
-from metrocli.pipeline.inputs import find_depth_file
+from metrocli.pipeline.inputs import find_depth_file, list_photos
 from metrocli.pipeline.selfcal import FocalCalibration, FocalCheck, focal_check
 from metrocli.prediction import Prediction
 
@@ -329,6 +329,13 @@ class SensorDepth:
         """The depth file or folder, its scale and the focal override."""
         where = "depth_dir" if self.is_folder else "depth_file"
         return {where: str(self.path), "depth_scale": self.depth_scale, **self.focal.key()}
+
+
+def photos_of(folder: str | os.PathLike[str], provider: DepthProvider) -> list[Path]:
+    """:func:`~metrocli.pipeline.inputs.list_photos` of ``folder``, knowing where ``provider`` reads depth
+    maps (the depth maps of the photos in a ``--depth-dir`` that is the same folder are not photos)."""
+    sensor_dir = provider.path if isinstance(provider, SensorDepth) and provider.is_folder else None
+    return list_photos(folder, sensor_dir)
 
 
 def make_provider(

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from metrocli.errors import MetroUsageError
-from metrocli.pipeline.inputs import list_photos, plan_stems
-from metrocli.pipeline.provider import DepthProvider, SensorDepth
+from metrocli.pipeline.inputs import plan_stems
+from metrocli.pipeline.provider import DepthProvider, photos_of
 from metrocli.pipeline.single import MeshMethod
 
 
@@ -58,8 +58,7 @@ class SeparateJob:
         self.options = options
         if self.out_dir.exists() and not self.out_dir.is_dir():
             raise MetroUsageError(f"-o {self.out_dir}: --separate needs an output folder")
-        depth_dir = provider.path if isinstance(provider, SensorDepth) and provider.is_folder else None
-        photos = list_photos(inputs, depth_dir) if inputs.is_dir() else [inputs]
+        photos = photos_of(inputs, provider) if inputs.is_dir() else [inputs]
         if not photos:
             raise MetroUsageError(f"{inputs}: no photos found")
         self.plan = plan_stems(photos)
