@@ -119,10 +119,16 @@ def json_option(func: Callable) -> Callable:
     )
 
 
-def _positive_float(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
-    if value is not None and not (math.isfinite(value) and value > 0):
-        raise click.BadParameter("must be a positive number", ctx=ctx, param=param)
-    return value
+def positive(what: str = "number") -> Callable[[click.Context, click.Parameter, Any], Any]:
+    """Click callback: the value (int or float, or None) must be finite and positive ("must be a positive
+    ``what``")."""
+
+    def check(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise click.BadParameter(f"must be a positive {what}", ctx=ctx, param=param)
+        return value
+
+    return check
 
 
 def _fov(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
@@ -185,7 +191,7 @@ def focal_options(*, auto: bool = True) -> Callable[[Callable], Callable]:
             "focal_px",
             type=float,
             default=None,
-            callback=_positive_float,
+            callback=positive(),
             help="Focal length in pixels of the displayed photo; overrides EXIF.",
         )(func)
 

@@ -17,6 +17,7 @@ from metrocli.cli.common import (
     focal_options,
     json_option,
     model_options,
+    positive,
 )
 from metrocli.errors import MetroError
 
@@ -44,12 +45,6 @@ def _parse_lines(
             )
         lines.append((nums[0], nums[1], nums[2], nums[3]))
     return lines
-
-
-def _positive_scale(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
-    if value is not None and not (math.isfinite(value) and value > 0):
-        raise click.BadParameter("must be a positive number of metres per unit", ctx=ctx, param=param)
-    return value
 
 
 def has_display() -> bool:
@@ -80,7 +75,7 @@ def has_display() -> bool:
     "--depth-scale",
     type=float,
     default=None,
-    callback=_positive_scale,
+    callback=positive("number of metres per unit"),
     help="Metres per unit of the --depth map (default 0.001 for PNG, 1 for .npy; KITTI: 0.00390625).",
 )
 @focal_options()

@@ -14,6 +14,7 @@ from metrocli.cli.common import (
     focal_options,
     json_option,
     model_options,
+    positive,
     run_batch,
     stderr_console,
 )
@@ -24,20 +25,6 @@ if TYPE_CHECKING:
     from metrocli.pipeline.provider import DepthProvider, FocalMode
     from metrocli.pipeline.separate import SeparateOptions
     from metrocli.pipeline.single import MeshMethod
-
-
-def _positive_int(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:
-    if value is not None and value <= 0:
-        raise click.BadParameter("must be a positive number of triangles", ctx=ctx, param=param)
-    return value
-
-
-def _positive_float(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
-    import math
-
-    if value is not None and not (math.isfinite(value) and value > 0):
-        raise click.BadParameter("must be a positive number of metres", ctx=ctx, param=param)
-    return value
 
 
 @click.command("reconstruct")
@@ -69,7 +56,7 @@ def _positive_float(ctx: click.Context, param: click.Parameter, value: float | N
     "--voxel-m",
     type=float,
     default=None,
-    callback=_positive_float,
+    callback=positive("number of metres"),
     help="TSDF voxel size in metres for a folder [default: from the scene extent, about 1 cm in a room].",
 )
 @click.option(
@@ -96,7 +83,11 @@ def _positive_float(ctx: click.Context, param: click.Parameter, value: float | N
     help="Single photo / --separate: pixel-grid mesh or screened Poisson.",
 )
 @click.option(
-    "--simplify", type=int, default=None, callback=_positive_int, help="Target triangle count of the mesh."
+    "--simplify",
+    type=int,
+    default=None,
+    callback=positive("number of triangles"),
+    help="Target triangle count of the mesh.",
 )
 @json_option
 def reconstruct(
