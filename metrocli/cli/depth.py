@@ -50,8 +50,9 @@ def depth(
       STEM.depth.png       16-bit millimetres (0 = invalid, clipped at 65.535 m)
       STEM.preview.png     colourised depth beside colourised normals
       STEM.json            intrinsics (with their source), model, timings
-    Re-running skips photos whose outputs are complete (same photo, model, weights and
-    focal override); --force recomputes them.
+    In a folder, hidden files and these outputs (*.depth.*, *.normal.*, *.confidence.*,
+    *.preview.*) are not photos. Re-running skips photos whose outputs are complete (same
+    photo, model, weights, precision and focal mode); --force recomputes them.
     """
     from metrocli.pipeline.depth import DepthRunner
     from metrocli.pipeline.inputs import expand_inputs, plan_stems
