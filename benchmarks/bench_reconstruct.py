@@ -76,7 +76,7 @@ def main() -> None:
                 f"{n} photos at {args.width}x{args.height}: {times[n]:.2f} s wall, {cpu[n]:.2f} s CPU "
                 f"({stages}; {result.n_triangles} triangles, voxel {result.voxel_m * 100:.1f} cm)"
             )
-        mesh = o3d.io.read_triangle_mesh(str(tmp / "scene6.ply"))
+        mesh = o3d.io.read_triangle_mesh(tmp / "scene6.ply")
         m = scene_metrics(
             to_world(np.asarray(mesh.vertices), renders[0].pose),
             np.asarray(mesh.triangles),
