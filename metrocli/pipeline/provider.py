@@ -203,6 +203,11 @@ class ModelDepth:
         return self._focal
 
     @property
+    def loaded(self) -> bool:
+        """Whether the model is loaded (nothing, torch included, is until a photo needs it)."""
+        return self._model is not None
+
+    @property
     def precision(self) -> str:
         """The precision the model runs at (resolved once loaded)."""
         return str(getattr(self._model, "precision", self.spec.precision))

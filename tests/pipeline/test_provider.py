@@ -80,7 +80,7 @@ def test_model_depth_is_lazy_and_keyed_by_what_shapes_its_output() -> None:
     provider = ModelDepth(
         ModelSpec("vit-small", Path("w.pth"), "cpu", "bf16", threads=1), FocalMode(fov_deg=60)
     )
-    assert provider._model is None  # nothing loaded (no torch) until a photo needs it
+    assert not provider.loaded  # nothing loaded (no torch) until a photo needs it
     assert provider.key() == {
         "model": "vit-small",
         "weights": "w.pth",
@@ -189,7 +189,12 @@ def test_model_depth_loads_once_with_its_spec(photo_and_depth, seeded_weights) -
         spec = ModelSpec(weights=seeded_weights("vit-small"), device="cpu", threads=1)
         provider = ModelDepth(spec)
         provider.prepare()
-        assert torch.get_num_threads() == 1 and provider.device == "cpu" and provider.precision == "fp32"
+        assert (
+            provider.loaded
+            and torch.get_num_threads() == 1
+            and provider.device == "cpu"
+            and provider.precision == "fp32"
+        )
         model = provider.model()
         dm = provider.provide(photo)
         assert provider.model() is model  # loaded once
