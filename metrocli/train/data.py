@@ -82,7 +82,7 @@ def _annotation_refs(root: Path) -> list[FrameRef]:
 def _folder_refs(
     root: Path, depth_dir: Path | None, depth_scale: float | None, focal_px: float | None
 ) -> list[FrameRef]:
-    from metrocli.pipeline.multiview import find_depth_file, list_photos
+    from metrocli.pipeline.inputs import find_depth_file, list_photos
 
     folders = [root, *sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))]
     refs = []
