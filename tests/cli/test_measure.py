@@ -10,11 +10,10 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
+import metrocli.synth as synth
+import metrocli.synth.samples as samples
 from metrocli.cli.common import run_cli
 from metrocli.cli.main import cli
-
-synth = pytest.importorskip("metrocli.synth")
-samples = pytest.importorskip("metrocli.synth.samples")
 
 
 @pytest.fixture(scope="module")

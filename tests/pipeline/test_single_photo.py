@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import metrocli.synth as synth
+import metrocli.synth.samples as samples
 from metrocli.errors import MeasurementError, MetroUsageError
 from metrocli.geometry.normals import depth_edges, known_normals
 from metrocli.io.geometry_io import read_ply_vertices
@@ -14,9 +16,6 @@ from metrocli.model.spec import ModelSpec
 from metrocli.pipeline.measure import measure_photo
 from metrocli.pipeline.provider import ModelDepth, SensorDepth, surface_normals
 from metrocli.pipeline.single import reconstruct_photo
-
-synth = pytest.importorskip("metrocli.synth")
-samples = pytest.importorskip("metrocli.synth.samples")
 
 #: lens (35 mm equivalent), eye, target, EXIF orientation of the stored JPEG
 SHOTS = {
