@@ -89,6 +89,11 @@ if TYPE_CHECKING:
     callback=positive("number of triangles"),
     help="Target triangle count of the mesh.",
 )
+@click.option(
+    "--cameras",
+    is_flag=True,
+    help="Folder with a .glb output: draw each registered photo's camera as a frustum mesh.",
+)
 @json_option
 def reconstruct(
     input_path: Path,
@@ -105,6 +110,7 @@ def reconstruct(
     points_only: bool,
     mesh_method: MeshMethod,
     simplify: int | None,
+    cameras: bool,
     as_json: bool,
 ) -> None:
     """Metric 3D of INPUT: a photo, or a folder of photos of one scene.
@@ -125,6 +131,8 @@ def reconstruct(
 
     if input_path.is_dir() and depth_file is not None:
         raise click.UsageError("--depth is for a single photo; use --depth-dir with a folder")
+    if cameras and (separate or not input_path.is_dir()):
+        raise click.UsageError("--cameras is for a folder fused into one .glb scene")
     provider = build_provider(spec, focal, sensor=depth_file or depth_dir)
     if separate:
         options = SeparateOptions(points_only, mesh_method, simplify, force)
@@ -134,7 +142,9 @@ def reconstruct(
             raise click.UsageError(
                 "--points-only and --mesh are for single photos and --separate; a folder is fused by TSDF"
             )
-        folder = MultiviewOptions(voxel_m, per_photo_scale, scale_ref, simplify=simplify, force=force)
+        folder = MultiviewOptions(
+            voxel_m, per_photo_scale, scale_ref, simplify=simplify, force=force, cameras=cameras
+        )
         _folder(input_path, out_path, provider, folder, as_json)
     else:
         _single(input_path, out_path, provider, SeparateOptions(points_only, mesh_method, simplify), as_json)
