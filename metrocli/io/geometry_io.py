@@ -133,6 +133,25 @@ def read_ply_vertices(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
     return out
 
 
+def read_mesh_vertices(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray | None]:
+    """Vertices (N, 3) float64 in the camera frame (OpenCV axes, metres; a GLB is turned back from glTF axes,
+    its camera frustums left out) and their RGB colours (N, 3) uint8 or None, of a mesh written by
+    :func:`write_mesh`."""
+    import trimesh
+
+    path = Path(path)
+    loaded: Any = trimesh.load(path, process=False)
+    if isinstance(loaded, trimesh.Scene):
+        loaded = loaded.geometry.get("scene") or next(iter(loaded.geometry.values()))
+    vertices = np.asarray(loaded.vertices, np.float64)
+    if path.suffix.lower() == ".glb":
+        vertices = to_gltf_axes(vertices)  # the transform is its own inverse
+    colors = None
+    if getattr(loaded.visual, "kind", None) == "vertex":
+        colors = np.asarray(loaded.visual.vertex_colors, np.uint8)[:, :3]
+    return vertices, colors
+
+
 def write_point_cloud(
     path: str | os.PathLike[str],
     cloud: PointCloud,
@@ -198,7 +217,7 @@ def write_mesh(
             process=False,
         )
         if suffix == ".ply":
-            tmp.write_bytes(tm.export(file_type="ply", encoding="binary", vertex_normal=True))
+            tm.export(str(tmp), file_type="ply", encoding="binary", vertex_normal=True)
         elif suffix == ".obj":
             tm.export(str(tmp), include_normals=True, include_color=True, digits=OBJ_DIGITS)
         else:
