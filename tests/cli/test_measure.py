@@ -74,6 +74,19 @@ def test_table_output(room: dict) -> None:
     assert "distance (m)" in out and "±" in out
 
 
+def test_units(room: dict) -> None:
+    result = invoke(room["photo"], "--depth", room["png"], "--units", "in", *room["args"])
+    assert result.exit_code == 0, result.output
+    assert "distance (in)" in result.output and "44.9" in result.output  # 1.140 m = 44.88 in
+    result = invoke(room["photo"], "--depth", room["png"], "--units", "ft", "--json", *room["args"])
+    obj = json.loads(result.output)
+    assert obj["unit"] == "ft"
+    for m in obj["measurements"]:
+        assert m["distance"] == pytest.approx(m["distance_m"] / 0.3048)
+        assert m["uncertainty"] == pytest.approx(m["uncertainty_m"] / 0.3048)
+    assert invoke(room["photo"], "--depth", room["png"], "--units", "yd", *room["args"]).exit_code == 2
+
+
 def test_json_schema_and_values(room: dict, tmp_path: Path) -> None:
     result = invoke(room["photo"], "--depth", room["png"], "--json", *room["args"])
     assert result.exit_code == 0, result.output
