@@ -3,9 +3,10 @@
 Files written for one photo with stem ``S`` (all atomically, see :mod:`metrocli.atomic`):
 
 - ``S.depth.npy``       (H, W) float32 metres, 0 where invalid
-- ``S.normal.npy``      (H, W, 3) float32 unit normals, camera frame (x right, y down, z forward); not written
-  for depth-only models
-- ``S.confidence.npy``  (H, W) float32 depth confidence (model-specific scale)
+- ``S.normal.npy``      (H, W, 3) float32 unit normals, camera frame (x right, y down, z forward), each turned
+  towards the camera (``n · ray <= 0``, like the PLY normals); not written for depth-only models
+- ``S.confidence.npy``  (H, W) float32 depth confidence: the network's raw confidence channel (ViT) or logit
+  (ConvNeXt), unbounded, higher is more confident, comparable only between outputs of one model
 - ``S.depth.png``       (H, W) 16-bit millimetres, clipped to 65.535 m, 0 = invalid
 - ``S.preview.png``     colourised depth (Turbo, near = red) beside colourised normals (``(n + 1) / 2`` with x
   right, y up, z towards the viewer), above a colour bar labelled in metres; the depth colours span the
@@ -26,6 +27,7 @@ from typing import Any, Literal
 import numpy as np
 
 from metrocli.atomic import atomic_path, write_text_atomic
+from metrocli.camera.intrinsics import Intrinsics
 from metrocli.errors import MetroUsageError
 from metrocli.geometry.sampling import valid_depth_mask
 from metrocli.prediction import Prediction
@@ -326,6 +328,15 @@ def depth_stats(depth_m: np.ndarray) -> dict[str, float | int | None]:
     }
 
 
+def towards_camera(normal: np.ndarray, intrinsics: Intrinsics) -> np.ndarray:
+    """(H, W, 3) float32 normals each turned to face the camera (``n · ray <= 0`` along the pixel's ray), the
+    sign convention of every normal metrocli writes."""
+    from metrocli.geometry.backproject import pixel_rays
+    from metrocli.geometry.normals import orient_towards_camera
+
+    return orient_towards_camera(normal, pixel_rays(intrinsics))
+
+
 def write_depth_outputs(
     out_dir: str | Path,
     stem: str,
@@ -347,11 +358,13 @@ def write_depth_outputs(
     depth = np.asarray(prediction.depth, dtype=np.float32)
     written: dict[str, Path] = {}
     written["depth"] = write_npy(paths["depth"], depth)
+    normal = None
     if prediction.normal is not None:
-        written["normal"] = write_npy(paths["normal"], np.asarray(prediction.normal, dtype=np.float32))
+        normal = towards_camera(prediction.normal, prediction.intrinsics)
+        written["normal"] = write_npy(paths["normal"], normal)
     written["confidence"] = write_npy(paths["confidence"], np.asarray(prediction.confidence, np.float32))
     written["depth_png"] = write_png(paths["depth_png"], depth_to_png_mm(depth))
-    preview = preview_image(depth, prediction.normal, depth_range_m=depth_range_m, with_colour_bar=True)
+    preview = preview_image(depth, normal, depth_range_m=depth_range_m, with_colour_bar=True)
     written["preview"] = write_png(paths["preview"], preview)
     meta: dict[str, Any] = {
         "model": prediction.model,

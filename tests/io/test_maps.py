@@ -86,7 +86,14 @@ def test_write_depth_outputs_roundtrip(tmp_path: Path, normals: bool) -> None:
     assert depth.dtype == np.float32 and depth.shape == (12, 16)
     np.testing.assert_array_equal(depth, pred.depth)
     if normals:
-        np.testing.assert_array_equal(np.load(files["normal"]), pred.normal)
+        # written towards the camera (n · ray <= 0, as the PLY normals): the others are flipped
+        from metrocli.geometry.backproject import pixel_rays
+
+        rays = pixel_rays(pred.intrinsics)
+        away = np.einsum("hwi,hwi->hw", pred.normal, rays) > 0
+        assert 0 < away.sum() < away.size
+        expected = np.where(away[..., None], -pred.normal, pred.normal)
+        np.testing.assert_array_equal(np.load(files["normal"]), expected)
     png = np.asarray(Image.open(files["depth_png"]))
     assert png.dtype == np.uint16 and png.shape == (12, 16)
     assert png[0, 0] == 0 and png[0, 1] == 0 and png[1, 0] == 65535
