@@ -19,6 +19,7 @@ from metrocli.errors import MetroError, MetroUsageError
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from metrocli.camera.calibration import Calibration
     from metrocli.model.spec import ModelSpec
     from metrocli.pipeline.provider import FocalMode, ModelDepth, SensorDepth
 
@@ -153,6 +154,17 @@ def _wrap(func: Callable, build: Callable[[dict[str, Any]], None]) -> Callable:
     return wrapper
 
 
+def _calibration(intrinsics: str | None, camera_file: Path | None) -> Calibration | None:
+    """The user's full intrinsics (``--intrinsics`` or ``--camera``, not both), or None."""
+    from metrocli.camera.calibration import parse_intrinsics, read_camera_file
+
+    if intrinsics is not None and camera_file is not None:
+        raise MetroUsageError("give --intrinsics or --camera, not both")
+    if intrinsics is not None:
+        return parse_intrinsics(intrinsics)
+    return read_camera_file(camera_file) if camera_file is not None else None
+
+
 def focal_options(*, auto: bool = True) -> Callable[[Callable], Callable]:
     """``--focal-px``, ``--fov`` (override the EXIF focal length) and, with ``auto``, ``--focal exif|auto``.
 
@@ -165,7 +177,9 @@ def focal_options(*, auto: bool = True) -> Callable[[Callable], Callable]:
             from metrocli.pipeline.provider import FocalMode
 
             focal_px, fov_deg = kwargs.pop("focal_px"), kwargs.pop("fov_deg")
-            kwargs["focal"] = FocalMode(focal_px, fov_deg, auto=kwargs.pop("focal_mode", "exif") == "auto")
+            calibration = _calibration(kwargs.pop("intrinsics"), kwargs.pop("camera_file"))
+            auto = kwargs.pop("focal_mode", "exif") == "auto"
+            kwargs["focal"] = FocalMode(focal_px, fov_deg, auto=auto, calibration=calibration)
 
         func = _wrap(func, build)
         if auto:
@@ -178,6 +192,21 @@ def focal_options(*, auto: bool = True) -> Callable[[Callable], Callable]:
                 help="auto: self-calibrate the focal length from the model's depth and normals (one forward; "
                 "for photos without EXIF, or to cross-check it). ViT models only.",
             )(func)
+        func = click.option(
+            "--camera",
+            "camera_file",
+            type=click.Path(exists=True, dir_okay=False, path_type=Path),
+            default=None,
+            help="Intrinsics from a COLMAP cameras.txt or an OpenCV calibration YAML; overrides EXIF.",
+        )(func)
+        func = click.option(
+            "--intrinsics",
+            "intrinsics",
+            default=None,
+            metavar="FX,FY,CX,CY",
+            help="Full intrinsics in pixels of the displayed photo (an off-centre principal point, e.g. a "
+            "crop, is honoured); overrides EXIF.",
+        )(func)
         func = click.option(
             "--fov",
             "fov_deg",

@@ -16,6 +16,21 @@ from metrocli.cli.common import (
     run_batch,
 )
 
+
+def parse_depth_range(text: str) -> tuple[float, float]:
+    """``"0.5,10"`` -> ``(0.5, 10.0)`` metres; a usage error unless 0 < NEAR < FAR."""
+    from metrocli.errors import MetroUsageError
+    from metrocli.io.maps import check_depth_range
+
+    parts = text.split(",")
+    try:
+        if len(parts) != 2:
+            raise ValueError(text)
+        return check_depth_range((float(parts[0]), float(parts[1])))
+    except (ValueError, MetroUsageError) as exc:
+        raise click.BadParameter(f"expected NEAR,FAR metres with 0 < NEAR < FAR, got {text!r}") from exc
+
+
 if TYPE_CHECKING:
     from metrocli.model.spec import ModelSpec
     from metrocli.pipeline.provider import FocalMode
@@ -36,9 +51,23 @@ if TYPE_CHECKING:
 @click.option(
     "--force", is_flag=True, help="Recompute photos whose outputs already exist (default: skip them)."
 )
+@click.option(
+    "--depth-range",
+    "depth_range",
+    default=None,
+    metavar="NEAR,FAR",
+    help="Fixed depth range of the previews' colours in metres (e.g. 0.5,10), so a batch compares "
+    "[default: each photo's own range].",
+)
 @json_option
 def depth(
-    images: tuple[Path, ...], out_dir: Path, spec: ModelSpec, focal: FocalMode, force: bool, as_json: bool
+    images: tuple[Path, ...],
+    out_dir: Path,
+    spec: ModelSpec,
+    focal: FocalMode,
+    force: bool,
+    depth_range: str | None,
+    as_json: bool,
 ) -> None:
     """Metric depth, normals and confidence of each IMAGE (photos or folders of photos).
 
@@ -48,7 +77,8 @@ def depth(
       STEM.normal.npy      float32 H x W x 3 camera-frame normals (ViT models only)
       STEM.confidence.npy  float32 depth confidence
       STEM.depth.png       16-bit millimetres (0 = invalid, clipped at 65.535 m)
-      STEM.preview.png     colourised depth beside colourised normals
+      STEM.preview.png     colourised depth (near red) beside normals ((n+1)/2: x right, y up,
+                           z towards you), above a colour bar in metres
       STEM.json            intrinsics (with their source), model, timings
     In a folder, hidden files and these outputs (*.depth.*, *.normal.*, *.confidence.*,
     *.preview.*) are not photos. Re-running skips photos whose outputs are complete (same
@@ -57,7 +87,8 @@ def depth(
     from metrocli.pipeline.depth import DepthRunner
     from metrocli.pipeline.inputs import expand_inputs, plan_stems
 
-    runner = DepthRunner(build_provider(spec, focal), out_dir, force=force)
+    span = parse_depth_range(depth_range) if depth_range is not None else None
+    runner = DepthRunner(build_provider(spec, focal), out_dir, force=force, depth_range_m=span)
     plan = plan_stems(expand_inputs(images))
     if not plan:
         raise click.UsageError("no photos found in the given folders")

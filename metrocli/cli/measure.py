@@ -6,7 +6,7 @@ import math
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -22,6 +22,7 @@ from metrocli.cli.common import (
 from metrocli.errors import MetroError
 
 if TYPE_CHECKING:
+    from metrocli.io.units import LengthUnit
     from metrocli.model.spec import ModelSpec
     from metrocli.pipeline.measure import MeasureResult
     from metrocli.pipeline.provider import FocalMode
@@ -87,6 +88,13 @@ def has_display() -> bool:
     metavar="OUT.png",
     help="Also write the photo with the lines and their lengths drawn on it (PNG).",
 )
+@click.option(
+    "--units",
+    type=click.Choice(["m", "cm", "mm", "in", "ft"]),
+    default=None,
+    help="Show lengths in this unit (table, picture; the JSON keeps metres and adds distance/uncertainty "
+    "in it) [default: table in m and cm, picture in m, or cm when all lines are under 1 m].",
+)
 @json_option
 def measure(
     photo: Path,
@@ -96,6 +104,7 @@ def measure(
     focal: FocalMode,
     spec: ModelSpec,
     annotate: Path | None,
+    units: LengthUnit | None,
     as_json: bool,
 ) -> None:
     """Measure real distances between points of PHOTO.
@@ -133,23 +142,37 @@ def measure(
         if annotate is not None:
             from metrocli.io.annotate import write_annotated
 
-            annotated = str(write_annotated(annotate, session.photo.image, measurements))
+            annotated = str(write_annotated(annotate, session.photo.image, measurements, units))
         result = session.result(measurements, annotated)
     except MetroError as exc:
         # one clean line and the error's exit code (2 for points outside the photo, 1 otherwise)
         error_line(str(exc))
         raise click.exceptions.Exit(exc.exit_code) from None
     if as_json:
-        emit_json(result.to_dict())
+        emit_json(with_units(result.to_dict(), units) if units else result.to_dict())
     else:
-        _print_table(result)
+        _print_table(result, units)
 
 
-def _print_table(result: MeasureResult) -> None:
+def with_units(doc: dict[str, Any], unit: LengthUnit) -> dict[str, Any]:
+    """The measure JSON with ``unit`` and each measurement's ``distance`` and ``uncertainty`` in it added
+    (``distance_m`` and ``uncertainty_m`` stay)."""
+    from metrocli.io.units import to_unit
+
+    out = {**doc, "unit": unit}
+    out["measurements"] = [
+        {**m, "distance": to_unit(m["distance_m"], unit), "uncertainty": to_unit(m["uncertainty_m"], unit)}
+        for m in doc["measurements"]
+    ]
+    return out
+
+
+def _print_table(result: MeasureResult, unit: LengthUnit | None = None) -> None:
     from rich.console import Console
     from rich.table import Table
 
     from metrocli.io.annotate import format_uncertainty
+    from metrocli.io.units import format_length
 
     console = Console(file=sys.stdout, width=160, highlight=False, soft_wrap=True)
     console.print(
@@ -163,9 +186,7 @@ def _print_table(result: MeasureResult) -> None:
         "to (px)",
         "from (m)",
         "to (m)",
-        "distance (m)",
-        "distance (cm)",
-        "± (1σ)",
+        *((f"distance ({unit})", f"± 1σ ({unit})") if unit else ("distance (m)", "distance (cm)", "± (1σ)")),
     ):
         table.add_column(name, justify="right", no_wrap=True)
     for i, m in enumerate(result.measurements, start=1):
@@ -175,9 +196,14 @@ def _print_table(result: MeasureResult) -> None:
             f"{m.to_px[0]:g}, {m.to_px[1]:g}",
             ", ".join(f"{x:+.3f}" for x in m.from_m),
             ", ".join(f"{x:+.3f}" for x in m.to_m),
-            f"{m.distance_m:.3f}",
-            f"{m.distance_m * 100:.1f}",
-            format_uncertainty(m.uncertainty_m),
+            *(
+                (
+                    format_length(m.distance_m, unit, with_unit=False),
+                    format_length(m.uncertainty_m, unit, with_unit=False),
+                )
+                if unit
+                else (f"{m.distance_m:.3f}", f"{m.distance_m * 100:.1f}", format_uncertainty(m.uncertainty_m))
+            ),
         )
     console.print(table)
     if result.error_model:

@@ -89,6 +89,19 @@ if TYPE_CHECKING:
     callback=positive("number of triangles"),
     help="Target triangle count of the mesh.",
 )
+@click.option(
+    "--cameras",
+    is_flag=True,
+    help="Folder with a .glb output: draw each registered photo's camera as a frustum mesh.",
+)
+@click.option(
+    "--export",
+    "export",
+    type=(click.Choice(["colmap"]), click.Path(file_okay=False, path_type=Path)),
+    default=None,
+    metavar="colmap DIR",
+    help="Folder: also write the scene as a COLMAP model (cameras.txt, images.txt, points3D.txt) in DIR.",
+)
 @json_option
 def reconstruct(
     input_path: Path,
@@ -105,6 +118,8 @@ def reconstruct(
     points_only: bool,
     mesh_method: MeshMethod,
     simplify: int | None,
+    cameras: bool,
+    export: tuple[str, Path] | None,
     as_json: bool,
 ) -> None:
     """Metric 3D of INPUT: a photo, or a folder of photos of one scene.
@@ -114,7 +129,8 @@ def reconstruct(
     INPUT a folder:  the photos (sorted by name) are registered in any order, fused (TSDF) into one mesh in
                      the camera frame of the first photo, in metres; OUT.json beside OUT holds each photo's
                      pose (4x4 camera-to-first-camera), intrinsics, focal source and depth scale, and the
-                     photos left out with the reason.
+                     photos left out with the reason. A .glb holds every registered photo's camera
+                     (--cameras: also a frustum mesh each); --export colmap DIR writes a COLMAP model.
     --separate:      one mesh per photo into the folder -o; re-running skips finished photos (--force redoes).
     --focal auto:    every photo's focal length is self-calibrated from its own prediction (model depth
                      only); a photo with a flat objective keeps its EXIF/default focal length, with a
@@ -125,6 +141,10 @@ def reconstruct(
 
     if input_path.is_dir() and depth_file is not None:
         raise click.UsageError("--depth is for a single photo; use --depth-dir with a folder")
+    if cameras and (separate or not input_path.is_dir()):
+        raise click.UsageError("--cameras is for a folder fused into one .glb scene")
+    if export is not None and (separate or not input_path.is_dir()):
+        raise click.UsageError("--export colmap is for a folder fused into one scene")
     provider = build_provider(spec, focal, sensor=depth_file or depth_dir)
     if separate:
         options = SeparateOptions(points_only, mesh_method, simplify, force)
@@ -134,8 +154,10 @@ def reconstruct(
             raise click.UsageError(
                 "--points-only and --mesh are for single photos and --separate; a folder is fused by TSDF"
             )
-        folder = MultiviewOptions(voxel_m, per_photo_scale, scale_ref, simplify=simplify, force=force)
-        _folder(input_path, out_path, provider, folder, as_json)
+        folder = MultiviewOptions(
+            voxel_m, per_photo_scale, scale_ref, simplify=simplify, force=force, cameras=cameras
+        )
+        _folder(input_path, out_path, provider, folder, as_json, export[1] if export else None)
     else:
         _single(input_path, out_path, provider, SeparateOptions(points_only, mesh_method, simplify), as_json)
 
@@ -187,8 +209,14 @@ def _separate(
 
 
 def _folder(
-    folder: Path, out_path: Path, provider: DepthProvider, options: MultiviewOptions, as_json: bool
+    folder: Path,
+    out_path: Path,
+    provider: DepthProvider,
+    options: MultiviewOptions,
+    as_json: bool,
+    colmap_dir: Path | None = None,
 ) -> None:
+    from metrocli.pipeline.colmap_export import export_colmap
     from metrocli.pipeline.multiview import MultiviewJob
 
     job = MultiviewJob(folder, out_path, provider, options)
@@ -199,8 +227,10 @@ def _folder(
         report = run_batch(job.photos, job.load, name=str, what="photo", description="loading")
         with stderr_console().status("registering and fusing"):
             result = job.finish()
+    if colmap_dir is not None:
+        export_colmap(result.json_path, colmap_dir)
     if as_json:
-        emit_json(result.to_dict())
+        emit_json({**result.to_dict(), **({"colmap": str(colmap_dir)} if colmap_dir else {})})
     else:
         note = " (skipped: up to date)" if result.skipped else ""
         left = f", {len(result.left_out)} left out" if result.left_out else ""
@@ -211,6 +241,8 @@ def _folder(
         )
         for name, why in sorted(result.left_out.items()):
             click.echo(f"  left out {name}: {why}")
+        if colmap_dir is not None:
+            click.echo(f"  COLMAP model: {colmap_dir}")
         if provider.focal.auto:
             for name, rec in result.focals.items():
                 focal = _focal_text(rec["focal_px"], rec["focal_source"], rec.get("focal_uncertainty_px"))

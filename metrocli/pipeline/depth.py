@@ -54,13 +54,22 @@ class DepthResult:
 class DepthRunner:
     """Runs a depth provider over photos one at a time (the model is loaded once, lazily, by the provider).
 
-    ``force``: recompute photos whose outputs are complete.
+    ``force``: recompute photos whose outputs are complete. ``depth_range_m``: fixed (near, far) metres of
+    the previews' depth colours (default: each photo's own range).
     """
 
-    def __init__(self, provider: DepthProvider, out_dir: str | Path, *, force: bool = False) -> None:
+    def __init__(
+        self,
+        provider: DepthProvider,
+        out_dir: str | Path,
+        *,
+        force: bool = False,
+        depth_range_m: tuple[float, float] | None = None,
+    ) -> None:
         self.provider = provider
         self.out_dir = Path(out_dir)
         self.force = force
+        self.depth_range_m = depth_range_m
 
     # -- resume -------------------------------------------------------------------------------------------
     def existing(self, photo: Path, stem: str) -> DepthResult | None:
@@ -75,6 +84,8 @@ class DepthRunner:
         if not isinstance(meta, dict) or meta.get("photo") != str(photo):
             return None
         if meta.get("provider") != self.provider.key():
+            return None
+        if meta.get("preview_depth_range_m") != (list(self.depth_range_m) if self.depth_range_m else None):
             return None
         names = meta.get("files")
         if not isinstance(names, dict):
@@ -123,10 +134,13 @@ class DepthRunner:
             "camera": {"make": photo.make, "model": photo.model},
             "warnings": list(photo.warnings),
             "timings_s": {"load_photo": t_load, **prediction.timings_s},
+            "preview_depth_range_m": list(self.depth_range_m) if self.depth_range_m else None,
         }
         if depth.selfcal is not None:
             extra["selfcal"] = depth.selfcal.to_dict()
-        files = write_depth_outputs(self.out_dir, stem, prediction, extra=extra)
+        files = write_depth_outputs(
+            self.out_dir, stem, prediction, extra=extra, depth_range_m=self.depth_range_m
+        )
         log.debug("wrote %s outputs in %.2f s", stem, time.perf_counter() - t1)
         return DepthResult(
             photo=photo_path,

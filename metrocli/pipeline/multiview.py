@@ -75,6 +75,8 @@ class MultiviewOptions:
         icp: ``"point-to-plane"``, ``"colored"`` or ``"none"``.
         simplify: target triangle count of the output mesh, or None.
         force: recompute even when the output is up to date.
+        cameras: a GLB output also gets a frustum mesh per registered photo (``--cameras``; its camera
+            nodes are always there).
     """
 
     voxel_m: float | None = None
@@ -83,6 +85,7 @@ class MultiviewOptions:
     icp: IcpMode = "point-to-plane"
     simplify: int | None = None
     force: bool = False
+    cameras: bool = False
 
     def key(self) -> dict[str, Any]:
         """The options that shape the scene (resume record)."""
@@ -92,6 +95,7 @@ class MultiviewOptions:
             "scale_reference": self.scale_reference,
             "icp": self.icp,
             "simplify": self.simplify,
+            "cameras": self.cameras,
         }
 
 
@@ -129,6 +133,8 @@ class MultiviewJob:
             raise MetroUsageError(f"--voxel-m must be a positive number of metres, got {options.voxel_m}")
         if options.simplify is not None and options.simplify <= 0:
             raise MetroUsageError(f"--simplify must be a positive triangle count, got {options.simplify}")
+        if options.cameras and self.out_path.suffix.lower() != ".glb":
+            raise MetroUsageError(f"{self.out_path}: --cameras draws camera frustums into a .glb output")
         if isinstance(provider, SensorDepth) and not provider.is_folder:
             raise MetroUsageError(f"{provider.path}: a folder of photos needs a folder of depth maps")
         self.photos = photos_of(self.folder, provider)
@@ -253,7 +259,7 @@ def _register_and_fuse(
     from metrocli.geometry.mesh import Mesh, simplify
     from metrocli.geometry.posegraph import register_frames
     from metrocli.geometry.registration import Frame
-    from metrocli.io.geometry_io import write_mesh
+    from metrocli.io.geometry_io import CameraView, write_mesh
 
     sensor = all(v.depth.source == "sensor" for v in views)
     per_scale = (not sensor) if opts.per_photo_scale is None else bool(opts.per_photo_scale)
@@ -272,7 +278,8 @@ def _register_and_fuse(
     if opts.simplify is not None:
         mesh = simplify(mesh, opts.simplify)
     t2 = time.perf_counter()
-    write_mesh(out_path, mesh)
+    cameras = [CameraView(views[k].path.name, views[k].intrinsics, reg.poses[k]) for k in sorted(reg.poses)]
+    write_mesh(out_path, mesh, cameras=cameras, frustums=opts.cameras)
     timings_s.update({"register": t1 - t0, "fuse": t2 - t1, "write": time.perf_counter() - t2})
     return FusedScene(reg, per_scale, voxel, len(mesh.vertices), len(mesh.triangles))
 

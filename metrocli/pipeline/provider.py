@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 
+from metrocli.camera.calibration import Calibration
 from metrocli.camera.intrinsics import Intrinsics
 from metrocli.errors import MetroUsageError
 from metrocli.geometry.measure import MODEL_ERROR, ErrorModel, sensor_error
@@ -44,11 +45,14 @@ DepthSourceKind = Literal["model", "sensor"]
 @dataclass(frozen=True)
 class FocalMode:
     """The focal length photos are taken with: EXIF (default), the user's (``focal_px`` or horizontal
-    ``fov_deg``), or ``auto`` (self-calibrated from the model's depth and normals; no override then)."""
+    ``fov_deg``), or ``auto`` (self-calibrated from the model's depth and normals; no override then).
+    ``calibration``: the user's full intrinsics (``--intrinsics`` / ``--camera``,
+    :mod:`metrocli.camera.calibration`), principal point included."""
 
     focal_px: float | None = None
     fov_deg: float | None = None
     auto: bool = False
+    calibration: Calibration | None = None
 
     def __post_init__(self) -> None:
         given = [
@@ -57,6 +61,10 @@ class FocalMode:
                 ("--focal-px", self.focal_px is not None),
                 ("--fov", self.fov_deg is not None),
                 ("--focal auto", self.auto),
+                (
+                    self.calibration.source.split(" ")[0] if self.calibration else "",
+                    self.calibration is not None,
+                ),
             )
             if on
         ]
@@ -70,20 +78,30 @@ class FocalMode:
         """``exif``, ``user`` or ``auto``."""
         if self.auto:
             return "auto"
-        return "user" if self.focal_px is not None or self.fov_deg is not None else "exif"
+        user = self.focal_px is not None or self.fov_deg is not None or self.calibration is not None
+        return "user" if user else "exif"
 
     def load_photo(self, path: str | os.PathLike[str]) -> Photo:
-        """The photo at ``path`` with the user's focal length applied (EXIF otherwise)."""
+        """The photo at ``path`` with the user's focal length or intrinsics applied (EXIF otherwise)."""
+        from dataclasses import replace
+
         from metrocli.camera.photo import load_photo
 
-        return load_photo(path, focal_px=self.focal_px, fov_deg=self.fov_deg)
+        photo = load_photo(path, focal_px=self.focal_px, fov_deg=self.fov_deg)
+        if self.calibration is None:
+            return photo
+        height, width = photo.image.shape[:2]
+        return replace(photo, intrinsics=self.calibration.for_image(width, height))
 
     def key(self) -> dict[str, Any]:
-        """Resume record: ``focal_px``, ``fov_deg`` and, with ``auto``, ``focal: "auto"``."""
+        """Resume record: ``focal_px``, ``fov_deg``, with ``auto`` ``focal: "auto"``, with a calibration
+        ``intrinsics`` (fx, fy, cx, cy and the size it is for)."""
+        c = self.calibration
         return {
             "focal_px": self.focal_px,
             "fov_deg": self.fov_deg,
             **({"focal": "auto"} if self.auto else {}),
+            **({"intrinsics": [c.fx, c.fy, c.cx, c.cy, c.width, c.height]} if c is not None else {}),
         }
 
 
@@ -244,7 +262,11 @@ class ModelDepth:
     def provide(self, photo: Photo, *, normals: bool = True) -> DepthMap:
         """One forward at the photo's intrinsics; with ``--focal auto`` self-calibrated from it (normals
         are then always computed). ``normals=False`` skips upsampling the normals (faster at 12 MP)."""
-        prediction = self.model().predict(photo.image, photo.intrinsics, normals=normals or self.focal.auto)
+        from metrocli.pipeline.principal import predict_centred
+
+        prediction = predict_centred(
+            self.model(), photo.image, photo.intrinsics, normals=normals or self.focal.auto
+        )
         if normals and prediction.normal is None and not self._warned_no_normals:
             log.warning("%s predicts depth only: no normals", self.spec.name)
             self._warned_no_normals = True
