@@ -21,9 +21,9 @@ from metrocli.cli.common import (
 
 if TYPE_CHECKING:
     from metrocli.model.spec import ModelSpec
-    from metrocli.pipeline.multiview import MultiviewOptions, ScaleReference
+    from metrocli.pipeline.multiview import MultiviewJob, MultiviewOptions, ScaleReference
     from metrocli.pipeline.provider import DepthProvider, FocalMode
-    from metrocli.pipeline.separate import SeparateOptions
+    from metrocli.pipeline.separate import SeparateJob, SeparateOptions
     from metrocli.pipeline.single import MeshMethod
 
 
@@ -49,6 +49,14 @@ if TYPE_CHECKING:
     type=click.Path(exists=True, file_okay=False, path_type=Path),
     default=None,
     help="Folder of sensor depth maps STEM.depth.png|STEM.depth.npy|STEM.png|STEM.npy for photos STEM.*.",
+)
+@click.option(
+    "--depth-scale",
+    type=float,
+    default=None,
+    callback=positive("number of metres per unit"),
+    help="Metres per unit of the --depth/--depth-dir maps (default 0.001 for PNG, 1 for .npy; "
+    "KITTI: 0.00390625, NYU: 0.001).",
 )
 @click.option("--separate", is_flag=True, help="One mesh per photo into the folder -o (batch conversion).")
 @click.option("--force", is_flag=True, help="Recompute outputs that already exist (default: skip them).")
@@ -95,6 +103,7 @@ def reconstruct(
     out_path: Path,
     depth_file: Path | None,
     depth_dir: Path | None,
+    depth_scale: float | None,
     separate: bool,
     force: bool,
     voxel_m: float | None,
@@ -125,7 +134,7 @@ def reconstruct(
 
     if input_path.is_dir() and depth_file is not None:
         raise click.UsageError("--depth is for a single photo; use --depth-dir with a folder")
-    provider = build_provider(spec, focal, sensor=depth_file or depth_dir)
+    provider = build_provider(spec, focal, sensor=depth_file or depth_dir, depth_scale=depth_scale)
     if separate:
         options = SeparateOptions(points_only, mesh_method, simplify, force)
         _separate(input_path, out_path, provider, options, as_json)
@@ -167,10 +176,16 @@ def _single(photo: Path, out_path: Path, provider: DepthProvider, o: SeparateOpt
 def _separate(
     inputs: Path, out_dir: Path, provider: DepthProvider, options: SeparateOptions, as_json: bool
 ) -> None:
+    from metrocli.pipeline.lock import output_lock
     from metrocli.pipeline.separate import SeparateJob
 
     job = SeparateJob(inputs, out_dir, provider, options)
     job.prepare()
+    with output_lock(out_dir):
+        _separate_batch(job, as_json)
+
+
+def _separate_batch(job: SeparateJob, as_json: bool) -> None:
 
     def work(item: tuple[Path, str]) -> None:
         result = job.run(item)
@@ -189,9 +204,15 @@ def _separate(
 def _folder(
     folder: Path, out_path: Path, provider: DepthProvider, options: MultiviewOptions, as_json: bool
 ) -> None:
+    from metrocli.pipeline.lock import output_lock
     from metrocli.pipeline.multiview import MultiviewJob
 
     job = MultiviewJob(folder, out_path, provider, options)
+    with output_lock(out_path.parent):
+        _folder_locked(job, out_path, provider, as_json)
+
+
+def _folder_locked(job: MultiviewJob, out_path: Path, provider: DepthProvider, as_json: bool) -> None:
     result = job.up_to_date()
     report = BatchReport(what="photo")
     if result is None:

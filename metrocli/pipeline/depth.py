@@ -76,7 +76,11 @@ class DepthRunner:
             meta = json.loads(paths["json"].read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return None
-        if not isinstance(meta, dict) or meta.get("resume_key") != resume_key(photo, self.provider):
+        try:
+            key = resume_key(photo, self.provider)
+        except OSError:  # no such photo: the run reports it
+            return None
+        if not isinstance(meta, dict) or meta.get("resume_key") != key:
             return None
         names = meta.get("files")
         if not isinstance(names, dict):

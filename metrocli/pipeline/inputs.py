@@ -83,17 +83,11 @@ def list_photos(
 def expand_inputs(
     inputs: Iterable[Path], *, recursive: bool = False, exclude: Iterable[str | os.PathLike[str]] = ()
 ) -> list[Path]:
-    """Photos as given; folders replaced by their photos (:func:`list_photos`). A photo named twice (under
-    two spellings of its path) is kept once."""
+    """Photos as given; folders replaced by their photos (:func:`list_photos`)."""
     photos: list[Path] = []
-    seen: set[Path] = set()
     exclude = list(exclude)
     for item in inputs:
-        for photo in list_photos(item, recursive=recursive, exclude=exclude) if item.is_dir() else [item]:
-            key = photo.resolve()
-            if key not in seen:
-                seen.add(key)
-                photos.append(photo)
+        photos.extend(list_photos(item, recursive=recursive, exclude=exclude) if item.is_dir() else [item])
     return photos
 
 
@@ -114,12 +108,15 @@ def plan_stems(photos: Iterable[Path]) -> list[tuple[Path, str]]:
     The stem is :func:`~metrocli.io.maps.safe_stem` of the name (Unicode and spaces kept). Photos whose stems
     coincide (ignoring case: ``a/x.jpg`` and ``b/x.jpeg``, or names that differ in a replaced character) all
     get ``<stem>-<8 hex digits of the SHA-256 of the photo's resolved path>``, so each keeps its own name
-    whatever else is in the batch. A name that is still not unique is a :class:`MetroUsageError`, before
-    any work.
+    whatever else is in the batch. A photo named twice (under two spellings of its path) is planned once. A
+    name that is still not unique is a :class:`MetroUsageError`, before any work.
     """
     import hashlib
 
-    photos = list(photos)
+    unique: dict[Path, Path] = {}
+    for photo in photos:
+        unique.setdefault(photo.resolve(), photo)
+    photos = list(unique.values())
     bases = [safe_stem(p.name) for p in photos]
     counts: dict[str, int] = {}
     for base in bases:

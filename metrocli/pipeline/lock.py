@@ -1,9 +1,11 @@
-"""One writer per output folder: an advisory lock (``fcntl.flock``) on a hidden file in it.
+"""One writer per output folder: an advisory lock (``fcntl.flock``) on the folder itself.
 
 Two ``metro`` runs writing into one folder would each skip or overwrite the other's half-finished work and
 both report success. :func:`output_lock` makes the second run wait up to ``wait_s`` seconds for the first,
 then refuse with a clear message. The lock is released when the run ends, however it ends (the kernel drops
-it when the process dies), so a killed run never leaves a stale lock behind.
+it when the process dies), so a killed run never leaves a stale lock behind. The folder's own descriptor is
+locked rather than a lock file in it, so that no file is ever added beside the user's outputs (``metro
+reconstruct FOLDER -o ~/scans/room.ply`` leaves only ``room.ply`` and ``room.json`` in ``~/scans``).
 """
 
 from __future__ import annotations
@@ -19,8 +21,6 @@ from metrocli.errors import MetroError
 
 log = logging.getLogger("metrocli.pipeline.lock")
 
-#: Name of the lock file in an output folder.
-LOCK_NAME = ".metro.lock"
 #: Seconds a second run waits for the first by default (``$METRO_LOCK_WAIT_S`` overrides).
 DEFAULT_WAIT_S = 0.0
 
@@ -48,7 +48,7 @@ def output_lock(folder: str | os.PathLike[str], *, wait_s: float | None = None) 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     wait_s = _wait_default() if wait_s is None else wait_s
-    fd = os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(folder, os.O_RDONLY)
     try:
         deadline = time.monotonic() + wait_s
         told = False
@@ -57,18 +57,15 @@ def output_lock(folder: str | os.PathLike[str], *, wait_s: float | None = None) 
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
-                holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "?"
                 if time.monotonic() >= deadline:
                     raise OutputBusyError(
-                        f"{folder}: another metro run (pid {holder}) is writing here; wait for it to finish "
-                        f"or choose another output folder"
+                        f"{folder}: another metro run is writing here; wait for it to finish "
+                        "or choose another output folder"
                     ) from None
                 if not told:
-                    log.warning("%s: waiting for another metro run (pid %s)", folder, holder)
+                    log.warning("%s: waiting for another metro run to finish", folder)
                     told = True
                 time.sleep(0.2)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode("ascii"), 0)
         yield
     finally:
         os.close(fd)  # releases the lock

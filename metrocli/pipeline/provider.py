@@ -320,6 +320,7 @@ class SensorDepth:
         t0 = time.perf_counter()
         depth_file = self.depth_file(Path(photo.path))
         sensor = load_sensor_depth(depth_file, photo, self.depth_scale)
+        warn_implausible_depth(depth_file, sensor.depth_m)
         return DepthMap(
             source="sensor",
             name=depth_file.name,
@@ -334,6 +335,28 @@ class SensorDepth:
         """The depth file or folder, its scale and the focal override."""
         where = "depth_dir" if self.is_folder else "depth_file"
         return {where: str(self.path), "depth_scale": self.depth_scale, **self.focal.key()}
+
+
+#: Median depths (metres) outside this range suggest a wrong ``--depth-scale``.
+PLAUSIBLE_MEDIAN_M = (0.3, 300.0)
+
+
+def warn_implausible_depth(depth_file: Path, depth_m: np.ndarray) -> float | None:
+    """Log a warning when the median valid depth of a sensor map is outside :data:`PLAUSIBLE_MEDIAN_M`
+    (a KITTI map read as millimetres, a map in centimetres, ...); returns the median (None if no depth)."""
+    valid = depth_m[np.isfinite(depth_m) & (depth_m > 0)]
+    if valid.size == 0:
+        return None
+    median = float(np.median(valid))
+    low, high = PLAUSIBLE_MEDIAN_M
+    if not low <= median <= high:
+        log.warning(
+            "%s: median depth %.3g m is implausible; check --depth-scale (metres per stored unit: "
+            "PNG default 0.001 = millimetres, as NYU; KITTI 0.00390625 = 1/256 m)",
+            depth_file,
+            median,
+        )
+    return median
 
 
 def photos_of(folder: str | os.PathLike[str], provider: DepthProvider) -> list[Path]:
