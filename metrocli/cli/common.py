@@ -341,10 +341,15 @@ _LIVE_CONSOLE: Console | None = None
 def emit_line(text: str) -> None:
     """Print one result line on stdout. While a progress bar is shown in the same terminal, the line is
     printed above the bar through its console, so that results and progress never share a line."""
-    if _LIVE_CONSOLE is not None and sys.stdout.isatty():
-        _LIVE_CONSOLE.print(text, markup=False, highlight=False, soft_wrap=True, emoji=False)
-        return
-    click.echo(text)
+    try:
+        if _LIVE_CONSOLE is not None and sys.stdout.isatty():
+            _LIVE_CONSOLE.print(text, markup=False, highlight=False, soft_wrap=True, emoji=False)
+            return
+        click.echo(text)
+    except BrokenPipeError:
+        # the reader has gone (`| head -1`): stop the whole command now, quietly, exit 0 like Unix tools
+        _stdout_closed()
+        raise click.exceptions.Exit(0) from None
 
 
 @dataclass

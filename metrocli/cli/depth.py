@@ -75,13 +75,13 @@ def depth(
     if not plan:
         raise click.UsageError("no photos found in the given folders")
     runner.check_targets(plan)
-    if any(runner.existing(photo, stem) is None for photo, stem in plan):
-        runner.prepare()  # missing or unsafe weights: one clear line, before any photo
-    with output_lock(out_dir):
+    with output_lock(out_dir):  # the folder itself is locked: nothing is added to it
         _run(runner, plan, as_json)
 
 
 def _run(runner: DepthRunner, plan: list[tuple[Path, str]], as_json: bool) -> None:
+    if any(runner.existing(photo, stem) is None for photo, stem in plan):
+        runner.prepare()  # missing or unsafe weights: one clear line, before any photo
 
     def work(item: tuple[Path, str]) -> None:
         result = runner.run(*item)

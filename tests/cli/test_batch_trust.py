@@ -1,0 +1,313 @@
+"""Issue #14 / #22: batches never touch an input, never hand back a stale or another photo's output.
+
+Real files, real subprocesses for pipes, non-TTY stderr and concurrent runs; "inputs untouched" is checked
+with file hashes before and after. The model is replaced by a deterministic stand-in provider (depth from the
+photo's mean colour) where the scenario is about files, not about depth.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import metrocli.cli.depth as depth_cli
+from metrocli.camera.exif_write import write_jpeg
+from metrocli.cli.common import run_cli
+from metrocli.cli.main import cli, hoist_verbosity
+from metrocli.pipeline.inputs import expand_inputs, list_photos, plan_stems
+from metrocli.pipeline.provider import MODEL_ERROR, DepthMap, FocalMode
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+class StandInDepth:
+    """A DepthProvider without a network: depth = 1 m + the photo's mean grey level / 100; counts calls."""
+
+    def __init__(self, focal: FocalMode = FocalMode(), tag: str = "a") -> None:
+        self._focal = focal
+        self.tag = tag
+        self.calls: list[str] = []
+
+    @property
+    def focal(self) -> FocalMode:
+        return self._focal
+
+    def prepare(self) -> None:
+        pass
+
+    def provide(self, photo: Any, *, normals: bool = True) -> DepthMap:
+        self.calls.append(Path(photo.path).name)
+        h, w = photo.image.shape[:2]
+        depth = np.full((h, w), 1.0 + float(photo.image.mean()) / 100.0, np.float32)
+        return DepthMap(
+            "model", "stand-in", depth, photo.intrinsics, MODEL_ERROR, confidence=np.ones_like(depth)
+        )
+
+    def key(self) -> dict[str, Any]:
+        return {"model": "stand-in", "tag": self.tag, **self.focal.key()}
+
+
+def _jpeg(path: Path, seed: int) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rgb = np.random.default_rng(seed).integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    write_jpeg(path, rgb, make="Apple", model="iPhone 12", focal_35mm=26)
+    return path
+
+
+def _hashes(folder: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.fixture
+def stand_in(monkeypatch: pytest.MonkeyPatch) -> list[StandInDepth]:
+    """`metro depth` runs the stand-in; the providers made are collected (to count model runs)."""
+    made: list[StandInDepth] = []
+
+    def build(spec: Any, focal: FocalMode, **_: Any) -> StandInDepth:
+        made.append(StandInDepth(focal))
+        return made[-1]
+
+    monkeypatch.setattr(depth_cli, "build_provider", build)
+    return made
+
+
+def _depth(*args: str):
+    return CliRunner().invoke(cli, ["depth", *args, "--json"])
+
+
+def _records(result: Any) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+
+
+# -- 1. discovery ------------------------------------------------------------------------------------------
+def test_one_listing_rule_recursive_hidden_and_output_folder(tmp_path: Path) -> None:
+    for name in ["a.jpg", "a.depth.png", "a.preview.png", "a-measured.png", ".hidden.jpg", "notes.txt"]:
+        (tmp_path / name).write_bytes(b"x")
+    for name in ["sub/b.jpg", ".cache/c.jpg", "out/d.jpg", "sub/deeper/e.png"]:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    rel = [p.relative_to(tmp_path).as_posix() for p in list_photos(tmp_path)]
+    assert rel == ["a.jpg", "out/d.jpg"][:1]
+    deep = list_photos(tmp_path, recursive=True, exclude=[tmp_path / "out"])
+    assert [p.relative_to(tmp_path).as_posix() for p in deep] == ["a.jpg", "sub/b.jpg", "sub/deeper/e.png"]
+    # info, depth, reconstruct: one rule (`info` takes folders too)
+    result = CliRunner().invoke(cli, ["info", "--json", "--recursive", str(tmp_path / "sub")])
+    assert result.exit_code == 1  # the files are not real photos; what counts is which were tried
+    assert "b.jpg" in result.stderr and "e.png" in result.stderr and "a.jpg" not in result.stderr
+
+
+# -- 3. names ----------------------------------------------------------------------------------------------
+def test_names_keep_unicode_and_collisions_follow_the_path_not_the_batch(tmp_path: Path) -> None:
+    tokyo, osaka = _jpeg(tmp_path / "東京.jpg", 1), _jpeg(tmp_path / "大阪 駅.jpg", 2)
+    sa, sb = _jpeg(tmp_path / "sa" / "room_01.jpg", 3), _jpeg(tmp_path / "sb" / "room_01.jpg", 4)
+    plan = dict(plan_stems([tokyo, osaka, sa, sb]))
+    assert plan[tokyo] == "東京" and plan[osaka] == "大阪 駅"
+    assert plan[sa] != plan[sb] and plan[sa].startswith("room_01-") and plan[sb].startswith("room_01-")
+    assert dict(plan_stems([sb, osaka, sa, tokyo])) == plan  # batch order does not matter
+    assert dict(plan_stems([tokyo]))[tokyo] == "東京"  # nor which other files are in the batch
+
+
+def test_unicode_and_same_stem_photos_get_their_own_outputs(tmp_path: Path, stand_in) -> None:
+    inputs = tmp_path / "in"
+    _jpeg(inputs / "東京.jpg", 1)
+    _jpeg(inputs / "大阪.jpg", 2)
+    _jpeg(inputs / "sa" / "room.jpg", 3)
+    _jpeg(inputs / "sb" / "room.jpg", 4)
+    before = _hashes(inputs)
+    out = tmp_path / "out"
+    result = _depth(str(inputs), "-r", "-o", str(out))
+    assert result.exit_code == 0, result.output
+    recs = {Path(r["photo"]).relative_to(inputs).as_posix(): r for r in _records(result)}
+    assert Path(recs["東京.jpg"]["files"]["depth"]).name == "東京.depth.npy"
+    assert Path(recs["大阪.jpg"]["files"]["depth"]).name == "大阪.depth.npy"
+    sa_depth, sb_depth = recs["sa/room.jpg"]["files"]["depth"], recs["sb/room.jpg"]["files"]["depth"]
+    assert sa_depth != sb_depth
+    assert not np.array_equal(np.load(sa_depth), np.load(sb_depth))  # each photo's own depth
+    # After 大阪 is removed, 東京 keeps its name and is skipped (never another photo's outputs).
+    (inputs / "大阪.jpg").unlink()
+    again = _depth(str(inputs / "東京.jpg"), str(inputs / "sb" / "room.jpg"), "-o", str(out))
+    assert again.exit_code == 0, again.output
+    recs2 = {Path(r["photo"]).name: r for r in _records(again)}
+    assert recs2["東京.jpg"]["skipped"] is True
+    assert recs2["東京.jpg"]["files"]["depth"] == recs["東京.jpg"]["files"]["depth"]
+    assert recs2["room.jpg"]["skipped"] is False  # sb/room alone now writes room.*, its own
+    assert np.array_equal(np.load(recs2["room.jpg"]["files"]["depth"]), np.load(sb_depth))
+    del before["大阪.jpg"]
+    assert _hashes(inputs) == before
+
+
+# -- 4. resume ---------------------------------------------------------------------------------------------
+def test_resume_is_keyed_on_content_not_on_the_path_spelling(
+    tmp_path: Path, stand_in, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    photo = _jpeg(tmp_path / "in" / "IMG_0042.jpg", 1)
+    out = tmp_path / "out"
+    first = _depth(str(photo), "-o", str(out))
+    assert first.exit_code == 0 and _records(first)[0]["skipped"] is False
+    monkeypatch.chdir(tmp_path)
+    relative = _depth("in/../in/IMG_0042.jpg", "-o", "out")
+    assert _records(relative)[0]["skipped"] is True and stand_in[-1].calls == []
+    other_focal = _depth(str(photo), "-o", str(out), "--fov", "40")
+    assert _records(other_focal)[0]["skipped"] is False
+    # a different photo under the same name is recomputed, never reported with the old outputs
+    old = np.load(out / "IMG_0042.depth.npy")
+    shutil.copy(_jpeg(tmp_path / "other.jpg", 9), photo)
+    replaced = _depth(str(photo), "-o", str(out), "--fov", "40")
+    assert _records(replaced)[0]["skipped"] is False and stand_in[-1].calls == ["IMG_0042.jpg"]
+    assert not np.array_equal(np.load(out / "IMG_0042.depth.npy"), old)
+    sidecar = json.loads((out / "IMG_0042.json").read_text())
+    assert sidecar["photo_sha256"] == hashlib.sha256(photo.read_bytes()).hexdigest()
+
+
+# -- 2. inputs are read-only -------------------------------------------------------------------------------
+def test_depth_maps_beside_photos_with_o_the_input_folder_are_never_overwritten(
+    tmp_path: Path, stand_in, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "sample_photos"
+    _jpeg(folder / "room_01.jpg", 1)
+    _jpeg(folder / "room_02.jpg", 2)
+    (folder / "room_01.depth.png").write_bytes(b"the user's sensor depth")
+    before = _hashes(folder)
+    assert run_cli(cli, ["depth", str(folder), "-o", str(folder)]) == 2
+    captured = capsys.readouterr()
+    assert "room_01.depth.png" in captured.err and captured.err.count("\n") == 1
+    assert captured.out == "" and stand_in[-1].calls == []  # refused before any work
+    assert _hashes(folder) == before
+
+
+def test_depth_into_the_input_folder_lists_only_photos_and_reruns_cleanly(tmp_path: Path, stand_in) -> None:
+    folder = tmp_path / "photos"
+    _jpeg(folder / "a.jpg", 1)
+    _jpeg(folder / "b.jpg", 2)
+    before = _hashes(folder)
+    first = _depth(str(folder), "-o", str(folder))
+    assert first.exit_code == 0 and len(_records(first)) == 2  # not its own outputs
+    second = _depth(str(folder), "-o", str(folder))
+    assert [r["skipped"] for r in _records(second)] == [True, True]
+    assert {k: v for k, v in _hashes(folder).items() if k in before} == before
+
+
+# -- 5. pipes ----------------------------------------------------------------------------------------------
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(REPO)}
+
+
+def test_closed_stdout_ends_the_batch_quietly_with_exit_0(tmp_path: Path) -> None:
+    photos = [str(_jpeg(tmp_path / f"p{i:03d}.jpg", i)) for i in range(60)]
+    metro = f"{sys.executable} -m metrocli.cli.main"
+    script = f'{metro} info --json {" ".join(photos)} | head -1; echo "rc=${{PIPESTATUS[0]}}" >&2'
+    proc = subprocess.run(["bash", "-c", script], capture_output=True, text=True, env=_env(), timeout=120)
+    assert len(proc.stdout.splitlines()) == 1 and json.loads(proc.stdout)["path"] == photos[0]
+    lines = proc.stderr.strip().splitlines()
+    assert lines[-1] == "rc=0", proc.stderr
+    # no BrokenPipeError, no error and no summary lines (what was done before head exited is logged)
+    assert all(line.startswith("[") and line.endswith(" s ok") for line in lines[:-1]), proc.stderr
+    # a reader that is gone before the first result: not one more photo is read after the failed write
+    gone = f'{metro} info --json {" ".join(photos)} | true; echo "rc=${{PIPESTATUS[0]}}" >&2'
+    proc = subprocess.run(["bash", "-c", gone], capture_output=True, text=True, env=_env(), timeout=120)
+    assert proc.stderr.strip().splitlines() == ["rc=0"], proc.stderr
+
+
+# -- 6. logs -----------------------------------------------------------------------------------------------
+def test_non_tty_stderr_gets_one_plain_line_per_photo(tmp_path: Path) -> None:
+    long_name = "a photo with a rather long name " * 3 + ".jpg"
+    photos = [str(_jpeg(tmp_path / n, i)) for i, n in enumerate(["x.jpg", long_name, "y.jpg"])]
+    (tmp_path / "bad.jpg").write_text("not a photo")
+    cmd = [
+        sys.executable,
+        "-m",
+        "metrocli.cli.main",
+        "info",
+        *photos,
+        str(tmp_path / "bad.jpg"),
+        "--json",
+        "-v",
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**_env(), "COLUMNS": "40"}, timeout=120)
+    lines = proc.stderr.splitlines()
+    progress = [line for line in lines if line.startswith("[")]
+    assert [line.split()[0] for line in progress] == ["[1/4]", "[2/4]", "[3/4]", "[4/4]"]
+    assert progress[1].startswith(f"[2/4] {photos[1]} ") and progress[1].endswith(" s ok")
+    assert progress[3].endswith(" s failed")
+    assert "\x1b[" not in proc.stderr  # no colour
+    assert all(line.startswith(("[", "metro: ", "3 of 4")) for line in lines), lines
+    quiet = subprocess.run([*cmd[:-1], "-q"], capture_output=True, text=True, env=_env(), timeout=120)
+    assert not any(line.startswith("[") for line in quiet.stderr.splitlines())
+    assert "bad.jpg" in quiet.stderr  # errors still
+
+
+def test_verbosity_flags_after_the_subcommand() -> None:
+    assert hoist_verbosity(["depth", "x.jpg", "-vv", "-o", "o", "--", "-q"]) == [
+        "-vv",
+        "depth",
+        "x.jpg",
+        "-o",
+        "o",
+        "--",
+        "-q",
+    ]
+    result = CliRunner().invoke(cli, ["info", "-q", "-v", "nothing.jpg"])
+    assert result.exit_code == 2
+
+
+# -- #22: two runs at once ---------------------------------------------------------------------------------
+def test_a_second_run_on_the_same_output_folder_is_refused(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\nfrom metrocli.pipeline.lock import output_lock\n"
+            f"with output_lock({str(out)!r}):\n    print('held', flush=True)\n    time.sleep(60)\n",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=_env(),
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        photo = _jpeg(tmp_path / "p.jpg", 1)
+        cmd = [sys.executable, "-m", "metrocli.cli.main", "depth", str(photo), "-o", str(out)]
+        start = time.monotonic()
+        proc = subprocess.run(
+            [*cmd, "--weights", str(tmp_path / "none.pth")],
+            capture_output=True,
+            text=True,
+            env=_env(),
+            timeout=120,
+        )
+        assert proc.returncode == 1 and "another metro run is writing here" in proc.stderr
+        assert time.monotonic() - start < 60 and list(out.iterdir()) == []
+    finally:
+        holder.kill()
+        holder.wait()
+    # once the first run is gone (killed, even), the folder is free again: the lock died with it
+    proc = subprocess.run(
+        [*cmd, "--weights", str(tmp_path / "none.pth")],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=120,
+    )
+    assert "another metro run" not in proc.stderr and "none.pth" in proc.stderr
+
+
+def test_expand_inputs_keeps_explicit_files(tmp_path: Path) -> None:
+    photo = _jpeg(tmp_path / "x.jpg", 1)
+    assert expand_inputs([photo, photo]) == [photo, photo]
+    assert plan_stems([photo, tmp_path / "." / "x.jpg"]) == [(photo, "x")]  # one photo, one plan entry
