@@ -311,3 +311,166 @@ def test_expand_inputs_keeps_explicit_files(tmp_path: Path) -> None:
     photo = _jpeg(tmp_path / "x.jpg", 1)
     assert expand_inputs([photo, photo]) == [photo, photo]
     assert plan_stems([photo, tmp_path / "." / "x.jpg"]) == [(photo, "x")]  # one photo, one plan entry
+
+
+# -- #22: resume of reconstruct --separate and FOLDER fingerprints everything ------------------------------
+def _room(folder: Path, names: list[str], size: tuple[int, int] = (160, 120)) -> Path:
+    from metrocli.synth.multiview import ROOM_VIEWS, render_views, write_views
+
+    folder.mkdir(parents=True, exist_ok=True)
+    views = tuple(v for v in ROOM_VIEWS if v.name in names)
+    write_views(folder, render_views(*size, views), views=views)
+    return folder
+
+
+def _reconstruct(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, list[dict[str, Any]], str]:
+    code = run_cli(cli, ["reconstruct", *args, "--json"])
+    captured = capsys.readouterr()
+    return code, [json.loads(x) for x in captured.out.splitlines() if x.strip()], captured.err
+
+
+def test_separate_resume_follows_options_photos_and_sensor_maps(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from metrocli.synth.multiview import ROOM_VIEWS
+
+    monkeypatch.setenv("METRO_CACHE_DIR", str(tmp_path / "cache"))
+    name = ROOM_VIEWS[0].name
+    sa = _room(tmp_path / "sa", [name])
+    sb = _room(tmp_path / "sb", [ROOM_VIEWS[1].name])
+    # sb holds another view under sa's name: same file names, other content
+    for suffix in (".jpg", ".depth.png"):
+        (sb / f"{ROOM_VIEWS[1].name}{suffix}").rename(sb / f"{name}{suffix}")
+    before = {**_hashes(sa), **{f"b/{k}": v for k, v in _hashes(sb).items()}}
+    out = tmp_path / "meshes"
+    base = ["-o", str(out), "--separate", "--points-only"]
+    code, recs, _ = _reconstruct(capsys, str(sa), *base, "--depth-dir", str(sa))
+    assert code == 0 and recs[0]["skipped"] is False
+    code, recs, _ = _reconstruct(capsys, str(sa), *base, "--depth-dir", str(sa))
+    assert recs[0]["skipped"] is True
+    # --points-only dropped and --fov 30 added: recomputed, never the old point cloud
+    code, recs, _ = _reconstruct(
+        capsys, str(sa), "-o", str(out), "--separate", "--depth-dir", str(sa), "--fov", "30"
+    )
+    assert code == 0 and recs[0]["skipped"] is False and recs[0]["kind"] == "mesh"
+    # another photo under the same name into the same -o: its own mesh
+    stamp = (out / f"{name}.ply").read_bytes()
+    args = [str(sb), "-o", str(out), "--separate", "--depth-dir", str(sb), "--fov", "30"]
+    code, recs, _ = _reconstruct(capsys, *args)
+    assert code == 0 and recs[0]["skipped"] is False and (out / f"{name}.ply").read_bytes() != stamp
+    # the sensor map replaced: recomputed
+    assert _reconstruct(capsys, *args)[1][0]["skipped"] is True
+    depth_png = sb / f"{name}.depth.png"
+    from PIL import Image
+
+    mm = np.asarray(Image.open(depth_png)).astype(np.uint16)
+    Image.fromarray((mm // 2).astype(np.uint16)).save(depth_png)
+    assert _reconstruct(capsys, *args)[1][0]["skipped"] is False
+    after = {**_hashes(sa), **{f"b/{k}": v for k, v in _hashes(sb).items()}}
+    assert {k: v for k, v in after.items() if not k.endswith(".depth.png")} == {
+        k: v for k, v in before.items() if not k.endswith(".depth.png")
+    }
+
+
+def test_separate_never_replaces_a_file_it_did_not_write(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from metrocli.synth.multiview import ROOM_VIEWS
+
+    monkeypatch.setenv("METRO_CACHE_DIR", str(tmp_path / "cache"))
+    name = ROOM_VIEWS[0].name
+    folder = _room(tmp_path / "in", [name])
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / f"{name}.ply").write_text("the user's own scan\n")
+    code, recs, err = _reconstruct(
+        capsys, str(folder), "-o", str(out), "--separate", "--depth-dir", str(folder)
+    )
+    assert code == 2 and recs == [] and f"{name}.ply" in err
+    assert (out / f"{name}.ply").read_text() == "the user's own scan\n"
+
+
+def test_implausible_sensor_depth_warns_and_depth_scale_fixes_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from PIL import Image
+
+    from metrocli.synth.multiview import ROOM_VIEWS
+
+    name = ROOM_VIEWS[0].name
+    folder = _room(tmp_path / "in", [name])
+    depth_png = folder / f"{name}.depth.png"
+    mm = np.asarray(Image.open(depth_png)).astype(np.float64)
+    npy = tmp_path / "mm.npy"  # millimetres saved as .npy, read as the .npy default metres: 3.6 km
+    np.save(npy, mm.astype(np.float32))
+    photo = str(folder / f"{name}.jpg")
+    code, _, err = _reconstruct(capsys, photo, "-o", str(tmp_path / "a.ply"), "--depth", str(npy))
+    assert "implausible" in err and "--depth-scale" in err, err
+    args = [photo, "-o", str(tmp_path / "b.ply"), "--depth", str(npy), "--depth-scale", "0.001"]
+    code, _, err = _reconstruct(capsys, *args)
+    assert code == 0 and "implausible" not in err
+
+
+@pytest.mark.slow
+def test_folder_resume_sees_a_replaced_depth_map_and_caches_predictions(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import metrocli.pipeline.prediction_cache as cache
+    from metrocli.synth.multiview import ROOM_VIEWS
+
+    names = [v.name for v in ROOM_VIEWS[:3]]
+    folder = _room(tmp_path / "in", names, size=(320, 240))
+    out = tmp_path / "scene.ply"
+    args = [str(folder), "-o", str(out), "--depth-dir", str(folder), "--voxel-m", "0.05"]
+    code, recs, err = _reconstruct(capsys, *args)
+    assert code == 0 and recs[0]["skipped"] is False, err
+    assert _reconstruct(capsys, *args)[1][0]["skipped"] is True
+    depth_png = folder / f"{names[1]}.depth.png"
+    from PIL import Image
+
+    mm = np.asarray(Image.open(depth_png)).astype(np.uint16)
+    Image.fromarray((mm // 2).astype(np.uint16)).save(depth_png)
+    assert _reconstruct(capsys, *args)[1][0]["skipped"] is False
+
+    # model depth: one photo touched -> one forward; the others come from the cache beside the output
+    runs: list[str] = []
+
+    class Counting(StandInDepth):
+        spec = type("Spec", (), {"name": "vit-small", "weights": None})()
+
+        def model(self) -> Any:
+            class Net:
+                def predict(self, image: np.ndarray, intrinsics: Any, normals: bool = True) -> Any:
+                    from metrocli.prediction import Prediction
+
+                    runs.append("forward")
+                    depth = np.full(image.shape[:2], 1.0 + float(image.mean()) / 100.0, np.float32)
+                    return Prediction(depth, None, np.ones_like(depth), None, intrinsics, "stand-in")
+
+            return Net()
+
+        def from_prediction(self, prediction: Any, photo: Any) -> DepthMap:
+            return DepthMap(
+                "model",
+                "stand-in",
+                prediction.depth,
+                photo.intrinsics,
+                MODEL_ERROR,
+                confidence=prediction.confidence,
+            )
+
+    monkeypatch.setattr("metrocli.pipeline.multiview.ModelDepth", Counting)
+    monkeypatch.setattr(cache, "ModelDepth", Counting)
+    from metrocli.pipeline.multiview import MultiviewJob, MultiviewOptions
+
+    model_out = tmp_path / "model" / "scene.ply"
+    job = MultiviewJob(folder, model_out, Counting(), MultiviewOptions(voxel_m=0.05))
+    for p in job.photos:
+        job.load(p)
+    assert len(runs) == 3 and len(list(cache.cache_dir_for(model_out).glob("*.npz"))) == 3
+    other = _room(tmp_path / "other", [ROOM_VIEWS[3].name], size=(320, 240))
+    shutil.copy(other / f"{ROOM_VIEWS[3].name}.jpg", folder / f"{names[2]}.jpg")  # one photo changed
+    job = MultiviewJob(folder, model_out, Counting(), MultiviewOptions(voxel_m=0.05))
+    for p in job.photos:
+        job.load(p)
+    assert len(runs) == 4
