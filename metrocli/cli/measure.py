@@ -116,13 +116,23 @@ def measure(
             "give at least one --line U1,V1,U2,V2 (no display for the interactive picker: "
             "$DISPLAY and $WAYLAND_DISPLAY are unset)"
         )
+    if not lines:
+        from metrocli.cli.picker import check_display
+
+        try:
+            check_display()  # a display that cannot open a window fails now, not after the model ran
+        except MetroError as exc:
+            raise click.UsageError(str(exc)) from None
     from metrocli.pipeline.measure import open_session
 
     provider = build_provider(spec, focal, sensor=depth_file, depth_scale=depth_scale)
+    failed: list[tuple[int, MetroError]] = []
     try:
-        session = open_session(photo, provider, lines=lines)
+        session = open_session(photo, provider, lines=lines, partial=True)
         if lines:
-            measurements = session.measure(lines)
+            measurements, failed = session.measure_each(lines)
+            if not measurements:  # nothing to show: the first line's error and its exit code
+                raise failed[0][1]
         else:
             from metrocli.cli.picker import pick_and_measure
 
@@ -143,6 +153,10 @@ def measure(
         emit_json(result.to_dict())
     else:
         _print_table(result)
+    for _, exc in failed:  # every valid line was printed; each invalid one is reported, exit 1
+        error_line(str(exc))
+    if failed:
+        raise click.exceptions.Exit(1)
 
 
 def _print_table(result: MeasureResult) -> None:
