@@ -153,8 +153,8 @@ def measure(
         emit_json(result.to_dict())
     else:
         _print_table(result)
-    for _, exc in failed:  # every valid line was printed; each invalid one is reported, exit 1
-        error_line(str(exc))
+    for _, line_error in failed:  # every valid line was printed; each invalid one is reported, exit 1
+        error_line(str(line_error))
     if failed:
         raise click.exceptions.Exit(1)
 

@@ -59,7 +59,7 @@ def _save(path: Path, prediction: Prediction) -> None:
 
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
+            np.savez(fh, **arrays)  # type: ignore[arg-type]
 
     try:
         write_atomic(path, write)
