@@ -121,7 +121,7 @@ def info(
 
     def work(path: Path) -> None:
         item = describe_photo(path, focal_px=focal.focal_px, fov_deg=focal.fov_deg)
-        record: dict[str, Any] = item.to_dict()
+        record: dict[str, Any] = {"photo": str(path), **item.to_dict()}
         if provider is not None:
             from metrocli.pipeline.provider import check_photo_focal
 

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import click
 
 from metrocli.cli.common import (
+    BatchFailed,
     BatchReport,
     build_provider,
     emit_json,
@@ -15,6 +16,7 @@ from metrocli.cli.common import (
     json_option,
     model_options,
     positive,
+    quiet,
     run_batch,
     stderr_console,
 )
@@ -236,4 +238,14 @@ def _folder_locked(job: MultiviewJob, out_path: Path, provider: DepthProvider, a
             for name, rec in result.focals.items():
                 focal = _focal_text(rec["focal_px"], rec["focal_source"], rec.get("focal_uncertainty_px"))
                 click.echo(f"  focal {name}: {focal}")
-    report.finish()
+    # the summary counts what happened: registered and left out (at loading or registration), never
+    # "8 of 8 succeeded" when 3 were left out; anything left out is exit 1, on a resumed run too
+    total = len(result.registered) + len(result.left_out)
+    if not quiet():
+        click.echo(
+            f"{total} photos: {len(result.registered)} registered, {len(result.left_out)} left out", err=True
+        )
+    if report.failed:
+        report.finish()
+    if result.left_out:
+        raise BatchFailed()

@@ -67,7 +67,13 @@ class SeparateResult:
     details: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"photo": str(self.photo), "output": str(self.output), "skipped": self.skipped, **self.details}
+        return {
+            "photo": str(self.photo),
+            "output": str(self.output),
+            "outputs": [str(self.output)],
+            "skipped": self.skipped,
+            **self.details,
+        }
 
 
 class SeparateJob:

@@ -424,6 +424,8 @@ def test_folder_resume_sees_a_replaced_depth_map_and_caches_predictions(
     args = [str(folder), "-o", str(out), "--depth-dir", str(folder), "--voxel-m", "0.05"]
     code, recs, err = _reconstruct(capsys, *args)
     assert code == 0 and recs[0]["skipped"] is False, err
+    assert "3 photos: 3 registered, 0 left out" in err and "succeeded" not in err
+    assert recs[0]["outputs"] == [str(out), str(out.with_suffix(".json"))]
     assert _reconstruct(capsys, *args)[1][0]["skipped"] is True
     depth_png = folder / f"{names[1]}.depth.png"
     from PIL import Image
@@ -474,3 +476,21 @@ def test_folder_resume_sees_a_replaced_depth_map_and_caches_predictions(
     for p in job.photos:
         job.load(p)
     assert len(runs) == 4
+
+
+def test_json_field_names_are_the_same_across_commands(
+    tmp_path: Path, stand_in, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from metrocli.synth.multiview import ROOM_VIEWS
+
+    monkeypatch.setenv("METRO_CACHE_DIR", str(tmp_path / "cache"))
+    folder = _room(tmp_path / "in", [ROOM_VIEWS[0].name])
+    photo = folder / f"{ROOM_VIEWS[0].name}.jpg"
+    common = {"photo", "focal_px", "focal_source", "outputs", "warnings"}
+    depth = _records(_depth(str(photo), "-o", str(tmp_path / "d")))[0]
+    assert common <= set(depth) and depth["outputs"] == list(depth["files"].values())
+    info = json.loads(CliRunner().invoke(cli, ["info", "--json", str(photo)]).stdout)
+    assert {"photo", "focal_px", "focal_source"} <= set(info) and info["photo"] == str(photo)
+    args = [str(folder), "-o", str(tmp_path / "m"), "--separate", "--depth-dir", str(folder)]
+    separate = _reconstruct(capsys, *args)[1][0]
+    assert {"photo", "focal_px", "focal_source", "outputs"} <= set(separate)
