@@ -494,3 +494,29 @@ def test_json_field_names_are_the_same_across_commands(
     args = [str(folder), "-o", str(tmp_path / "m"), "--separate", "--depth-dir", str(folder)]
     separate = _reconstruct(capsys, *args)[1][0]
     assert {"photo", "focal_px", "focal_source", "outputs"} <= set(separate)
+
+
+def test_eval_depth_scale_overrides_the_ground_truth_units(
+    shared_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from metrocli.evaluation.dataset import load_dataset, load_depth_gt
+    from metrocli.pipeline.evaluate import EvalOptions, evaluate_dataset
+    from metrocli.prediction import Prediction
+
+    nyu = shared_dir / "datasets" / "metric3d-demo" / "nyu_demo"
+    if not (nyu / "test_annotations.json").is_file():
+        pytest.skip("metric3d-demo datasets are not present")
+    truth = {s.rgb.name: load_depth_gt(s) for s in load_dataset(nyu).samples[:1]}
+
+    def oracle(rgb: np.ndarray, intrinsics: Any) -> Prediction:
+        depth = next(iter(truth.values()))
+        return Prediction(depth, None, np.ones_like(depth), None, intrinsics, "oracle")
+
+    from metrocli.cli.common import setup_logging
+
+    setup_logging(0)  # as `metro eval` does: warnings on stderr
+    exact = evaluate_dataset(nyu, EvalOptions(limit=1), predict=oracle, progress=False)
+    assert exact.mean_depth["abs_rel"] < 1e-6 and "implausible" not in capsys.readouterr().err
+    # the same PNGs read as 10 µm units: a hundred times nearer, flagged before any prediction
+    wrong = evaluate_dataset(nyu, EvalOptions(limit=1, depth_scale=1e-5), predict=oracle, progress=False)
+    assert wrong.mean_depth["abs_rel"] > 50 and "implausible" in capsys.readouterr().err
