@@ -141,6 +141,11 @@ def eval_cmd(
     from metrocli.pipeline.evaluate import EvalOptions, evaluate_dataset
     from metrocli.pipeline.provider import FocalMode
 
+    if output is not None:
+        from metrocli.pipeline.inputs import check_not_input
+
+        files = [p for p in dataset.rglob("*") if p.is_file()] if dataset.is_dir() else []
+        check_not_input([output], files)
     options = EvalOptions(
         min_depth_m=min_depth_m, max_depth_m=max_depth_m, crop=crop, limit=limit, depth_scale=depth_scale
     )

@@ -123,8 +123,10 @@ def measure(
             check_display()  # a display that cannot open a window fails now, not after the model ran
         except MetroError as exc:
             raise click.UsageError(str(exc)) from None
+    from metrocli.pipeline.inputs import check_not_input
     from metrocli.pipeline.measure import open_session
 
+    check_not_input([annotate], [photo, depth_file])
     provider = build_provider(spec, focal, sensor=depth_file, depth_scale=depth_scale)
     failed: list[tuple[int, MetroError]] = []
     try:

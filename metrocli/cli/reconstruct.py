@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,6 +21,7 @@ from metrocli.cli.common import (
     run_batch,
     stderr_console,
 )
+from metrocli.errors import MetroError
 
 if TYPE_CHECKING:
     from metrocli.model.spec import ModelSpec
@@ -137,6 +139,8 @@ def reconstruct(
     if input_path.is_dir() and depth_file is not None:
         raise click.UsageError("--depth is for a single photo; use --depth-dir with a folder")
     provider = build_provider(spec, focal, sensor=depth_file or depth_dir, depth_scale=depth_scale)
+    if not separate:
+        _check_outputs(input_path, out_path, provider)
     if separate:
         options = SeparateOptions(points_only, mesh_method, simplify, force)
         _separate(input_path, out_path, provider, options, as_json)
@@ -149,6 +153,22 @@ def reconstruct(
         _folder(input_path, out_path, provider, folder, as_json)
     else:
         _single(input_path, out_path, provider, SeparateOptions(points_only, mesh_method, simplify), as_json)
+
+
+def _check_outputs(input_path: Path, out_path: Path, provider: DepthProvider) -> None:
+    """Usage error before any work when the mesh or its JSON would replace a photo or a depth map."""
+    from metrocli.pipeline.inputs import check_not_input
+    from metrocli.pipeline.multiview import json_path_for
+    from metrocli.pipeline.provider import SensorDepth, photos_of
+
+    photos = photos_of(input_path, provider) if input_path.is_dir() else [input_path]
+    maps = []
+    if isinstance(provider, SensorDepth):
+        for photo in photos:
+            with contextlib.suppress(MetroError):
+                maps.append(provider.depth_file(photo))
+    outputs = [out_path, json_path_for(out_path)] if input_path.is_dir() else [out_path]
+    check_not_input(outputs, [*photos, *maps])
 
 
 def _focal_text(focal_px: float, source: str, uncertainty_px: float | None) -> str:

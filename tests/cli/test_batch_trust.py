@@ -520,3 +520,41 @@ def test_eval_depth_scale_overrides_the_ground_truth_units(
     # the same PNGs read as 10 µm units: a hundred times nearer, flagged before any prediction
     wrong = evaluate_dataset(nyu, EvalOptions(limit=1, depth_scale=1e-5), predict=oracle, progress=False)
     assert wrong.mean_depth["abs_rel"] > 50 and "implausible" in capsys.readouterr().err
+
+
+def test_no_command_writes_over_its_inputs(
+    tmp_path: Path, shared_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from metrocli.synth.multiview import ROOM_VIEWS
+
+    name = ROOM_VIEWS[0].name
+    folder = _room(tmp_path / "in", [name])
+    photo, depth = folder / f"{name}.jpg", folder / f"{name}.depth.png"
+    before = _hashes(folder)
+    line = ["--line", "10,10,50,40"]
+    for args in (
+        ["measure", str(photo), "--depth", str(depth), *line, "--annotate", str(photo)],
+        [
+            "measure",
+            str(photo),
+            "--depth",
+            str(depth),
+            *line,
+            "--annotate",
+            f"{folder}/../in/{name}.depth.png",
+        ],
+        ["reconstruct", str(photo), "--depth", str(depth), "-o", str(depth)],
+        ["reconstruct", str(photo), "-o", str(photo)],
+    ):
+        assert run_cli(cli, args) == 2, args
+        err = capsys.readouterr().err
+        assert "never writes over an input" in err and err.count("\n") == 1
+    assert _hashes(folder) == before
+    nyu = shared_dir / "datasets" / "metric3d-demo" / "nyu_demo"
+    if (nyu / "test_annotations.json").is_file():
+        dataset = tmp_path / "nyu"
+        shutil.copytree(nyu, dataset)
+        before = _hashes(dataset)
+        assert run_cli(cli, ["eval", str(dataset), "-o", str(dataset / "test_annotations.json")]) == 2
+        assert "never writes over an input" in capsys.readouterr().err
+        assert _hashes(dataset) == before
