@@ -43,10 +43,13 @@ def output_lock(folder: str | os.PathLike[str], *, wait_s: float | None = None) 
     Raises:
         OutputBusyError: another process holds it for more than ``wait_s`` seconds.
     """
-    import fcntl
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory folder locks; runs are not serialised there
+        yield
+        return
     wait_s = _wait_default() if wait_s is None else wait_s
     fd = os.open(folder, os.O_RDONLY)
     try:
