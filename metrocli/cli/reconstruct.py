@@ -64,6 +64,7 @@ if TYPE_CHECKING:
 )
 @click.option("--separate", is_flag=True, help="One mesh per photo into the folder -o (batch conversion).")
 @click.option("--force", is_flag=True, help="Recompute outputs that already exist (default: skip them).")
+@click.option("-r", "--recursive", is_flag=True, help="--separate: also the photos in subfolders of INPUT.")
 @click.option(
     "--voxel-m",
     type=float,
@@ -110,6 +111,7 @@ def reconstruct(
     depth_scale: float | None,
     separate: bool,
     force: bool,
+    recursive: bool,
     voxel_m: float | None,
     per_photo_scale: bool | None,
     scale_ref: ScaleReference,
@@ -142,8 +144,10 @@ def reconstruct(
     if not separate:
         _check_outputs(input_path, out_path, provider)
     if separate:
-        options = SeparateOptions(points_only, mesh_method, simplify, force)
+        options = SeparateOptions(points_only, mesh_method, simplify, force, recursive=recursive)
         _separate(input_path, out_path, provider, options, as_json)
+    elif recursive:
+        raise click.UsageError("--recursive is for --separate (a scene is the photos of one folder)")
     elif input_path.is_dir():
         if points_only or mesh_method != "grid":
             raise click.UsageError(

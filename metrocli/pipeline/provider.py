@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -359,11 +360,17 @@ def warn_implausible_depth(depth_file: Path, depth_m: np.ndarray) -> float | Non
     return median
 
 
-def photos_of(folder: str | os.PathLike[str], provider: DepthProvider) -> list[Path]:
+def photos_of(
+    folder: str | os.PathLike[str],
+    provider: DepthProvider,
+    *,
+    recursive: bool = False,
+    exclude: Sequence[str | os.PathLike[str]] = (),
+) -> list[Path]:
     """:func:`~metrocli.pipeline.inputs.list_photos` of ``folder``, knowing where ``provider`` reads depth
     maps (the depth maps of the photos in a ``--depth-dir`` that is the same folder are not photos)."""
     sensor_dir = provider.path if isinstance(provider, SensorDepth) and provider.is_folder else None
-    return list_photos(folder, sensor_dir)
+    return list_photos(folder, sensor_dir, recursive=recursive, exclude=exclude)
 
 
 def make_provider(

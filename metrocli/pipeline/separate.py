@@ -46,6 +46,7 @@ class SeparateOptions:
     simplify: int | None = None
     force: bool = False
     suffix: str = ".ply"
+    recursive: bool = False
 
     def key(self) -> dict[str, Any]:
         """The options that shape an output (resume)."""
@@ -92,7 +93,11 @@ class SeparateJob:
         self.options = options
         if self.out_dir.exists() and not self.out_dir.is_dir():
             raise MetroUsageError(f"-o {self.out_dir}: --separate needs an output folder")
-        photos = photos_of(inputs, provider) if inputs.is_dir() else [inputs]
+        photos = (
+            photos_of(inputs, provider, recursive=options.recursive, exclude=[self.out_dir])
+            if inputs.is_dir()
+            else [inputs]
+        )
         if not photos:
             raise MetroUsageError(f"{inputs}: no photos found")
         self.plan = plan_stems(photos)

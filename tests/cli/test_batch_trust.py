@@ -558,3 +558,24 @@ def test_no_command_writes_over_its_inputs(
         assert run_cli(cli, ["eval", str(dataset), "-o", str(dataset / "test_annotations.json")]) == 2
         assert "never writes over an input" in capsys.readouterr().err
         assert _hashes(dataset) == before
+
+
+def test_separate_recursive_tree_with_same_stems_and_the_output_inside(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from metrocli.synth.multiview import ROOM_VIEWS
+
+    monkeypatch.setenv("METRO_CACHE_DIR", str(tmp_path / "cache"))
+    name = ROOM_VIEWS[0].name
+    tree = tmp_path / "tree"
+    _room(tree / "sa", [name])
+    _room(tree / "sb", [name])
+    out = tree / "meshes"  # the output folder inside the tree is never read as input
+    args = [str(tree), "-o", str(out), "--separate", "--recursive", "--points-only", "--focal-px", "120"]
+    code, recs, err = _reconstruct(capsys, *args, "--depth-dir", str(tree / "sa"))
+    assert code == 0, err
+    outputs = sorted(Path(r["output"]).name for r in recs)
+    assert len(outputs) == 2 and outputs[0] != outputs[1] and all(o.startswith(f"{name}-") for o in outputs)
+    code, recs, err = _reconstruct(capsys, *args, "--depth-dir", str(tree / "sa"))
+    assert [r["skipped"] for r in recs] == [True, True] and len(recs) == 2
+    assert run_cli(cli, ["reconstruct", str(tree), "-o", str(tmp_path / "s.ply"), "--recursive"]) == 2
