@@ -29,24 +29,67 @@ T = TypeVar("T")
 
 
 def setup_logging(verbose: int) -> None:
-    """Log to stderr through rich: warnings by default, info with -v, debug with -vv."""
+    """Log to stderr: warnings by default, info with -v, debug with -vv, errors only with -q (``verbose`` -1).
+
+    In a terminal through rich; otherwise (a log file, CI, a pipe) as plain one-line records
+    ``metro: warning: ...`` that are never wrapped or coloured.
+    """
     global _VERBOSITY
     _VERBOSITY = verbose
-    from rich.logging import RichHandler
-
-    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
-    handler = RichHandler(
-        console=stderr_console(),
-        show_time=verbose > 1,
-        show_path=verbose > 1,
-        markup=False,
-        rich_tracebacks=True,
+    level = (
+        logging.ERROR
+        if verbose < 0
+        else logging.WARNING
+        if verbose == 0
+        else logging.INFO
+        if verbose == 1
+        else logging.DEBUG
     )
-    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler: logging.Handler
+    if stderr_is_terminal():
+        from rich.logging import RichHandler
+
+        handler = RichHandler(
+            console=stderr_console(),
+            show_time=verbose > 1,
+            show_path=verbose > 1,
+            markup=False,
+            rich_tracebacks=True,
+        )
+        handler.setFormatter(logging.Formatter("%(message)s"))
+    else:
+        handler = _PlainHandler()
     root = logging.getLogger("metrocli")
     root.handlers[:] = [handler]
     root.setLevel(level)
     root.propagate = False
+
+
+class _PlainHandler(logging.StreamHandler):
+    """``metro: warning: message`` on the current ``sys.stderr``, one line per record (newlines escaped)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setFormatter(logging.Formatter("metro: %(levelname)s: %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        record.levelname = record.levelname.lower()
+        record.msg = str(record.msg).replace("\n", " ")
+        super().emit(record)
+
+
+def stderr_is_terminal() -> bool:
+    """Whether stderr is a terminal (progress bars, rich output) or a file or pipe (plain lines)."""
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def quiet() -> bool:
+    """-q/--quiet was given: no progress, no per-photo lines, errors only."""
+    return _VERBOSITY < 0
 
 
 _STDERR_CONSOLE: Console | None = None
@@ -95,7 +138,8 @@ def run_cli(group: click.Group, argv: Sequence[str] | None = None) -> int:
         error_line(str(exc))
         return exc.exit_code
     except BrokenPipeError:
-        return 1
+        _stdout_closed()
+        return 0
     except Exception as exc:  # last line of defence: never a traceback unless asked for
         if _VERBOSITY >= 2:
             import traceback
@@ -104,6 +148,21 @@ def run_cli(group: click.Group, argv: Sequence[str] | None = None) -> int:
         error_line(f"unexpected {type(exc).__name__}: {exc} (run with -vv for details)")
         return 1
     return 0
+
+
+def _stdout_closed() -> None:
+    """The reader of stdout has gone (``metro info --json ... | head -1``): like Unix tools, stop quietly.
+
+    stdout is pointed at /dev/null so that the interpreter's final flush does not complain again.
+    """
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 class BatchFailed(click.exceptions.Exit):
@@ -301,7 +360,25 @@ def emit_json(obj: Any) -> None:
     """Print one JSON object as a line on stdout."""
     from metrocli.pipeline.jsonsafe import json_ready
 
-    click.echo(json.dumps(json_ready(obj), allow_nan=False))
+    emit_line(json.dumps(json_ready(obj), allow_nan=False))
+
+
+#: The console of the progress bar being shown, while one is (see :func:`emit_line`).
+_LIVE_CONSOLE: Console | None = None
+
+
+def emit_line(text: str) -> None:
+    """Print one result line on stdout. While a progress bar is shown in the same terminal, the line is
+    printed above the bar through its console, so that results and progress never share a line."""
+    try:
+        if _LIVE_CONSOLE is not None and sys.stdout.isatty():
+            _LIVE_CONSOLE.print(text, markup=False, highlight=False, soft_wrap=True, emoji=False)
+            return
+        click.echo(text)
+    except BrokenPipeError:
+        # the reader has gone (`| head -1`): stop the whole command now, quietly, exit 0 like Unix tools
+        _stdout_closed()
+        raise click.exceptions.Exit(0) from None
 
 
 @dataclass
@@ -346,18 +423,26 @@ def run_batch(
     A rich progress bar runs on stderr when ``progress`` and there is more than one item. Call
     :meth:`BatchReport.finish` afterwards.
     """
+    import time
+
     items = list(items)
     report = BatchReport(what=what)
+    # Without a terminal on stderr (a log file, CI): one plain line per finished item instead of a bar.
+    lines = not stderr_is_terminal() and not quiet() and len(items) > 1
 
-    def _one(item: T) -> None:
+    def _one(index: int, item: T) -> None:
         label = name(item)
+        start = time.perf_counter()
+        status = "ok"
         try:
             work(item)
         except MetroError as exc:
+            status = "failed"
             report.fail(label, str(exc))
-        except (KeyboardInterrupt, click.exceptions.Exit):
-            raise
+        except (KeyboardInterrupt, click.exceptions.Exit, BrokenPipeError):
+            raise  # Ctrl-C, a decided exit, or the reader of stdout gone: stop the batch now
         except Exception as exc:  # one bad input never kills the batch
+            status = "failed"
             if _VERBOSITY >= 2:
                 import traceback
 
@@ -365,11 +450,21 @@ def run_batch(
             report.fail(label, f"{label}: unexpected {type(exc).__name__}: {exc}")
         else:
             report.ok(label)
+        if lines:
+            seconds = time.perf_counter() - start
+            click.echo(f"[{index}/{len(items)}] {label} {seconds:.1f} s {status}", err=True)
 
     from metrocli.pipeline.progress import with_progress
 
-    for item in with_progress(
-        items, description=description, name=name, enabled=progress, console=stderr_console()
-    ):
-        _one(item)
+    global _LIVE_CONSOLE
+    bar = progress and stderr_is_terminal() and not quiet()
+    _LIVE_CONSOLE = stderr_console() if bar and len(items) > 1 else None
+    try:
+        for index, item in enumerate(
+            with_progress(items, description=description, name=name, enabled=bar, console=stderr_console()),
+            start=1,
+        ):
+            _one(index, item)
+    finally:
+        _LIVE_CONSOLE = None
     return report

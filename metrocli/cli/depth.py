@@ -33,6 +33,7 @@ def parse_depth_range(text: str) -> tuple[float, float]:
 
 if TYPE_CHECKING:
     from metrocli.model.spec import ModelSpec
+    from metrocli.pipeline.depth import DepthRunner
     from metrocli.pipeline.provider import FocalMode
 
 
@@ -48,6 +49,7 @@ if TYPE_CHECKING:
 )
 @model_options
 @focal_options()
+@click.option("-r", "--recursive", is_flag=True, help="Also the photos in subfolders of the given folders.")
 @click.option(
     "--force", is_flag=True, help="Recompute photos whose outputs already exist (default: skip them)."
 )
@@ -65,6 +67,7 @@ def depth(
     out_dir: Path,
     spec: ModelSpec,
     focal: FocalMode,
+    recursive: bool,
     force: bool,
     depth_range: str | None,
     as_json: bool,
@@ -80,18 +83,29 @@ def depth(
       STEM.preview.png     colourised depth (near red) beside normals ((n+1)/2: x right, y up,
                            z towards you), above a colour bar in metres
       STEM.json            intrinsics (with their source), model, timings
-    In a folder, hidden files and these outputs (*.depth.*, *.normal.*, *.confidence.*,
-    *.preview.*) are not photos. Re-running skips photos whose outputs are complete (same
-    photo, model, weights, precision and focal mode); --force recomputes them.
+    In a folder, hidden files, these outputs (*.depth.*, *.normal.*, *.confidence.*,
+    *.preview.*, *-measured.*) and the output folder are not photos. STEM keeps Unicode and
+    spaces; photos with one STEM (a/x.jpg, b/x.jpg) get STEM-<hash of the path>. Re-running
+    skips photos whose outputs are complete (same photo content, model, weights, precision and
+    focal mode, whatever the path spelling); --force recomputes them. A file in OUTDIR that
+    metro did not write (an input, a sensor depth map) is never replaced: exit 2 before any
+    work. One run at a time per OUTDIR.
     """
     from metrocli.pipeline.depth import DepthRunner
     from metrocli.pipeline.inputs import expand_inputs, plan_stems
+    from metrocli.pipeline.lock import output_lock
 
     span = parse_depth_range(depth_range) if depth_range is not None else None
     runner = DepthRunner(build_provider(spec, focal), out_dir, force=force, depth_range_m=span)
-    plan = plan_stems(expand_inputs(images))
+    plan = plan_stems(expand_inputs(images, recursive=recursive, exclude=[out_dir]))
     if not plan:
         raise click.UsageError("no photos found in the given folders")
+    runner.check_targets(plan)
+    with output_lock(out_dir):  # the folder itself is locked: nothing is added to it
+        _run(runner, plan, as_json)
+
+
+def _run(runner: DepthRunner, plan: list[tuple[Path, str]], as_json: bool) -> None:
     if any(runner.existing(photo, stem) is None for photo, stem in plan):
         runner.prepare()  # missing or unsafe weights: one clear line, before any photo
 

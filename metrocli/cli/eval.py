@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from metrocli.cli.common import build_provider, emit_json, model_options
+from metrocli.cli.common import build_provider, emit_json, model_options, positive
 
 if TYPE_CHECKING:
     from metrocli.evaluation.metrics import Crop
@@ -98,6 +98,14 @@ def format_table(report: EvalReport) -> str:
     default=None,
     help="Evaluation region [default: eigen for NYU, garg for KITTI, none otherwise].",
 )
+@click.option(
+    "--depth-scale",
+    type=float,
+    default=None,
+    callback=positive("number of metres per unit"),
+    help="Metres per unit of the ground-truth depth PNGs, overriding the dataset's annotations "
+    "(KITTI: 0.00390625, NYU: 0.001).",
+)
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Evaluate only the first N frames.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
 @click.option(
@@ -115,6 +123,7 @@ def eval_cmd(
     min_depth_m: float,
     crop: Crop | None,
     limit: int | None,
+    depth_scale: float | None,
     as_json: bool,
     output: Path | None,
 ) -> None:
@@ -132,7 +141,14 @@ def eval_cmd(
     from metrocli.pipeline.evaluate import EvalOptions, evaluate_dataset
     from metrocli.pipeline.provider import FocalMode
 
-    options = EvalOptions(min_depth_m=min_depth_m, max_depth_m=max_depth_m, crop=crop, limit=limit)
+    if output is not None:
+        from metrocli.pipeline.inputs import check_not_input
+
+        files = [p for p in dataset.rglob("*") if p.is_file()] if dataset.is_dir() else []
+        check_not_input([output], files)
+    options = EvalOptions(
+        min_depth_m=min_depth_m, max_depth_m=max_depth_m, crop=crop, limit=limit, depth_scale=depth_scale
+    )
     report = evaluate_dataset(dataset, options, build_provider(spec, FocalMode()))
     data = report.to_dict()
     if output is not None:

@@ -125,13 +125,25 @@ def measure(
             "give at least one --line U1,V1,U2,V2 (no display for the interactive picker: "
             "$DISPLAY and $WAYLAND_DISPLAY are unset)"
         )
+    if not lines:
+        from metrocli.cli.picker import check_display
+
+        try:
+            check_display()  # a display that cannot open a window fails now, not after the model ran
+        except MetroError as exc:
+            raise click.UsageError(str(exc)) from None
+    from metrocli.pipeline.inputs import check_not_input
     from metrocli.pipeline.measure import open_session
 
+    check_not_input([annotate], [photo, depth_file])
     provider = build_provider(spec, focal, sensor=depth_file, depth_scale=depth_scale)
+    failed: list[tuple[int, MetroError]] = []
     try:
-        session = open_session(photo, provider, lines=lines)
+        session = open_session(photo, provider, lines=lines, partial=True)
         if lines:
-            measurements = session.measure(lines)
+            measurements, failed = session.measure_each(lines)
+            if not measurements:  # nothing to show: the first line's error and its exit code
+                raise failed[0][1]
         else:
             from metrocli.cli.picker import pick_and_measure
 
@@ -152,6 +164,10 @@ def measure(
         emit_json(with_units(result.to_dict(), units) if units else result.to_dict())
     else:
         _print_table(result, units)
+    for _, line_error in failed:  # every valid line was printed; each invalid one is reported, exit 1
+        error_line(str(line_error))
+    if failed:
+        raise click.exceptions.Exit(1)
 
 
 def with_units(doc: dict[str, Any], unit: LengthUnit) -> dict[str, Any]:

@@ -16,6 +16,22 @@ if TYPE_CHECKING:
     from metrocli.pipeline.measure import MeasureSession
 
 
+def check_display() -> None:
+    """Raise :class:`MetroUsageError` now when the picker cannot open a window (no tkinter, or a display
+    that does not answer), so that the failure comes before the model runs, not after."""
+    try:
+        import tkinter as tk
+    except ImportError:
+        raise MetroUsageError(
+            "the interactive picker needs tkinter, which this Python lacks; give --line U1,V1,U2,V2"
+        ) from None
+    try:
+        root = tk.Tk()
+    except tk.TclError as exc:
+        raise MetroUsageError(f"cannot open the picker window ({exc}); give --line U1,V1,U2,V2") from None
+    root.destroy()
+
+
 def pick_and_measure(
     session: MeasureSession, *, max_size: tuple[int, int] = (1400, 900)
 ) -> list[Measurement]:

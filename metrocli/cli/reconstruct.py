@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
 from metrocli.cli.common import (
+    BatchFailed,
     BatchReport,
     build_provider,
     emit_json,
@@ -15,15 +17,17 @@ from metrocli.cli.common import (
     json_option,
     model_options,
     positive,
+    quiet,
     run_batch,
     stderr_console,
 )
+from metrocli.errors import MetroError
 
 if TYPE_CHECKING:
     from metrocli.model.spec import ModelSpec
-    from metrocli.pipeline.multiview import MultiviewOptions, ScaleReference
+    from metrocli.pipeline.multiview import MultiviewJob, MultiviewOptions, ScaleReference
     from metrocli.pipeline.provider import DepthProvider, FocalMode
-    from metrocli.pipeline.separate import SeparateOptions
+    from metrocli.pipeline.separate import SeparateJob, SeparateOptions
     from metrocli.pipeline.single import MeshMethod
 
 
@@ -50,8 +54,17 @@ if TYPE_CHECKING:
     default=None,
     help="Folder of sensor depth maps STEM.depth.png|STEM.depth.npy|STEM.png|STEM.npy for photos STEM.*.",
 )
+@click.option(
+    "--depth-scale",
+    type=float,
+    default=None,
+    callback=positive("number of metres per unit"),
+    help="Metres per unit of the --depth/--depth-dir maps (default 0.001 for PNG, 1 for .npy; "
+    "KITTI: 0.00390625, NYU: 0.001).",
+)
 @click.option("--separate", is_flag=True, help="One mesh per photo into the folder -o (batch conversion).")
 @click.option("--force", is_flag=True, help="Recompute outputs that already exist (default: skip them).")
+@click.option("-r", "--recursive", is_flag=True, help="--separate: also the photos in subfolders of INPUT.")
 @click.option(
     "--voxel-m",
     type=float,
@@ -108,8 +121,10 @@ def reconstruct(
     out_path: Path,
     depth_file: Path | None,
     depth_dir: Path | None,
+    depth_scale: float | None,
     separate: bool,
     force: bool,
+    recursive: bool,
     voxel_m: float | None,
     per_photo_scale: bool | None,
     scale_ref: ScaleReference,
@@ -145,10 +160,14 @@ def reconstruct(
         raise click.UsageError("--cameras is for a folder fused into one .glb scene")
     if export is not None and (separate or not input_path.is_dir()):
         raise click.UsageError("--export colmap is for a folder fused into one scene")
-    provider = build_provider(spec, focal, sensor=depth_file or depth_dir)
+    provider = build_provider(spec, focal, sensor=depth_file or depth_dir, depth_scale=depth_scale)
+    if not separate:
+        _check_outputs(input_path, out_path, provider)
     if separate:
-        options = SeparateOptions(points_only, mesh_method, simplify, force)
+        options = SeparateOptions(points_only, mesh_method, simplify, force, recursive=recursive)
         _separate(input_path, out_path, provider, options, as_json)
+    elif recursive:
+        raise click.UsageError("--recursive is for --separate (a scene is the photos of one folder)")
     elif input_path.is_dir():
         if points_only or mesh_method != "grid":
             raise click.UsageError(
@@ -160,6 +179,22 @@ def reconstruct(
         _folder(input_path, out_path, provider, folder, as_json, export[1] if export else None)
     else:
         _single(input_path, out_path, provider, SeparateOptions(points_only, mesh_method, simplify), as_json)
+
+
+def _check_outputs(input_path: Path, out_path: Path, provider: DepthProvider) -> None:
+    """Usage error before any work when the mesh or its JSON would replace a photo or a depth map."""
+    from metrocli.pipeline.inputs import check_not_input
+    from metrocli.pipeline.multiview import json_path_for
+    from metrocli.pipeline.provider import SensorDepth, photos_of
+
+    photos = photos_of(input_path, provider) if input_path.is_dir() else [input_path]
+    maps = []
+    if isinstance(provider, SensorDepth):
+        for photo in photos:
+            with contextlib.suppress(MetroError):
+                maps.append(provider.depth_file(photo))
+    outputs = [out_path, json_path_for(out_path)] if input_path.is_dir() else [out_path]
+    check_not_input(outputs, [*photos, *maps])
 
 
 def _focal_text(focal_px: float, source: str, uncertainty_px: float | None) -> str:
@@ -189,10 +224,16 @@ def _single(photo: Path, out_path: Path, provider: DepthProvider, o: SeparateOpt
 def _separate(
     inputs: Path, out_dir: Path, provider: DepthProvider, options: SeparateOptions, as_json: bool
 ) -> None:
+    from metrocli.pipeline.lock import output_lock
     from metrocli.pipeline.separate import SeparateJob
 
     job = SeparateJob(inputs, out_dir, provider, options)
     job.prepare()
+    with output_lock(out_dir):
+        _separate_batch(job, as_json)
+
+
+def _separate_batch(job: SeparateJob, as_json: bool) -> None:
 
     def work(item: tuple[Path, str]) -> None:
         result = job.run(item)
@@ -216,10 +257,19 @@ def _folder(
     as_json: bool,
     colmap_dir: Path | None = None,
 ) -> None:
-    from metrocli.pipeline.colmap_export import export_colmap
+    from metrocli.pipeline.lock import output_lock
     from metrocli.pipeline.multiview import MultiviewJob
 
     job = MultiviewJob(folder, out_path, provider, options)
+    with output_lock(out_path.parent):
+        _folder_locked(job, out_path, provider, as_json, colmap_dir)
+
+
+def _folder_locked(
+    job: MultiviewJob, out_path: Path, provider: DepthProvider, as_json: bool, colmap_dir: Path | None
+) -> None:
+    from metrocli.pipeline.colmap_export import export_colmap
+
     result = job.up_to_date()
     report = BatchReport(what="photo")
     if result is None:
@@ -247,4 +297,14 @@ def _folder(
             for name, rec in result.focals.items():
                 focal = _focal_text(rec["focal_px"], rec["focal_source"], rec.get("focal_uncertainty_px"))
                 click.echo(f"  focal {name}: {focal}")
-    report.finish()
+    # the summary counts what happened: registered and left out (at loading or registration), never
+    # "8 of 8 succeeded" when 3 were left out; anything left out is exit 1, on a resumed run too
+    total = len(result.registered) + len(result.left_out)
+    if not quiet():
+        click.echo(
+            f"{total} photos: {len(result.registered)} registered, {len(result.left_out)} left out", err=True
+        )
+    if report.failed:
+        report.finish()
+    if result.left_out:
+        raise BatchFailed()

@@ -263,20 +263,30 @@ def preview_image(
     return np.concatenate([image, strip], axis=0)
 
 
-_UNSAFE = re.compile(r"[^A-Za-z0-9._+-]")
+#: Characters no file system we write to accepts in a name (Windows' set, which includes POSIX's ``/`` and
+#: NUL), and control characters. Everything else (Unicode letters, spaces, ``$``, ``;``, ...) is kept.
+_UNSAFE = re.compile(r'[<>:"/\\|?*\x00-\x1f\x7f]')
+#: Longest stem in UTF-8 bytes (room left for ``.confidence.npy`` and a disambiguating suffix in 255 bytes).
+STEM_MAX_BYTES = 200
 
 
 def safe_stem(name: str | Path) -> str:
     """A file-name stem derived from ``name`` that can never leave the output folder.
 
-    Only the last path component is used, without its extension; characters other than letters, digits and
-    ``._+-`` become ``_``; leading dots are replaced (no hidden files, no ``..``). Never empty.
+    Only the last path component is used, without its extension, in Unicode NFC (the same name typed on
+    macOS or Linux gives the same stem); characters invalid in file names (``<>:"/\\|?*`` and control
+    characters) become ``_``, everything else (Unicode, spaces) is kept; leading dots are replaced (no hidden
+    files, no ``..``); at most :data:`STEM_MAX_BYTES` UTF-8 bytes. Never empty.
     """
-    base = re.split(r"[\\/]", str(name))[-1]
+    import unicodedata
+
+    base = re.split(r"[\\/]", unicodedata.normalize("NFC", str(name)))[-1]
     stem = base.rsplit(".", 1)[0] if "." in base.lstrip(".") else base
     stem = _UNSAFE.sub("_", stem)
     stem = re.sub(r"^\.+", lambda m: "_" * len(m.group(0)), stem)
-    return stem[:200] or "photo"
+    while len(stem.encode("utf-8")) > STEM_MAX_BYTES:
+        stem = stem[:-1]
+    return stem or "photo"
 
 
 def output_paths(out_dir: Path, stem: str) -> dict[str, Path]:

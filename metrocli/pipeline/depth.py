@@ -9,7 +9,9 @@ Usage::
 
 The model is loaded lazily by the provider (torch is only imported when a photo needs it). Outputs of a photo
 are written atomically and its JSON sidecar last, so a re-run skips photos whose outputs are complete (same
-photo and same provider settings: model, weights, precision, focal mode) unless ``force``.
+photo content and same provider settings: model, weights, precision, focal mode; see
+:mod:`metrocli.pipeline.fingerprint`) unless ``force``. An output folder takes one run at a time
+(:func:`metrocli.pipeline.lock.output_lock`).
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from metrocli.errors import OutputError
 from metrocli.io.maps import output_paths, safe_stem
+from metrocli.pipeline.fingerprint import file_sha256, resume_key
 from metrocli.pipeline.provider import DepthProvider, ModelDepth
 
 log = logging.getLogger("metrocli.pipeline.depth")
@@ -45,6 +49,9 @@ class DepthResult:
             "photo": str(self.photo),
             "skipped": self.skipped,
             "files": {k: str(v) for k, v in self.files.items()},
+            "outputs": [str(v) for v in self.files.values()],
+            "focal_px": self.intrinsics.get("fx"),
+            "focal_source": self.intrinsics.get("focal_source"),
             "intrinsics": self.intrinsics,
             "depth_median_m": self.depth_median_m,
             "warnings": list(self.warnings),
@@ -81,9 +88,11 @@ class DepthRunner:
             meta = json.loads(paths["json"].read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return None
-        if not isinstance(meta, dict) or meta.get("photo") != str(photo):
+        try:
+            key = resume_key(photo, self.provider)
+        except OSError:  # no such photo: the run reports it
             return None
-        if meta.get("provider") != self.provider.key():
+        if not isinstance(meta, dict) or meta.get("resume_key") != key:
             return None
         if meta.get("preview_depth_range_m") != (list(self.depth_range_m) if self.depth_range_m else None):
             return None
@@ -101,6 +110,37 @@ class DepthRunner:
             intrinsics=meta.get("intrinsics") or {},
             depth_median_m=(meta.get("depth") or {}).get("median_m"),
         )
+
+    def check_targets(self, plan: list[tuple[Path, str]]) -> None:
+        """Refuse, before any work, to write over an input or over a file this command did not write.
+
+        An output path may be replaced only when it is new or when the metro sidecar ``<stem>.json`` beside it
+        lists it (a previous run's output); an input photo, a sensor depth map or any other file of the
+        user (``room.depth.png`` beside ``room.jpg`` with ``-o`` the photos' folder) is never replaced.
+
+        Raises:
+            OutputError: (exit 2) naming the file.
+        """
+        inputs = {photo.resolve() for photo, _ in plan}
+        for photo, stem in plan:
+            paths = output_paths(self.out_dir, stem)
+            try:
+                meta = json.loads(paths["json"].read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                meta = None
+            ours = (
+                set(meta["files"].values())
+                if isinstance(meta, dict) and "provider" in meta and isinstance(meta.get("files"), dict)
+                else set()
+            )
+            for path in paths.values():
+                if path.resolve() in inputs:
+                    raise OutputError(f"{path} is an input of this run; metro never writes over an input")
+                if (path.exists() or path.is_symlink()) and path.name not in ours:
+                    raise OutputError(
+                        f"{path} exists and was not written by metro depth (for {photo}); "
+                        "refusing to replace it: choose another output folder with -o"
+                    )
 
     def prepare(self) -> None:
         """Load the model now (one clear error instead of one per photo)."""
@@ -126,6 +166,8 @@ class DepthRunner:
         extra: dict[str, Any] = {
             "photo": str(photo_path),
             "provider": self.provider.key(),
+            "photo_sha256": file_sha256(photo_path),
+            "resume_key": resume_key(photo_path, self.provider),
             "weights": str(model.weights_path) if model else None,
             "device": model.device if model else None,
             "precision": model.precision if model else None,

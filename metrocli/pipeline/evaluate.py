@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_args
@@ -62,6 +62,8 @@ class EvalOptions:
     max_depth_m: float | None = None
     crop: Crop | None = None
     limit: int | None = None
+    #: metres per stored unit of the ground-truth PNGs (overrides the dataset's annotations)
+    depth_scale: float | None = None
 
 
 @dataclass(frozen=True)
@@ -174,6 +176,20 @@ def provider_predictor(provider: DepthProvider) -> Predictor:
     return predict
 
 
+def _check_gt_scale(samples: Sequence[Sample]) -> None:
+    """Warn once, before any model run, when the first readable ground truth has an implausible median
+    (a wrong depth scale: see ``--depth-scale``)."""
+    from metrocli.pipeline.provider import warn_implausible_depth
+
+    for sample in samples[:3]:
+        try:
+            gt = load_depth_gt(sample)
+        except MetroError:
+            continue
+        warn_implausible_depth(sample.depth, gt)
+        return
+
+
 def evaluate_dataset(
     folder: str | Path,
     options: EvalOptions,
@@ -197,6 +213,11 @@ def evaluate_dataset(
         )
     dataset = load_dataset(folder)
     samples = dataset.samples[: options.limit] if options.limit else dataset.samples
+    if options.depth_scale is not None:
+        import dataclasses
+
+        samples = tuple(dataclasses.replace(s, depth_scale=1.0 / options.depth_scale) for s in samples)
+    _check_gt_scale(samples)
     max_depth_m, reason = _choose_cap(dataset, options)
     crop = _crop(options.crop or default_crop(dataset.name))
     if options.min_depth_m >= max_depth_m:

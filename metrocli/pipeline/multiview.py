@@ -50,7 +50,6 @@ from metrocli.pipeline.scene_json import (
     FusedScene,
     LoadedView,
     MultiviewResult,
-    fingerprint,
     focal_record,
     result_from_doc,
     scene_doc,
@@ -77,6 +76,8 @@ class MultiviewOptions:
         force: recompute even when the output is up to date.
         cameras: a GLB output also gets a frustum mesh per registered photo (``--cameras``; its camera
             nodes are always there).
+        cache: keep each photo's model prediction beside the output
+            (:mod:`metrocli.pipeline.prediction_cache`), so a re-run after one photo changed runs one forward.
     """
 
     voxel_m: float | None = None
@@ -86,6 +87,7 @@ class MultiviewOptions:
     simplify: int | None = None
     force: bool = False
     cameras: bool = False
+    cache: bool = True
 
     def key(self) -> dict[str, Any]:
         """The options that shape the scene (resume record)."""
@@ -142,6 +144,7 @@ class MultiviewJob:
             raise MetroUsageError(f"{self.folder}: no photos found")
         self.views: dict[Path, LoadedView] = {}
         self.failed: dict[Path, str] = {}
+        self.cache_keys: list[str] = []
         self.timings_s: dict[str, float] = {"load": 0.0}
 
     @property
@@ -153,8 +156,17 @@ class MultiviewJob:
         self.provider.prepare()
 
     def options_key(self) -> dict[str, Any]:
-        """Everything that shapes the scene: the geometry options and the provider's settings."""
-        return {**self.options.key(), **self.provider.key()}
+        """Everything that shapes the scene: the geometry options and the provider's settings (with the
+        identity of the weights file)."""
+        from metrocli.pipeline.fingerprint import provider_key
+
+        return {**self.options.key(), **provider_key(self.provider)}
+
+    def inputs_key(self) -> list[list[str]]:
+        """Name and resume key (content of the photo and of its sensor map, settings) of each photo."""
+        from metrocli.pipeline.fingerprint import resume_key
+
+        return [[p.name, resume_key(p, self.provider)] for p in self.photos]
 
     def up_to_date(self) -> MultiviewResult | None:
         """The previous result when ``out_path`` and its JSON exist for the same inputs (resume)."""
@@ -162,7 +174,7 @@ class MultiviewJob:
             return None
         try:
             data = json.loads(self.json_path.read_text())
-            if data.get("inputs") != fingerprint(self.photos) or data.get("options") != self.options_key():
+            if data.get("inputs") != self.inputs_key() or data.get("options") != self.options_key():
                 return None
             return result_from_doc(self.out_path, self.json_path, data)
         except (OSError, ValueError, KeyError, TypeError):
@@ -179,7 +191,14 @@ class MultiviewJob:
         t0 = time.perf_counter()
         try:
             ph = self.provider.focal.load_photo(photo)
-            if prediction is None:
+            if prediction is None and isinstance(self.provider, ModelDepth) and self.options.cache:
+                from metrocli.pipeline.prediction_cache import cache_dir_for, cached_model_depth
+
+                depth, key = cached_model_depth(
+                    self.provider, ph, cache_dir_for(self.out_path), refresh=self.options.force
+                )
+                self.cache_keys.append(key)
+            elif prediction is None:
                 depth = self.provider.provide(ph)
             elif isinstance(self.provider, ModelDepth):
                 _check_shape(photo, prediction.depth.shape, ph.image.shape[:2])
@@ -228,7 +247,12 @@ class MultiviewJob:
             inputs=self.photos,
             options_key=self.options_key(),
         )
+        doc["inputs"] = self.inputs_key()
         write_text_atomic(self.json_path, json.dumps(doc, indent=1, allow_nan=False) + "\n")
+        if self.options.cache and isinstance(self.provider, ModelDepth):
+            from metrocli.pipeline.prediction_cache import cache_dir_for, prune
+
+            prune(cache_dir_for(self.out_path), self.cache_keys)
         order = sorted(reg.poses)
         return MultiviewResult(
             self.out_path,

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -342,6 +343,7 @@ class SensorDepth:
         t0 = time.perf_counter()
         depth_file = self.depth_file(Path(photo.path))
         sensor = load_sensor_depth(depth_file, photo, self.depth_scale)
+        warn_implausible_depth(depth_file, sensor.depth_m)
         return DepthMap(
             source="sensor",
             name=depth_file.name,
@@ -358,11 +360,39 @@ class SensorDepth:
         return {where: str(self.path), "depth_scale": self.depth_scale, **self.focal.key()}
 
 
-def photos_of(folder: str | os.PathLike[str], provider: DepthProvider) -> list[Path]:
+#: Median depths (metres) outside this range suggest a wrong ``--depth-scale``.
+PLAUSIBLE_MEDIAN_M = (0.3, 300.0)
+
+
+def warn_implausible_depth(depth_file: Path, depth_m: np.ndarray) -> float | None:
+    """Log a warning when the median valid depth of a sensor map is outside :data:`PLAUSIBLE_MEDIAN_M`
+    (a KITTI map read as millimetres, a map in centimetres, ...); returns the median (None if no depth)."""
+    valid = depth_m[np.isfinite(depth_m) & (depth_m > 0)]
+    if valid.size == 0:
+        return None
+    median = float(np.median(valid))
+    low, high = PLAUSIBLE_MEDIAN_M
+    if not low <= median <= high:
+        log.warning(
+            "%s: median depth %.3g m is implausible; check --depth-scale (metres per stored unit: "
+            "PNG default 0.001 = millimetres, as NYU; KITTI 0.00390625 = 1/256 m)",
+            depth_file,
+            median,
+        )
+    return median
+
+
+def photos_of(
+    folder: str | os.PathLike[str],
+    provider: DepthProvider,
+    *,
+    recursive: bool = False,
+    exclude: Sequence[str | os.PathLike[str]] = (),
+) -> list[Path]:
     """:func:`~metrocli.pipeline.inputs.list_photos` of ``folder``, knowing where ``provider`` reads depth
     maps (the depth maps of the photos in a ``--depth-dir`` that is the same folder are not photos)."""
     sensor_dir = provider.path if isinstance(provider, SensorDepth) and provider.is_folder else None
-    return list_photos(folder, sensor_dir)
+    return list_photos(folder, sensor_dir, recursive=recursive, exclude=exclude)
 
 
 def make_provider(

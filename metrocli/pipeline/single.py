@@ -61,6 +61,7 @@ class ReconstructResult:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (``focal_uncertainty_px`` and ``selfcal`` only with ``focal_auto``)."""
         out = dict(self.__dict__)
+        out["outputs"] = [str(self.output)]
         if self.selfcal is None:
             del out["selfcal"], out["focal_uncertainty_px"]
         return out

@@ -197,4 +197,8 @@ def test_expand_inputs_and_unique_stems(tmp_path: Path) -> None:
         "b/x.jpeg",
         "nope.jpg",
     ]
-    assert [s for _, s in plan_stems(photos)] == ["x", "y", "x-2", "nope"]
+    stems = [s for _, s in plan_stems(photos)]
+    # issue #14: same-stem photos from two folders get names from their own paths, never from batch order
+    assert stems[1:4:2] == ["y", "nope"]
+    assert stems[0].startswith("x-") and stems[2].startswith("x-") and stems[0] != stems[2]
+    assert [s for _, s in plan_stems(photos[::-1])][::-1] == stems

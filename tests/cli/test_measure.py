@@ -233,3 +233,38 @@ def test_model_path_with_seeded_weights(room: dict, seeded_weights, tmp_path: Pa
     for m in obj["measurements"]:
         assert m["distance_m"] > 0 and m["uncertainty_m"] >= 0.05 * m["distance_m"]
     assert out.is_file()
+
+
+def test_one_invalid_line_never_loses_the_valid_ones(
+    room: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue #14: every valid --line is printed, each invalid one reported (exit 1)."""
+    depth = np.load(room["npy"])
+    depth[:50, :50] = 0
+    holed = tmp_path / "holed.npy"
+    np.save(holed, depth)
+    args = ["--depth", str(holed), "--line", "100,100,200,150", "--line", "10,10,200,200"]
+    args += ["--line", "10,10,400,20", "--line", "120,110,220,160", "--json"]
+    code = run_cli(cli, ["measure", str(room["photo"]), *args])
+    captured = capsys.readouterr()
+    assert code == 1
+    obj = json.loads(captured.out)
+    assert [m["from_px"] for m in obj["measurements"]] == [[100, 100], [120, 110]]
+    errors = captured.err.splitlines()
+    assert "start point of line 2 (10, 10) has no valid depth" in errors[0]
+    assert "end point of line 3 (400, 20) is outside" in errors[1] and len(errors) == 2
+
+
+def test_display_check_comes_before_the_model(room: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    import metrocli.cli.measure as measure_cli
+
+    pytest.importorskip("tkinter")
+    monkeypatch.setenv("DISPLAY", ":97")
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+
+    def no_model(*_: object, **__: object) -> None:
+        raise AssertionError("the provider was built before the display was checked")
+
+    monkeypatch.setattr(measure_cli, "build_provider", no_model)
+    result = invoke(room["photo"])
+    assert result.exit_code == 2 and "picker" in result.output
