@@ -61,9 +61,57 @@ def stderr_console() -> Console:
     return _STDERR_CONSOLE
 
 
+def one_line(text: str) -> str:
+    """``text`` safe for one line of a terminal: control characters (a newline in a file name) escaped as
+    ``\\n``, ``\\x1b``, ..., and undecodable bytes of a file name (surrogate escapes) as ``\\xff``."""
+    out = []
+    for ch in text:
+        code = ord(ch)
+        if 0xDC80 <= code <= 0xDCFF:  # os.fsdecode's surrogateescape of a non-UTF-8 byte
+            out.append(f"\\x{code - 0xDC00:02x}")
+        elif code < 0x20 or code == 0x7F or 0x80 <= code < 0xA0 or 0xD800 <= code <= 0xDFFF:
+            out.append(ch.encode("unicode_escape").decode("ascii") if code < 0xD800 else f"\\u{code:04x}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
 def error_line(message: str) -> None:
-    """Print one ``metro: error: ...`` line on stderr."""
-    click.echo(f"metro: error: {message}", err=True)
+    """Print one ``metro: error: ...`` line on stderr (control characters and odd bytes escaped)."""
+    click.echo(f"metro: error: {one_line(message)}", err=True)
+
+
+#: Signals that stop a run like Ctrl-C (temporaries removed by the unwinding) and their exit codes.
+_STOP_SIGNALS = {"SIGTERM": 143, "SIGHUP": 129}
+
+
+class Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGHUP arrived: unwinds like Ctrl-C (atomic writes remove their temporaries)."""
+
+    def __init__(self, name: str, exit_code: int) -> None:
+        super().__init__(name)
+        self.name = name
+        self.exit_code = exit_code
+
+
+def _install_stop_handlers() -> dict[int, Any]:
+    """SIGTERM and SIGHUP raise :class:`Stopped` in the main thread; returns the previous handlers."""
+    import signal
+    import threading
+
+    previous: dict[int, Any] = {}
+    if threading.current_thread() is not threading.main_thread():
+        return previous
+    for name, code in _STOP_SIGNALS.items():
+        signum = getattr(signal, name, None)
+        if signum is None:
+            continue
+
+        def handler(_signum: int, _frame: Any, name: str = name, code: int = code) -> None:
+            raise Stopped(name, code)
+
+        previous[signum] = signal.signal(signum, handler)
+    return previous
 
 
 def run_cli(group: click.Group, argv: Sequence[str] | None = None) -> int:
@@ -72,6 +120,17 @@ def run_cli(group: click.Group, argv: Sequence[str] | None = None) -> int:
     MetroError becomes one clean line; any other exception becomes one line too (with the traceback only at
     -vv), because users must never see a traceback for bad input.
     """
+    import signal
+
+    previous = _install_stop_handlers()
+    try:
+        return _run(group, argv)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _run(group: click.Group, argv: Sequence[str] | None) -> int:
     try:
         rv = group.main(
             args=list(argv) if argv is not None else None, prog_name="metro", standalone_mode=False
@@ -84,7 +143,13 @@ def run_cli(group: click.Group, argv: Sequence[str] | None = None) -> int:
     except click.ClickException as exc:
         exc.show()
         return exc.exit_code
-    except click.exceptions.Abort:
+    except Stopped as exc:
+        error_line(f"stopped by {exc.name}")
+        return exc.exit_code
+    except click.exceptions.Abort as exc:
+        if isinstance(exc.__cause__, Stopped):  # click turns KeyboardInterrupt into Abort
+            error_line(f"stopped by {exc.__cause__.name}")
+            return exc.__cause__.exit_code
         error_line("aborted")
         return 130
     except KeyboardInterrupt:

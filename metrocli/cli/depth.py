@@ -54,9 +54,13 @@ def depth(
     *.preview.*) are not photos. Re-running skips photos whose outputs are complete (same
     photo, model, weights, precision and focal mode); --force recomputes them.
     """
+    from metrocli.atomic import remove_stale_temps
     from metrocli.pipeline.depth import DepthRunner
     from metrocli.pipeline.inputs import expand_inputs, plan_stems
+    from metrocli.pipeline.outputs import check_output_folder
 
+    check_output_folder(out_dir)
+    remove_stale_temps(out_dir)
     runner = DepthRunner(build_provider(spec, focal), out_dir, force=force)
     plan = plan_stems(expand_inputs(images))
     if not plan:

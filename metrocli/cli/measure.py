@@ -118,6 +118,15 @@ def measure(
         )
     from metrocli.pipeline.measure import open_session
 
+    if annotate is not None:
+        from metrocli.pipeline.outputs import ANNOTATION_SUFFIXES, check_output_file
+
+        check_output_file(
+            annotate,
+            inputs=[photo, depth_file, spec.weights],
+            suffixes=ANNOTATION_SUFFIXES,
+            option="--annotate",
+        )
     provider = build_provider(spec, focal, sensor=depth_file, depth_scale=depth_scale)
     try:
         session = open_session(photo, provider, lines=lines)
