@@ -196,11 +196,33 @@ def positive(what: str = "number") -> Callable[[click.Context, click.Parameter, 
     return check
 
 
-def _fov(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
-    if value is not None and not (math.isfinite(value) and 0 < value < 180):
-        raise click.BadParameter(
-            "must be a horizontal field of view in (0, 180) degrees", ctx=ctx, param=param
-        )
+def _checked(check_name: str) -> Callable[[click.Context, click.Parameter, Any], Any]:
+    """Click callback running ``metrocli.camera.focal.<check_name>`` (the one range rule of that option)."""
+
+    def check(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+        from metrocli.camera import focal
+
+        if value is not None:
+            try:
+                getattr(focal, check_name)(value)
+            except MetroUsageError as exc:
+                raise click.BadParameter(str(exc).split(" ", 1)[1], ctx=ctx, param=param) from None
+        return value
+
+    return check
+
+
+_fov = _checked("check_user_fov_deg")
+_focal_px = _checked("check_user_focal_px")
+
+
+def _threads(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:
+    """``--threads``: 1 to 4 threads per CPU (more makes OpenBLAS fail to create threads and crash)."""
+    import os
+
+    most = 4 * (os.cpu_count() or 1)
+    if value is not None and not 1 <= value <= most:
+        raise click.BadParameter(f"must be 1 to {most} (4 per CPU of this machine), got {value}", ctx, param)
     return value
 
 
@@ -249,15 +271,15 @@ def focal_options(*, auto: bool = True) -> Callable[[Callable], Callable]:
             type=float,
             default=None,
             callback=_fov,
-            help="Horizontal field of view in degrees; overrides EXIF.",
+            help="Horizontal field of view in degrees (1 to 179); overrides EXIF.",
         )(func)
         return click.option(
             "--focal-px",
             "focal_px",
             type=float,
             default=None,
-            callback=positive(),
-            help="Focal length in pixels of the displayed photo; overrides EXIF.",
+            callback=_focal_px,
+            help="Focal length in pixels of the displayed photo (1 to 1e6); overrides EXIF.",
         )(func)
 
     return decorate
@@ -283,8 +305,9 @@ def model_options(func: Callable) -> Callable:
     func = _wrap(func, build)
     func = click.option(
         "--threads",
-        type=click.IntRange(min=1),
+        type=int,
         default=None,
+        callback=_threads,
         envvar="METRO_THREADS",
         help="CPU threads for the model [env METRO_THREADS; default: one per physical core].",
     )(func)
