@@ -19,7 +19,7 @@ from metrocli.cli.common import (
     model_options,
     positive,
 )
-from metrocli.errors import MetroError
+from metrocli.errors import MeasurementError, MetroError
 
 if TYPE_CHECKING:
     from metrocli.model.spec import ModelSpec
@@ -138,6 +138,7 @@ def measure(
             measurements = pick_and_measure(session)
             if not measurements:
                 raise click.UsageError("no line was measured in the picker")
+        _check_finite(measurements)
         annotated = None
         if annotate is not None:
             from metrocli.io.annotate import write_annotated
@@ -152,6 +153,16 @@ def measure(
         emit_json(result.to_dict())
     else:
         _print_table(result)
+
+
+def _check_finite(measurements) -> None:
+    """A distance or point that is not a finite number is an error, never a printed ``inf``."""
+    for i, m in enumerate(measurements, start=1):
+        if not all(math.isfinite(float(x)) for x in (m.distance_m, *m.from_m, *m.to_m)):
+            raise MeasurementError(
+                f"line {i}: the result is not a finite number (distance {m.distance_m!r} m); "
+                "check the focal length and the depth map's scale"
+            )
 
 
 def _print_table(result: MeasureResult) -> None:

@@ -158,10 +158,23 @@ def _open3d_write(tmp: Path, target: Path) -> Iterator[None]:
             raise diagnose_short_write(tmp, target, expected)
 
 
+def check_finite_positions(path: Path, positions: np.ndarray, what: str) -> None:
+    """ReconstructionError if some ``positions`` are not finite numbers: such a file (``inf`` coordinates from
+    an absurd focal length or depth scale) is never written as a success."""
+    finite = np.isfinite(np.asarray(positions)).all(axis=-1)
+    bad = int(finite.size - np.count_nonzero(finite))
+    if bad:
+        raise ReconstructionError(
+            f"{path}: {bad} of {finite.size} {what} are not finite numbers (check the focal length and the "
+            "depth scale); nothing was written"
+        )
+
+
 def write_point_cloud(path: str | os.PathLike[str], cloud: PointCloud) -> Path:
     """Write ``cloud`` to ``path`` (format by extension, see the module docstring), atomically."""
     path = Path(path)
     suffix = _suffix(path, POINT_CLOUD_SUFFIXES, "point cloud")
+    check_finite_positions(path, cloud.points, "points")
     with atomic_path(path) as tmp:
         if suffix in (".ply", ".pcd"):
             import open3d as o3d
@@ -187,6 +200,7 @@ def write_mesh(path: str | os.PathLike[str], mesh: Mesh) -> Path:
     """Write ``mesh`` with vertex normals and colours to ``path`` (.ply / .obj / .glb), atomically."""
     path = Path(path)
     suffix = _suffix(path, MESH_SUFFIXES, "mesh")
+    check_finite_positions(path, mesh.vertices, "vertices")
     with atomic_path(path) as tmp:
         if suffix == ".ply":
             import open3d as o3d

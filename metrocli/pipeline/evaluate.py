@@ -92,7 +92,7 @@ class EvalReport:
     mean_normal: dict[str, float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready report (NaN -> None)."""
+        """JSON-ready report (NaN -> None, without a warning)."""
         return json_ready(
             {
                 "dataset": self.dataset,
@@ -110,7 +110,8 @@ class EvalReport:
                     for s in self.samples
                 ],
                 "failed": [{"name": n, "error": e} for n, e in self.failed],
-            }
+            },
+            warn=False,  # a metric without data (no normals, no valid pixel) is null by design
         )
 
 
