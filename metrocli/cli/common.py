@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -122,6 +123,11 @@ def run_cli(group: click.Group, argv: Sequence[str] | None = None) -> int:
     """
     import signal
 
+    for stream in (sys.stdout, sys.stderr):  # a file name that is not UTF-8 is printed escaped, never a crash
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            with contextlib.suppress(ValueError, OSError):
+                reconfigure(errors="backslashreplace")
     previous = _install_stop_handlers()
     try:
         return _run(group, argv)
