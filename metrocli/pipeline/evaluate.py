@@ -222,6 +222,12 @@ def evaluate_dataset(
         except MetroError as exc:
             log.error("%s", exc)
             failed.append((sample.name, str(exc)))
+        except (KeyboardInterrupt, MemoryError):
+            raise
+        except Exception as exc:  # one bad frame never stops the evaluation
+            message = f"{sample.name}: unexpected {type(exc).__name__}: {exc}"
+            log.error("%s", message)
+            failed.append((sample.name, message))
 
     for sample in with_progress(samples, description="eval", name=lambda s: s.name, enabled=progress):
         one(sample)
