@@ -129,6 +129,8 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
         except WriteError:
             raise
         except OSError as exc:
+            if exc.errno is None:  # numpy's "N requested and M written": find the file system's reason
+                exc = _probe_room(tmp_path) or exc
             raise write_error(target, exc) from None
     except BaseException:
         with contextlib.suppress(OSError):
@@ -170,6 +172,23 @@ def diagnose_short_write(tmp: Path, target: str | os.PathLike[str], expected_byt
         pass
     size = tmp.stat().st_size if tmp.exists() else 0
     return WriteError(f"could not write {os.fspath(target)} ({size} of {expected_bytes} bytes written)")
+
+
+def _probe_room(tmp: Path) -> OSError | None:
+    """The error that writing more to ``tmp`` meets (no space, file too large), or None. ``tmp`` is about to
+    be deleted, so what the probe writes does not matter."""
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_APPEND)
+    except OSError as exc:
+        return exc
+    try:
+        for _ in range(16):
+            os.write(fd, bytes(1 << 16))
+    except OSError as exc:
+        return exc
+    finally:
+        os.close(fd)
+    return None
 
 
 def _fsync(path: Path) -> None:

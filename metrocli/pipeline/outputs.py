@@ -97,6 +97,7 @@ def check_output_file(
             f"{option} {path}: use one of {', '.join(suffixes)} as extension "
             f"(not {path.suffix.lower() or 'none'!r})"
         )
+    check_writable_folder(path.parent, option=option)
     try:
         check_output_target(path)
     except OutputError as exc:
@@ -104,7 +105,6 @@ def check_output_file(
     clash = _is_input(path, inputs)
     if clash is not None:
         raise OutputError(f"{option} {path} is an input of this command ({clash}); it is never overwritten")
-    check_writable_folder(path.parent, option=option)
     return path
 
 
