@@ -445,3 +445,72 @@ def test_eval_reports_an_oversized_frame_and_goes_on(tmp_path: Path, monkeypatch
     report = evaluate_dataset(tmp_path, EvalOptions(), predict=predict, progress=False)
     assert [s.name for s in report.samples] == ["rgb0.png", "rgb2.png"]
     assert [n for n, _ in report.failed] == ["rgb1.png"] and "limit" in report.failed[0][1]
+
+
+# ------------------------------------------------------------------------------------ commands x bad inputs
+def _bomb_png(path: Path) -> None:
+    """A tiny PNG whose header claims 100000 x 100000 pixels."""
+    import struct
+    import zlib
+
+    buf = path.with_suffix(".tmp.png")
+    Image.new("L", (1, 1)).save(buf)
+    data = bytearray(buf.read_bytes())
+    buf.unlink()
+    ihdr = data[12:29]  # b"IHDR" + 13 bytes
+    ihdr[4:12] = struct.pack(">II", 100_000, 100_000)
+    data[12:29] = ihdr
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(ihdr)))
+    path.write_bytes(bytes(data))
+
+
+def _bad_inputs(folder: Path, good: Path) -> dict[str, Path]:
+    folder.mkdir()
+    bad = {
+        "empty": folder / "empty.jpg",
+        "text": folder / "text.jpg",
+        "truncated": folder / "cut.jpg",
+        "missing": folder / "missing.jpg",
+        "bomb": folder / "bomb.png",
+        "odd-name": folder / os.fsdecode(b"odd\xff\n.jpg"),
+        "folder": folder / "folder.jpg",
+    }
+    bad["empty"].write_bytes(b"")
+    bad["text"].write_text("hello, not a photo\n")
+    full = folder / "full.tmp.jpg"
+    Image.fromarray(np.random.default_rng(3).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(full)
+    bad["truncated"].write_bytes(full.read_bytes()[:600])
+    full.unlink()
+    _bomb_png(bad["bomb"])
+    bad["odd-name"].write_bytes(b"\x00garbage")
+    bad["folder"].mkdir()
+    return bad
+
+
+def test_fuzz_commands_cross_bad_inputs(scene: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    """Every command x every bad photo: exit 1 or 2, exactly one message line naming the failure, never an
+    "unexpected" error class, and no file created anywhere (the --separate output folder may be)."""
+    root = scene["root"]
+    bad = _bad_inputs(root / "bad", scene["photo"])
+    out = root / "out"
+    sensor = ["--depth", str(scene["depth"]), "--focal-px", "60"]
+    commands = {
+        "info": lambda x: ["info", x],
+        "measure": lambda x: ["measure", x, *sensor, "--line", "1,1,3,3"],
+        "reconstruct": lambda x: ["reconstruct", x, *sensor, "-o", str(out / "m.ply")],
+        "separate": lambda x: ["reconstruct", x, "--separate", *sensor, "-o", str(out / "sep")],
+    }
+    before = _files(root)
+    for cmd_name, argv_of in commands.items():
+        for bad_name, path in bad.items():
+            if bad_name == "folder" and cmd_name in ("reconstruct", "separate"):
+                continue  # a folder is a valid INPUT of reconstruct
+            code = run_cli(cli, argv_of(str(path)))
+            err = capsys.readouterr().err
+            lines = [line for line in err.splitlines() if line.strip()]
+            where = (cmd_name, bad_name, err)
+            assert code in (1, 2), where
+            assert len(_error_lines(err)) == 1 and "unexpected" not in err, where
+            assert len([line for line in lines if "error" in line.lower()]) == 1, where
+            new = _files(root) - before
+            assert all(p.is_dir() and p in (out, out / "sep") for p in new), where  # at most the -o folder
