@@ -173,6 +173,6 @@ def eval_inputs(dataset: str | os.PathLike[str]) -> list[Path]:
 
     files = [Path(dataset) / ANNOTATIONS]
     with contextlib.suppress(MetroError, OSError, ValueError):
-        for s in load_dataset(dataset).samples:
+        for s in load_dataset(Path(dataset)).samples:
             files += [s.rgb, s.depth, *([s.normal] if s.normal is not None else [])]
     return files
