@@ -129,7 +129,12 @@ def _choose_cap(dataset: Dataset, options: EvalOptions) -> tuple[float, str]:
     by_name = default_max_depth(dataset.name)
     if "dataset name" in by_name[1]:
         return by_name
-    gts = [load_depth_gt(s) for s in dataset.samples[:20]]
+    gts = []
+    for s in dataset.samples[:20]:
+        try:
+            gts.append(load_depth_gt(s))
+        except MetroError:  # reported with its frame; the cap comes from the readable ones
+            continue
     return default_max_depth(dataset.name, gts)
 
 
