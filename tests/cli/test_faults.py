@@ -514,3 +514,32 @@ def test_fuzz_commands_cross_bad_inputs(scene: dict[str, Path], capsys: pytest.C
             assert len([line for line in lines if "error" in line.lower()]) == 1, where
             new = _files(root) - before
             assert all(p.is_dir() and p in (out, out / "sep") for p in new), where  # at most the -o folder
+
+
+def test_depth_without_any_valid_model_depth_is_an_error(scene: dict[str, Path]) -> None:
+    from dataclasses import replace
+
+    from metrocli.errors import MetroError
+    from metrocli.pipeline.depth import DepthRunner
+    from metrocli.pipeline.provider import FocalMode, SensorDepth
+
+    class NaNModel:  # a model whose output is NaN everywhere (what overflowing weights give)
+        def __init__(self) -> None:
+            self.inner = SensorDepth(scene["depth"], None, FocalMode(60.0))
+            self.focal = self.inner.focal
+
+        def key(self) -> dict:
+            return self.inner.key()
+
+        def prepare(self) -> None:
+            pass
+
+        def provide(self, photo):
+            d = self.inner.provide(photo)
+            nan = np.full_like(d.depth_m, np.nan)
+            return replace(d, source="model", depth_m=nan, confidence=np.ones_like(nan))
+
+    out = scene["root"] / "maps"
+    with pytest.raises(MetroError, match="no valid depth"):
+        DepthRunner(NaNModel(), out).run(scene["photo"])  # type: ignore[arg-type]
+    assert not out.exists() or list(out.iterdir()) == []
