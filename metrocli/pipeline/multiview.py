@@ -222,7 +222,9 @@ class MultiviewJob:
             inputs=self.photos,
             options_key=self.options_key(),
         )
-        write_text_atomic(self.json_path, json.dumps(doc, indent=1, allow_nan=False) + "\n")
+        from metrocli.pipeline.jsonsafe import json_ready
+
+        write_text_atomic(self.json_path, json.dumps(json_ready(doc), indent=1, allow_nan=False) + "\n")
         order = sorted(reg.poses)
         return MultiviewResult(
             self.out_path,
