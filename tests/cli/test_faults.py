@@ -543,3 +543,48 @@ def test_depth_without_any_valid_model_depth_is_an_error(scene: dict[str, Path])
     with pytest.raises(MetroError, match="no valid depth"):
         DepthRunner(NaNModel(), out).run(scene["photo"])  # type: ignore[arg-type]
     assert not out.exists() or list(out.iterdir()) == []
+
+
+def test_fuzz_commands_cross_bad_depth_maps(
+    scene: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """measure and reconstruct x bad sensor depth maps: exit 1 or 2, one line, nothing written."""
+    root = scene["root"]
+    folder = root / "baddepth"
+    folder.mkdir()
+    bad = {
+        "bomb": folder / "bomb.png",
+        "text": folder / "text.png",
+        "empty": folder / "empty.npy",
+        "pickle": folder / "obj.npy",
+        "rgb": folder / "rgb.png",
+        "missing": folder / "missing.npy",
+    }
+    _bomb_png(bad["bomb"])
+    bad["text"].write_text("not a depth map")
+    bad["empty"].write_bytes(b"")
+    np.save(bad["pickle"], np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    Image.new("RGB", (64, 48)).save(bad["rgb"])
+    photo = str(scene["photo"])
+    commands = {
+        "measure": lambda d: ["measure", photo, "--depth", d, "--focal-px", "60", "--line", "1,1,3,3"],
+        "reconstruct": lambda d: [
+            "reconstruct",
+            photo,
+            "--depth",
+            d,
+            "--focal-px",
+            "60",
+            "-o",
+            str(root / "m.ply"),
+        ],
+    }
+    before = _files(root)
+    for cmd_name, argv_of in commands.items():
+        for bad_name, path in bad.items():
+            code = run_cli(cli, argv_of(str(path)))
+            err = capsys.readouterr().err
+            where = (cmd_name, bad_name, err)
+            assert code in (1, 2), where
+            assert len(_error_lines(err)) == 1 and "unexpected" not in err, where
+            assert _files(root) == before, where
