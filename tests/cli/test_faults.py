@@ -119,6 +119,7 @@ def test_bad_outputs_are_one_usage_error_before_any_work(
     assert stat.S_ISCHR(os.lstat(scene["root"] / "dev.png").st_mode)
 
 
+@pytest.mark.slow
 def test_eval_output_onto_its_annotations_is_refused(
     shared_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -172,7 +173,7 @@ def _limit_file_size(limit: int):
     return apply
 
 
-@pytest.mark.parametrize("suffix", [".ply", ".obj"])
+@pytest.mark.parametrize("suffix", [".ply", pytest.param(".obj", marks=pytest.mark.slow)])
 def test_full_disk_is_one_line_exit_1_and_no_file(scene: dict[str, Path], suffix: str) -> None:
     out = scene["root"] / "out" / f"mesh{suffix}"
     res = metro(
@@ -308,6 +309,7 @@ def test_sigterm_during_work_exits_143(scene: dict[str, Path]) -> None:
     assert proc.returncode == 143 and err.strip().endswith("metro: error: stopped by SIGTERM"), err
 
 
+@pytest.mark.slow
 def test_stale_temps_of_killed_runs_are_removed_before_a_run(scene: dict[str, Path]) -> None:
     out_dir = scene["root"] / "sep"
     out_dir.mkdir()
@@ -379,6 +381,7 @@ def test_one_line_escapes_control_characters_and_odd_bytes() -> None:
     assert one_line("café 測") == "café 測"
 
 
+@pytest.mark.slow
 def test_odd_file_names_end_to_end(scene: dict[str, Path]) -> None:
     d = scene["root"] / "names"
     d.mkdir()
@@ -399,6 +402,7 @@ def test_odd_file_names_end_to_end(scene: dict[str, Path]) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------- images
+@pytest.mark.slow
 def test_truncated_heic_and_jpeg_are_reported(exif_samples: Path, tmp_path: Path) -> None:
     heic = next(exif_samples.rglob("IMG_5195.HEIC"), None)
     if heic is None:
