@@ -202,6 +202,20 @@ def positive(what: str = "number") -> Callable[[click.Context, click.Parameter, 
     return check
 
 
+def within(lo: float, hi: float, what: str) -> Callable[[click.Context, click.Parameter, Any], Any]:
+    """Click callback: the value (or None) must be a finite number in [``lo``, ``hi``] ("must be ``what``
+    from lo to hi")."""
+
+    def check(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        if value is not None and not (math.isfinite(value) and lo <= value <= hi):
+            raise click.BadParameter(
+                f"must be {what} from {lo:g} to {hi:g}, got {value!r}", ctx=ctx, param=param
+            )
+        return value
+
+    return check
+
+
 def _checked(check_name: str) -> Callable[[click.Context, click.Parameter, Any], Any]:
     """Click callback running ``metrocli.camera.focal.<check_name>`` (the one range rule of that option)."""
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from metrocli.cli.common import build_provider, emit_json, model_options
+from metrocli.cli.common import build_provider, emit_json, model_options, within
 
 if TYPE_CHECKING:
     from metrocli.evaluation.metrics import Crop
@@ -80,15 +80,17 @@ def format_table(report: EvalReport) -> str:
 @click.option(
     "--max-depth",
     "max_depth_m",
-    type=click.FloatRange(min=0, min_open=True),
+    type=float,
     default=None,
+    callback=within(1e-3, 1e5, "a number of metres"),
     help="Depth cap in metres [default: 10 for indoor, 80 for outdoor datasets, by name or GT range].",
 )
 @click.option(
     "--min-depth",
     "min_depth_m",
-    type=click.FloatRange(min=0),
+    type=float,
     default=1e-3,
+    callback=within(0, 1e5, "a number of metres"),
     show_default=True,
     help="Ignore ground truth at or below this depth (m).",
 )

@@ -17,7 +17,7 @@ from metrocli.cli.common import (
     focal_options,
     json_option,
     model_options,
-    positive,
+    within,
 )
 from metrocli.errors import MeasurementError, MetroError
 
@@ -75,7 +75,7 @@ def has_display() -> bool:
     "--depth-scale",
     type=float,
     default=None,
-    callback=positive("number of metres per unit"),
+    callback=within(1e-9, 1e3, "a number of metres per unit"),
     help="Metres per unit of the --depth map (default 0.001 for PNG, 1 for .npy; KITTI: 0.00390625).",
 )
 @focal_options()

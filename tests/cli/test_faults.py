@@ -592,3 +592,22 @@ def test_fuzz_commands_cross_bad_depth_maps(
             assert code in (1, 2), where
             assert len(_error_lines(err)) == 1 and "unexpected" not in err, where
             assert _files(root) == before, where
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["measure", "{photo}", "--depth", "{depth}", "--line", "1,1,3,3", "--depth-scale", "1e300"],
+        ["measure", "{photo}", "--depth", "{depth}", "--line", "1,1,3,3", "--depth-scale", "nan"],
+        ["eval", "{root}", "--weights", MISSING_WEIGHTS, "--max-depth", "inf"],
+        ["eval", "{root}", "--weights", MISSING_WEIGHTS, "--min-depth", "nan"],
+    ],
+    ids=["depth-scale-huge", "depth-scale-nan", "max-depth-inf", "min-depth-nan"],
+)
+def test_other_float_options_are_range_checked(
+    scene: dict[str, Path], argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = [a.format(photo=scene["photo"], depth=scene["depth"], root=scene["root"]) for a in argv]
+    assert run_cli(cli, argv) == 2
+    err = capsys.readouterr().err
+    assert len(_error_lines(err)) == 1 and "unexpected" not in err and "from" in err, err
