@@ -406,7 +406,7 @@ class BatchReport:
             line = f"{len(self.succeeded)} of {total} {self.what}s succeeded"
             if self.failed:
                 line += f"; failed: {', '.join(name for name, _ in self.failed)}"
-            click.echo(line, err=True)
+            click.echo(one_line(line), err=True)
         if self.failed:
             raise BatchFailed()
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from metrocli.cli.common import build_provider, emit_json, model_options, within
+from metrocli.cli.common import build_provider, emit_json, model_options, one_line, within
 
 if TYPE_CHECKING:
     from metrocli.evaluation.metrics import Crop
@@ -149,8 +149,10 @@ def eval_cmd(
         click.echo(format_table(report))
     if report.failed:
         click.echo(
-            f"{len(report.samples)} of {len(report.samples) + len(report.failed)} frames evaluated; "
-            f"failed: {', '.join(n for n, _ in report.failed)}",
+            one_line(
+                f"{len(report.samples)} of {len(report.samples) + len(report.failed)} frames evaluated; "
+                f"failed: {', '.join(n for n, _ in report.failed)}"
+            ),
             err=True,
         )
         raise BatchFailed()

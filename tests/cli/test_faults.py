@@ -611,3 +611,20 @@ def test_other_float_options_are_range_checked(
     assert run_cli(cli, argv) == 2
     err = capsys.readouterr().err
     assert len(_error_lines(err)) == 1 and "unexpected" not in err and "from" in err, err
+
+
+def test_batch_lines_stay_one_line_per_item(capsys: pytest.CaptureFixture[str]) -> None:
+    from metrocli.cli.common import BatchFailed, BatchReport
+
+    report = BatchReport(what="photo")
+    report.ok("good.jpg")
+    report.fail("new\nline.jpg", "cannot decode")
+    report.fail(os.fsdecode(b"odd\xff.jpg"), "empty")
+    with pytest.raises(BatchFailed):
+        report.finish()
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == [
+        "metro: error: new\\nline.jpg: cannot decode",
+        "metro: error: odd\\xff.jpg: empty",
+        "1 of 3 photos succeeded; failed: new\\nline.jpg, odd\\xff.jpg",
+    ]
