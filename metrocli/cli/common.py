@@ -150,11 +150,13 @@ def _run(group: click.Group, argv: Sequence[str] | None) -> int:
         exc.show()
         return exc.exit_code
     except Stopped as exc:
-        error_line(f"stopped by {exc.name}")
+        with contextlib.suppress(OSError):  # after SIGHUP the terminal may be gone
+            error_line(f"stopped by {exc.name}")
         return exc.exit_code
     except click.exceptions.Abort as exc:
         if isinstance(exc.__cause__, Stopped):  # click turns KeyboardInterrupt into Abort
-            error_line(f"stopped by {exc.__cause__.name}")
+            with contextlib.suppress(OSError):
+                error_line(f"stopped by {exc.__cause__.name}")
             return exc.__cause__.exit_code
         error_line("aborted")
         return 130
