@@ -135,9 +135,11 @@ def eval_cmd(
     from metrocli.pipeline.provider import FocalMode
 
     if output is not None:
+        from metrocli.atomic import remove_stale_temps
         from metrocli.pipeline.outputs import check_output_file, eval_inputs
 
         check_output_file(output, inputs=[*eval_inputs(dataset), spec.weights])
+        remove_stale_temps(output.parent)
     options = EvalOptions(min_depth_m=min_depth_m, max_depth_m=max_depth_m, crop=crop, limit=limit)
     report = evaluate_dataset(dataset, options, build_provider(spec, FocalMode()))
     data = report.to_dict()
