@@ -119,6 +119,7 @@ def measure(
     from metrocli.pipeline.measure import open_session
 
     if annotate is not None:
+        from metrocli.atomic import remove_stale_temps
         from metrocli.pipeline.outputs import ANNOTATION_SUFFIXES, check_output_file
 
         check_output_file(
@@ -127,6 +128,7 @@ def measure(
             suffixes=ANNOTATION_SUFFIXES,
             option="--annotate",
         )
+        remove_stale_temps(annotate.parent)
     provider = build_provider(spec, focal, sensor=depth_file, depth_scale=depth_scale)
     try:
         session = open_session(photo, provider, lines=lines)
