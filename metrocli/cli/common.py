@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -105,9 +106,57 @@ def stderr_console() -> Console:
     return _STDERR_CONSOLE
 
 
+def one_line(text: str) -> str:
+    """``text`` safe for one line of a terminal: control characters (a newline in a file name) escaped as
+    ``\\n``, ``\\x1b``, ..., and undecodable bytes of a file name (surrogate escapes) as ``\\xff``."""
+    out = []
+    for ch in text:
+        code = ord(ch)
+        if 0xDC80 <= code <= 0xDCFF:  # os.fsdecode's surrogateescape of a non-UTF-8 byte
+            out.append(f"\\x{code - 0xDC00:02x}")
+        elif code < 0x20 or code == 0x7F or 0x80 <= code < 0xA0 or 0xD800 <= code <= 0xDFFF:
+            out.append(ch.encode("unicode_escape").decode("ascii") if code < 0xD800 else f"\\u{code:04x}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
 def error_line(message: str) -> None:
-    """Print one ``metro: error: ...`` line on stderr."""
-    click.echo(f"metro: error: {message}", err=True)
+    """Print one ``metro: error: ...`` line on stderr (control characters and odd bytes escaped)."""
+    click.echo(f"metro: error: {one_line(message)}", err=True)
+
+
+#: Signals that stop a run like Ctrl-C (temporaries removed by the unwinding) and their exit codes.
+_STOP_SIGNALS = {"SIGTERM": 143, "SIGHUP": 129}
+
+
+class Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGHUP arrived: unwinds like Ctrl-C (atomic writes remove their temporaries)."""
+
+    def __init__(self, name: str, exit_code: int) -> None:
+        super().__init__(name)
+        self.name = name
+        self.exit_code = exit_code
+
+
+def _install_stop_handlers() -> dict[int, Any]:
+    """SIGTERM and SIGHUP raise :class:`Stopped` in the main thread; returns the previous handlers."""
+    import signal
+    import threading
+
+    previous: dict[int, Any] = {}
+    if threading.current_thread() is not threading.main_thread():
+        return previous
+    for name, code in _STOP_SIGNALS.items():
+        signum = getattr(signal, name, None)
+        if signum is None:
+            continue
+
+        def handler(_signum: int, _frame: Any, name: str = name, code: int = code) -> None:
+            raise Stopped(name, code)
+
+        previous[signum] = signal.signal(signum, handler)
+    return previous
 
 
 def run_cli(group: click.Group, argv: Sequence[str] | None = None) -> int:
@@ -116,6 +165,22 @@ def run_cli(group: click.Group, argv: Sequence[str] | None = None) -> int:
     MetroError becomes one clean line; any other exception becomes one line too (with the traceback only at
     -vv), because users must never see a traceback for bad input.
     """
+    import signal
+
+    for stream in (sys.stdout, sys.stderr):  # a file name that is not UTF-8 is printed escaped, never a crash
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            with contextlib.suppress(ValueError, OSError):
+                reconfigure(errors="backslashreplace")
+    previous = _install_stop_handlers()
+    try:
+        return _run(group, argv)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _run(group: click.Group, argv: Sequence[str] | None) -> int:
     try:
         rv = group.main(
             args=list(argv) if argv is not None else None, prog_name="metro", standalone_mode=False
@@ -128,7 +193,15 @@ def run_cli(group: click.Group, argv: Sequence[str] | None = None) -> int:
     except click.ClickException as exc:
         exc.show()
         return exc.exit_code
-    except click.exceptions.Abort:
+    except Stopped as exc:
+        with contextlib.suppress(OSError):  # after SIGHUP the terminal may be gone
+            error_line(f"stopped by {exc.name}")
+        return exc.exit_code
+    except click.exceptions.Abort as exc:
+        if isinstance(exc.__cause__, Stopped):  # click turns KeyboardInterrupt into Abort
+            with contextlib.suppress(OSError):
+                error_line(f"stopped by {exc.__cause__.name}")
+            return exc.__cause__.exit_code
         error_line("aborted")
         return 130
     except KeyboardInterrupt:
@@ -191,11 +264,47 @@ def positive(what: str = "number") -> Callable[[click.Context, click.Parameter, 
     return check
 
 
-def _fov(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
-    if value is not None and not (math.isfinite(value) and 0 < value < 180):
-        raise click.BadParameter(
-            "must be a horizontal field of view in (0, 180) degrees", ctx=ctx, param=param
-        )
+def within(lo: float, hi: float, what: str) -> Callable[[click.Context, click.Parameter, Any], Any]:
+    """Click callback: the value (or None) must be a finite number in [``lo``, ``hi``] ("must be ``what``
+    from lo to hi")."""
+
+    def check(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        if value is not None and not (math.isfinite(value) and lo <= value <= hi):
+            raise click.BadParameter(
+                f"must be {what} from {lo:g} to {hi:g}, got {value!r}", ctx=ctx, param=param
+            )
+        return value
+
+    return check
+
+
+def _checked(check_name: str) -> Callable[[click.Context, click.Parameter, Any], Any]:
+    """Click callback running ``metrocli.camera.focal.<check_name>`` (the one range rule of that option)."""
+
+    def check(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+        from metrocli.camera import focal
+
+        if value is not None:
+            try:
+                getattr(focal, check_name)(value)
+            except MetroUsageError as exc:
+                raise click.BadParameter(str(exc).split(" ", 1)[1], ctx=ctx, param=param) from None
+        return value
+
+    return check
+
+
+_fov = _checked("check_user_fov_deg")
+_focal_px = _checked("check_user_focal_px")
+
+
+def _threads(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:
+    """``--threads``: 1 to 4 threads per CPU (more makes OpenBLAS fail to create threads and crash)."""
+    import os
+
+    most = 4 * (os.cpu_count() or 1)
+    if value is not None and not 1 <= value <= most:
+        raise click.BadParameter(f"must be 1 to {most} (4 per CPU of this machine), got {value}", ctx, param)
     return value
 
 
@@ -272,15 +381,15 @@ def focal_options(*, auto: bool = True) -> Callable[[Callable], Callable]:
             type=float,
             default=None,
             callback=_fov,
-            help="Horizontal field of view in degrees; overrides EXIF.",
+            help="Horizontal field of view in degrees (1 to 179); overrides EXIF.",
         )(func)
         return click.option(
             "--focal-px",
             "focal_px",
             type=float,
             default=None,
-            callback=positive(),
-            help="Focal length in pixels of the displayed photo; overrides EXIF.",
+            callback=_focal_px,
+            help="Focal length in pixels of the displayed photo (1 to 1e6); overrides EXIF.",
         )(func)
 
     return decorate
@@ -306,8 +415,9 @@ def model_options(func: Callable) -> Callable:
     func = _wrap(func, build)
     func = click.option(
         "--threads",
-        type=click.IntRange(min=1),
+        type=int,
         default=None,
+        callback=_threads,
         envvar="METRO_THREADS",
         help="CPU threads for the model [env METRO_THREADS; default: one per physical core].",
     )(func)
@@ -404,7 +514,7 @@ class BatchReport:
             line = f"{len(self.succeeded)} of {total} {self.what}s succeeded"
             if self.failed:
                 line += f"; failed: {', '.join(name for name, _ in self.failed)}"
-            click.echo(line, err=True)
+            click.echo(one_line(line), err=True)
         if self.failed:
             raise BatchFailed()
 

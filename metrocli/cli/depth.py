@@ -91,10 +91,14 @@ def depth(
     metro did not write (an input, a sensor depth map) is never replaced: exit 2 before any
     work. One run at a time per OUTDIR.
     """
+    from metrocli.atomic import remove_stale_temps
     from metrocli.pipeline.depth import DepthRunner
     from metrocli.pipeline.inputs import expand_inputs, plan_stems
     from metrocli.pipeline.lock import output_lock
+    from metrocli.pipeline.outputs import check_output_folder
 
+    check_output_folder(out_dir)
+    remove_stale_temps(out_dir)
     span = parse_depth_range(depth_range) if depth_range is not None else None
     runner = DepthRunner(build_provider(spec, focal), out_dir, force=force, depth_range_m=span)
     plan = plan_stems(expand_inputs(images, recursive=recursive, exclude=[out_dir]))

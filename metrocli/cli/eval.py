@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from metrocli.cli.common import build_provider, emit_json, model_options, positive
+from metrocli.cli.common import build_provider, emit_json, model_options, one_line, positive, within
 
 if TYPE_CHECKING:
     from metrocli.evaluation.metrics import Crop
@@ -80,15 +80,17 @@ def format_table(report: EvalReport) -> str:
 @click.option(
     "--max-depth",
     "max_depth_m",
-    type=click.FloatRange(min=0, min_open=True),
+    type=float,
     default=None,
+    callback=within(1e-3, 1e5, "a number of metres"),
     help="Depth cap in metres [default: 10 for indoor, 80 for outdoor datasets, by name or GT range].",
 )
 @click.option(
     "--min-depth",
     "min_depth_m",
-    type=click.FloatRange(min=0),
+    type=float,
     default=1e-3,
+    callback=within(0, 1e5, "a number of metres"),
     show_default=True,
     help="Ignore ground truth at or below this depth (m).",
 )
@@ -142,10 +144,11 @@ def eval_cmd(
     from metrocli.pipeline.provider import FocalMode
 
     if output is not None:
-        from metrocli.pipeline.inputs import check_not_input
+        from metrocli.atomic import remove_stale_temps
+        from metrocli.pipeline.outputs import check_output_file, eval_inputs
 
-        files = [p for p in dataset.rglob("*") if p.is_file()] if dataset.is_dir() else []
-        check_not_input([output], files)
+        check_output_file(output, inputs=[*eval_inputs(dataset), spec.weights])
+        remove_stale_temps(output.parent)
     options = EvalOptions(
         min_depth_m=min_depth_m, max_depth_m=max_depth_m, crop=crop, limit=limit, depth_scale=depth_scale
     )
@@ -159,8 +162,10 @@ def eval_cmd(
         click.echo(format_table(report))
     if report.failed:
         click.echo(
-            f"{len(report.samples)} of {len(report.samples) + len(report.failed)} frames evaluated; "
-            f"failed: {', '.join(n for n, _ in report.failed)}",
+            one_line(
+                f"{len(report.samples)} of {len(report.samples) + len(report.failed)} frames evaluated; "
+                f"failed: {', '.join(n for n, _ in report.failed)}"
+            ),
             err=True,
         )
         raise BatchFailed()

@@ -17,9 +17,9 @@ from metrocli.cli.common import (
     focal_options,
     json_option,
     model_options,
-    positive,
+    within,
 )
-from metrocli.errors import MetroError
+from metrocli.errors import MeasurementError, MetroError
 
 if TYPE_CHECKING:
     from metrocli.io.units import LengthUnit
@@ -76,7 +76,7 @@ def has_display() -> bool:
     "--depth-scale",
     type=float,
     default=None,
-    callback=positive("number of metres per unit"),
+    callback=within(1e-9, 1e3, "a number of metres per unit"),
     help="Metres per unit of the --depth map (default 0.001 for PNG, 1 for .npy; KITTI: 0.00390625).",
 )
 @focal_options()
@@ -132,10 +132,19 @@ def measure(
             check_display()  # a display that cannot open a window fails now, not after the model ran
         except MetroError as exc:
             raise click.UsageError(str(exc)) from None
-    from metrocli.pipeline.inputs import check_not_input
     from metrocli.pipeline.measure import open_session
 
-    check_not_input([annotate], [photo, depth_file])
+    if annotate is not None:
+        from metrocli.atomic import remove_stale_temps
+        from metrocli.pipeline.outputs import ANNOTATION_SUFFIXES, check_output_file
+
+        check_output_file(
+            annotate,
+            inputs=[photo, depth_file, spec.weights],
+            suffixes=ANNOTATION_SUFFIXES,
+            option="--annotate",
+        )
+        remove_stale_temps(annotate.parent)
     provider = build_provider(spec, focal, sensor=depth_file, depth_scale=depth_scale)
     failed: list[tuple[int, MetroError]] = []
     try:
@@ -150,6 +159,7 @@ def measure(
             measurements = pick_and_measure(session)
             if not measurements:
                 raise click.UsageError("no line was measured in the picker")
+        _check_finite(measurements)
         annotated = None
         if annotate is not None:
             from metrocli.io.annotate import write_annotated
@@ -181,6 +191,16 @@ def with_units(doc: dict[str, Any], unit: LengthUnit) -> dict[str, Any]:
         for m in doc["measurements"]
     ]
     return out
+
+
+def _check_finite(measurements) -> None:
+    """A distance or point that is not a finite number is an error, never a printed ``inf``."""
+    for i, m in enumerate(measurements, start=1):
+        if not all(math.isfinite(float(x)) for x in (m.distance_m, *m.from_m, *m.to_m)):
+            raise MeasurementError(
+                f"line {i}: the result is not a finite number (distance {m.distance_m!r} m); "
+                "check the focal length and the depth map's scale"
+            )
 
 
 def _print_table(result: MeasureResult, unit: LengthUnit | None = None) -> None:

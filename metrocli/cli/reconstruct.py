@@ -160,9 +160,16 @@ def reconstruct(
         raise click.UsageError("--cameras is for a folder fused into one .glb scene")
     if export is not None and (separate or not input_path.is_dir()):
         raise click.UsageError("--export colmap is for a folder fused into one scene")
+    _check_outputs(
+        input_path,
+        out_path,
+        separate=separate,
+        points_only=points_only,
+        inputs=[input_path, depth_file, spec.weights],
+    )
     provider = build_provider(spec, focal, sensor=depth_file or depth_dir, depth_scale=depth_scale)
     if not separate:
-        _check_outputs(input_path, out_path, provider)
+        _check_not_inputs(input_path, out_path, provider)
     if separate:
         options = SeparateOptions(points_only, mesh_method, simplify, force, recursive=recursive)
         _separate(input_path, out_path, provider, options, as_json)
@@ -181,7 +188,7 @@ def reconstruct(
         _single(input_path, out_path, provider, SeparateOptions(points_only, mesh_method, simplify), as_json)
 
 
-def _check_outputs(input_path: Path, out_path: Path, provider: DepthProvider) -> None:
+def _check_not_inputs(input_path: Path, out_path: Path, provider: DepthProvider) -> None:
     """Usage error before any work when the mesh or its JSON would replace a photo or a depth map."""
     from metrocli.pipeline.inputs import check_not_input
     from metrocli.pipeline.multiview import json_path_for
@@ -195,6 +202,30 @@ def _check_outputs(input_path: Path, out_path: Path, provider: DepthProvider) ->
                 maps.append(provider.depth_file(photo))
     outputs = [out_path, json_path_for(out_path)] if input_path.is_dir() else [out_path]
     check_not_input(outputs, [*photos, *maps])
+
+
+def _check_outputs(
+    input_path: Path, out_path: Path, *, separate: bool, points_only: bool, inputs: list[Path | None]
+) -> None:
+    """The output (and the scene JSON beside a folder's mesh) checked before any work; stale temporaries of
+    killed runs removed from the folder written into."""
+    from metrocli.atomic import remove_stale_temps
+    from metrocli.io.geometry_io import MESH_SUFFIXES, POINT_CLOUD_SUFFIXES
+    from metrocli.pipeline.multiview import json_path_for
+    from metrocli.pipeline.outputs import check_output_file, check_output_folder, check_sibling, is_scene_json
+
+    if separate:
+        check_output_folder(out_path)
+        remove_stale_temps(out_path)
+        return
+    folder = input_path.is_dir()
+    suffixes = POINT_CLOUD_SUFFIXES if points_only and not folder else MESH_SUFFIXES
+    check_output_file(out_path, inputs=inputs, suffixes=suffixes)
+    if folder:
+        sibling = json_path_for(out_path)
+        check_output_file(sibling, inputs=inputs)
+        check_sibling(sibling, ours=is_scene_json(sibling, out_path.name), owner=out_path)
+    remove_stale_temps(out_path.parent)
 
 
 def _focal_text(focal_px: float, source: str, uncertainty_px: float | None) -> str:

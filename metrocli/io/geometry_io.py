@@ -21,18 +21,22 @@ Frames, metres everywhere:
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import math
 import os
 import struct
-from collections.abc import Sequence
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from metrocli.atomic import atomic_path
+from metrocli.atomic import atomic_path, diagnose_short_write
 from metrocli.camera.intrinsics import Intrinsics
 from metrocli.errors import MetroUsageError, ReconstructionError
 from metrocli.geometry.mesh import Mesh
@@ -40,6 +44,8 @@ from metrocli.geometry.pointcloud import PointCloud
 
 if TYPE_CHECKING:
     import open3d as o3d
+
+log = logging.getLogger(__name__)
 
 POINT_CLOUD_SUFFIXES = (".ply", ".pcd", ".obj", ".glb")
 MESH_SUFFIXES = (".ply", ".obj", ".glb")
@@ -152,6 +158,80 @@ def read_mesh_vertices(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.nda
     return vertices, colors
 
 
+#: Bytes of the PLY scalar types.
+_PLY_TYPE_BYTES = {
+    **dict.fromkeys(("char", "uchar", "int8", "uint8"), 1),
+    **dict.fromkeys(("short", "ushort", "int16", "uint16"), 2),
+    **dict.fromkeys(("int", "uint", "float", "int32", "uint32", "float32"), 4),
+    **dict.fromkeys(("double", "float64"), 8),
+}
+
+
+def ply_expected_bytes(path: Path) -> int | None:
+    """Size a binary PLY must have by its header (triangles for face lists); None if not binary PLY."""
+    with open(path, "rb") as fh:
+        head = fh.read(4096)
+    end = head.find(b"end_header\n")
+    if not head.startswith(b"ply\n") or end < 0 or b"format binary" not in head[:end]:
+        return None
+    total = end + len(b"end_header\n")
+    count, row = 0, 0
+    for line in head[:end].decode("ascii", "replace").splitlines():
+        words = line.split()
+        if words[:1] == ["element"]:
+            total += count * row
+            count, row = int(words[2]), 0
+        elif words[:2] == ["property", "list"]:
+            row += _PLY_TYPE_BYTES[words[2]] + 3 * _PLY_TYPE_BYTES[words[3]]
+        elif words[:1] == ["property"]:
+            row += _PLY_TYPE_BYTES[words[1]]
+    return total + count * row
+
+
+@contextlib.contextmanager
+def _captured_stderr_fd() -> Iterator[list[str]]:
+    """Capture what C libraries (Open3D's RPly) print on file descriptor 2; the text is in the yielded list
+    afterwards (so a full disk is one message, not thousands of RPly lines)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    out: list[str] = []
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield out
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            out.append(sink.read(1 << 16).decode("utf-8", "replace"))
+
+
+@contextlib.contextmanager
+def _open3d_write(tmp: Path, target: Path) -> Iterator[None]:
+    """Around an Open3D write to ``tmp``: its stderr chatter is captured (logged at debug), and the file is
+    checked against its PLY header; a short file raises WriteError (``no space left on device: target``)."""
+    with _captured_stderr_fd() as chatter:
+        yield
+    if chatter and chatter[0].strip():
+        log.debug("Open3D while writing %s: %s", target, chatter[0].strip()[:2000])
+    if tmp.suffix.lower() == ".ply" and tmp.exists():
+        expected = ply_expected_bytes(tmp)
+        if expected is not None and tmp.stat().st_size != expected:
+            raise diagnose_short_write(tmp, target, expected)
+
+
+def check_finite_positions(path: Path, positions: np.ndarray, what: str) -> None:
+    """ReconstructionError if some ``positions`` are not finite numbers: such a file (``inf`` coordinates from
+    an absurd focal length or depth scale) is never written as a success."""
+    finite = np.isfinite(np.asarray(positions)).all(axis=-1)
+    bad = int(finite.size - np.count_nonzero(finite))
+    if bad:
+        raise ReconstructionError(
+            f"{path}: {bad} of {finite.size} {what} are not finite numbers (check the focal length and the "
+            "depth scale); nothing was written"
+        )
+
+
 def write_point_cloud(
     path: str | os.PathLike[str],
     cloud: PointCloud,
@@ -163,12 +243,15 @@ def write_point_cloud(
     and ``frustums`` go into a GLB only."""
     path = Path(path)
     suffix = _suffix(path, POINT_CLOUD_SUFFIXES, "point cloud")
+    check_finite_positions(path, cloud.points, "points")
     with atomic_path(path) as tmp:
         if suffix in (".ply", ".pcd"):
             import open3d as o3d
 
             pcd = _tensor_cloud(cloud)
-            if not o3d.t.io.write_point_cloud(tmp, pcd, write_ascii=False, compressed=False):
+            with _open3d_write(tmp, path):
+                ok = o3d.t.io.write_point_cloud(tmp, pcd, write_ascii=False, compressed=False)
+            if not ok:
                 raise OSError(f"Open3D could not write {path}")
         else:
             import trimesh
@@ -199,6 +282,7 @@ def write_mesh(
 
     path = Path(path)
     suffix = _suffix(path, MESH_SUFFIXES, "mesh")
+    check_finite_positions(path, mesh.vertices, "vertices")
     with atomic_path(path) as tmp:
         colors = None
         if mesh.vertex_colors is not None:

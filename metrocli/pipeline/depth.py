@@ -23,7 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from metrocli.errors import OutputError
+import numpy as np
+
+from metrocli.errors import MetroError, OutputError
 from metrocli.io.maps import output_paths, safe_stem
 from metrocli.pipeline.fingerprint import file_sha256, resume_key
 from metrocli.pipeline.provider import DepthProvider, ModelDepth
@@ -161,6 +163,11 @@ class DepthRunner:
         t_load = time.perf_counter() - t0
         depth = self.provider.provide(photo)
         prediction = depth.to_prediction()
+        if depth.source == "model" and not np.any(np.isfinite(prediction.depth) & (prediction.depth > 0)):
+            raise MetroError(
+                f"{photo_path}: the model gave no valid depth (not a finite number anywhere; are the weights "
+                "sound? try `metro weights verify`); nothing was written"
+            )
         t1 = time.perf_counter()
         model = self.provider if isinstance(self.provider, ModelDepth) else None
         extra: dict[str, Any] = {

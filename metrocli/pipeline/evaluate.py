@@ -94,7 +94,7 @@ class EvalReport:
     mean_normal: dict[str, float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready report (NaN -> None)."""
+        """JSON-ready report (NaN -> None, without a warning)."""
         return json_ready(
             {
                 "dataset": self.dataset,
@@ -112,7 +112,8 @@ class EvalReport:
                     for s in self.samples
                 ],
                 "failed": [{"name": n, "error": e} for n, e in self.failed],
-            }
+            },
+            warn=False,  # a metric without data (no normals, no valid pixel) is null by design
         )
 
 
@@ -130,7 +131,12 @@ def _choose_cap(dataset: Dataset, options: EvalOptions) -> tuple[float, str]:
     by_name = default_max_depth(dataset.name)
     if "dataset name" in by_name[1]:
         return by_name
-    gts = [load_depth_gt(s) for s in dataset.samples[:20]]
+    gts = []
+    for s in dataset.samples[:20]:
+        try:
+            gts.append(load_depth_gt(s))
+        except MetroError:  # reported with its frame; the cap comes from the readable ones
+            continue
     return default_max_depth(dataset.name, gts)
 
 
@@ -242,6 +248,12 @@ def evaluate_dataset(
         except MetroError as exc:
             log.error("%s", exc)
             failed.append((sample.name, str(exc)))
+        except (KeyboardInterrupt, MemoryError):
+            raise
+        except Exception as exc:  # one bad frame never stops the evaluation
+            message = f"{sample.name}: unexpected {type(exc).__name__}: {exc}"
+            log.error("%s", message)
+            failed.append((sample.name, message))
 
     for sample in with_progress(samples, description="eval", name=lambda s: s.name, enabled=progress):
         one(sample)

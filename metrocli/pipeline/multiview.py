@@ -247,8 +247,10 @@ class MultiviewJob:
             inputs=self.photos,
             options_key=self.options_key(),
         )
+        from metrocli.pipeline.jsonsafe import json_ready
+
         doc["inputs"] = self.inputs_key()
-        write_text_atomic(self.json_path, json.dumps(doc, indent=1, allow_nan=False) + "\n")
+        write_text_atomic(self.json_path, json.dumps(json_ready(doc), indent=1, allow_nan=False) + "\n")
         if self.options.cache and isinstance(self.provider, ModelDepth):
             from metrocli.pipeline.prediction_cache import cache_dir_for, prune
 
