@@ -190,8 +190,8 @@ def reconstruct(
 
 def _check_not_inputs(input_path: Path, out_path: Path, provider: DepthProvider) -> None:
     """Usage error before any work when the mesh or its JSON would replace a photo or a depth map."""
-    from metrocli.pipeline.inputs import check_not_input
     from metrocli.pipeline.multiview import json_path_for
+    from metrocli.pipeline.outputs import check_not_input
     from metrocli.pipeline.provider import SensorDepth, photos_of
 
     photos = photos_of(input_path, provider) if input_path.is_dir() else [input_path]

@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -284,7 +285,7 @@ def safe_stem(name: str | Path) -> str:
     stem = base.rsplit(".", 1)[0] if "." in base.lstrip(".") else base
     stem = _UNSAFE.sub("_", stem)
     stem = re.sub(r"^\.+", lambda m: "_" * len(m.group(0)), stem)
-    while len(stem.encode("utf-8")) > STEM_MAX_BYTES:
+    while len(os.fsencode(stem)) > STEM_MAX_BYTES:  # fsencode: a non-UTF-8 name keeps its bytes
         stem = stem[:-1]
     return stem or "photo"
 

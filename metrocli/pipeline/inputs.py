@@ -136,16 +136,3 @@ def plan_stems(photos: Iterable[Path]) -> list[tuple[Path, str]]:
         owner[stem.lower()] = photo
         plan.append((photo, stem))
     return plan
-
-
-def check_not_input(
-    outputs: Iterable[str | os.PathLike[str] | None], inputs: Iterable[str | os.PathLike[str] | None]
-) -> None:
-    """:class:`~metrocli.errors.OutputError` (exit 2, before any work) when an output path is one of the
-    command's inputs (a photo, a sensor depth map, a dataset file): metro never writes over an input."""
-    from metrocli.errors import OutputError
-
-    given = {Path(p).resolve() for p in inputs if p is not None}
-    for out in outputs:
-        if out is not None and Path(out).resolve() in given:
-            raise OutputError(f"{out} is an input of this command; metro never writes over an input")

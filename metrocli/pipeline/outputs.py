@@ -92,6 +92,7 @@ def check_output_file(
         OutputError: the path is refused (a usage error, exit 2).
     """
     path = Path(path)
+    check_not_input([path], inputs, option=option)
     if suffixes is not None and path.suffix.lower() not in suffixes:
         raise OutputError(
             f"{option} {path}: use one of {', '.join(suffixes)} as extension "
@@ -102,10 +103,27 @@ def check_output_file(
         check_output_target(path)
     except OutputError as exc:
         raise OutputError(f"{option} {exc}") from None
-    clash = _is_input(path, inputs)
-    if clash is not None:
-        raise OutputError(f"{option} {path} is an input of this command ({clash}); it is never overwritten")
     return path
+
+
+def check_not_input(
+    outputs: Iterable[str | os.PathLike[str] | None],
+    inputs: Iterable[str | os.PathLike[str] | None],
+    *,
+    option: str = "-o",
+) -> None:
+    """:class:`OutputError` (exit 2, before any work) when an output path is one of the command's inputs (a
+    photo, a sensor depth map, a dataset file, the weights), by resolved path or inode (a hard link): metro
+    never writes over an input."""
+    inputs = [p for p in inputs if p is not None]
+    for out in outputs:
+        if out is None:
+            continue
+        clash = _is_input(Path(out), inputs)
+        if clash is not None:
+            raise OutputError(
+                f"{option} {out} is an input of this command ({clash}); metro never writes over an input"
+            )
 
 
 def check_output_folder(
