@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import closing
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -15,6 +16,7 @@ from metrocli.cli.common import (
     model_options,
     run_batch,
 )
+from metrocli.errors import MetroUsageError
 
 if TYPE_CHECKING:
     from metrocli.model.spec import ModelSpec
@@ -34,11 +36,42 @@ if TYPE_CHECKING:
 @model_options
 @focal_options()
 @click.option(
+    "--outputs",
+    default="depth,normal,confidence,preview,png16",
+    show_default=True,
+    help="What to write, comma-separated: depth, normal, confidence (maps), preview, png16 (16-bit mm "
+    "PNG), tiff (32-bit float metres, no clipping).",
+)
+@click.option(
+    "--dtype",
+    "map_dtype",
+    type=click.Choice(["float32", "float16"]),
+    default="float32",
+    show_default=True,
+    help="Number type of the depth, normal and confidence maps.",
+)
+@click.option(
+    "--format",
+    "map_format",
+    type=click.Choice(["npy", "npz"]),
+    default="npy",
+    show_default=True,
+    help="File format of the maps (npz: compressed, one array named like the map).",
+)
+@click.option(
     "--force", is_flag=True, help="Recompute photos whose outputs already exist (default: skip them)."
 )
 @json_option
 def depth(
-    images: tuple[Path, ...], out_dir: Path, spec: ModelSpec, focal: FocalMode, force: bool, as_json: bool
+    images: tuple[Path, ...],
+    out_dir: Path,
+    spec: ModelSpec,
+    focal: FocalMode,
+    outputs: str,
+    map_dtype: str,
+    map_format: str,
+    force: bool,
+    as_json: bool,
 ) -> None:
     """Metric depth, normals and confidence of each IMAGE (photos or folders of photos).
 
@@ -49,23 +82,34 @@ def depth(
       STEM.confidence.npy  float32 depth confidence
       STEM.depth.png       16-bit millimetres (0 = invalid, clipped at 65.535 m)
       STEM.preview.png     colourised depth beside colourised normals
-      STEM.json            intrinsics (with their source), model, timings
+      STEM.depth.tiff      32-bit float metres (only with --outputs ...,tiff)
+      STEM.json            intrinsics (with their source), model, timings, files written
     In a folder, hidden files and these outputs (*.depth.*, *.normal.*, *.confidence.*,
     *.preview.*) are not photos. Re-running skips photos whose outputs are complete (same
-    photo, model, weights, precision and focal mode); --force recomputes them.
+    photo, model, weights, precision, focal mode and outputs); --force recomputes them.
+    Photos are decoded ahead of the model and written behind it (in a pipeline).
     """
+    from metrocli.io.maps import OutputOptions
     from metrocli.pipeline.depth import DepthRunner
     from metrocli.pipeline.inputs import expand_inputs, plan_stems
 
-    runner = DepthRunner(build_provider(spec, focal), out_dir, force=force)
+    try:
+        options = OutputOptions.parse(outputs, map_dtype, map_format)
+    except MetroUsageError as exc:
+        raise click.BadParameter(str(exc), param_hint="--outputs") from None
+    runner = DepthRunner(build_provider(spec, focal), out_dir, force=force, options=options)
     plan = plan_stems(expand_inputs(images))
     if not plan:
         raise click.UsageError("no photos found in the given folders")
     if any(runner.existing(photo, stem) is None for photo, stem in plan):
         runner.prepare()  # missing or unsafe weights: one clear line, before any photo
 
+    outcomes = runner.run_many(plan)
+
     def work(item: tuple[Path, str]) -> None:
-        result = runner.run(*item)
+        outcome = next(outcomes)  # the engine yields in input order: this item's outcome
+        assert outcome.item == item
+        result = outcome.result()
         if as_json:
             emit_json(result.to_dict())
         else:
@@ -73,5 +117,6 @@ def depth(
             files = ", ".join(str(p) for p in result.files.values())
             click.echo(f"{result.photo}: {files}{note}")
 
-    report = run_batch(plan, work, name=lambda item: str(item[0]), what="photo", description="depth")
+    with closing(outcomes):  # Ctrl-C: writes under way complete, nothing new starts
+        report = run_batch(plan, work, name=lambda item: str(item[0]), what="photo", description="depth")
     report.finish()
