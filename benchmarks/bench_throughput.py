@@ -123,6 +123,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--outputs", default="depth,normal,confidence,preview,png16")
     parser.add_argument("--compare", action="store_true", help="also run photos one after another")
+    parser.add_argument(
+        "--input-size",
+        default=None,
+        help="H,W network input instead of the preset's (torch only): a quick check of the overlap and of "
+        "flat memory on a slow CPU; the rates are then not the preset's",
+    )
     args = parser.parse_args()
 
     from metrocli.io.maps import OutputOptions
@@ -143,6 +149,12 @@ def main() -> None:
                 provider = ModelDepth(spec, FocalMode())
                 t0 = time.perf_counter()
                 provider.prepare()
+                if args.input_size:
+                    import dataclasses
+
+                    model = provider.model()
+                    size = tuple(int(v) for v in args.input_size.split(","))
+                    model.preset = dataclasses.replace(model.preset, input_size=size)
                 load_s = time.perf_counter() - t0
                 warm = DepthRunner(provider, Path(tmp) / "warm", options=options)
                 t0 = time.perf_counter()
