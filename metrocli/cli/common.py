@@ -396,12 +396,13 @@ def focal_options(*, auto: bool = True) -> Callable[[Callable], Callable]:
 
 
 def model_options(func: Callable) -> Callable:
-    """``--model``, ``--weights``, ``--device``, ``--precision``, ``--threads``: which Metric3D runs, and how.
+    """``--model``, ``--weights``, ``--device``, ``--precision``, ``--threads``, ``--backend``: which Metric3D
+    runs, and how.
 
     The decorated command receives ``spec``: a :class:`~metrocli.model.spec.ModelSpec`.
     """
     from metrocli.model.presets import PRESETS  # pure data, no torch
-    from metrocli.model.spec import DEVICES, PRECISIONS, ModelSpec
+    from metrocli.model.spec import BACKENDS, DEVICES, PRECISIONS, ModelSpec
 
     def build(kwargs: dict[str, Any]) -> None:
         kwargs["spec"] = ModelSpec(
@@ -410,9 +411,18 @@ def model_options(func: Callable) -> Callable:
             device=kwargs.pop("device"),
             precision=kwargs.pop("precision"),
             threads=kwargs.pop("threads"),
+            backend=kwargs.pop("backend"),
         )
 
     func = _wrap(func, build)
+    func = click.option(
+        "--backend",
+        type=click.Choice(BACKENDS),
+        default="torch",
+        show_default=True,
+        help="What runs the network. onnxruntime: --weights is a file from `metro export onnx` (fp32; "
+        "pip install metrocli[onnx]).",
+    )(func)
     func = click.option(
         "--threads",
         type=int,

@@ -12,6 +12,10 @@ Files written for one photo with stem ``S`` (all atomically, see :mod:`metrocli.
   right, y up, z towards the viewer), above a colour bar labelled in metres; the depth colours span the
   photo's own range, or a fixed ``depth_range_m`` (``--depth-range NEAR,FAR``) so that a batch compares
 - ``S.json``            intrinsics (with their source), model, timings, depth statistics, file names
+- ``S.depth.tiff``      (H, W) 32-bit float metres (Pillow mode F), only when asked for (``tiff``)
+
+:class:`OutputOptions` chooses what is written (``--outputs``), the maps' dtype (``--dtype``) and their format
+(``--format``: ``.npy`` or compressed ``.npz`` holding one array named after its kind).
 """
 
 from __future__ import annotations
@@ -22,8 +26,9 @@ import math
 import os
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 
@@ -41,6 +46,50 @@ PREVIEW_MAX_SIDE_PX = 1280
 COLOUR_BAR_HEIGHT_PX = 28
 #: Pixels per block when converting depth to 16-bit millimetres.
 PNG_BLOCK_PIXELS = 1 << 20
+
+
+#: What ``metro depth`` can write (``--outputs``): the maps, the preview, the 16-bit PNG, the float TIFF.
+OutputKind = Literal["depth", "normal", "confidence", "preview", "png16", "tiff"]
+OUTPUT_KINDS: tuple[str, ...] = get_args(OutputKind)
+#: Written unless ``--outputs`` says otherwise.
+DEFAULT_OUTPUTS: tuple[str, ...] = ("depth", "normal", "confidence", "preview", "png16")
+MapDtype = Literal["float32", "float16"]
+MapFormat = Literal["npy", "npz"]
+
+
+@dataclass(frozen=True)
+class OutputOptions:
+    """What ``metro depth`` writes: ``outputs`` (kinds, see :data:`OUTPUT_KINDS`; the JSON sidecar always),
+    the ``dtype`` of the ``.npy``/``.npz`` maps and their ``format`` (``npz``: compressed)."""
+
+    outputs: tuple[str, ...] = DEFAULT_OUTPUTS
+    dtype: MapDtype = "float32"
+    format: MapFormat = "npy"
+
+    def __post_init__(self) -> None:
+        unknown = [k for k in self.outputs if k not in OUTPUT_KINDS]
+        if unknown:
+            raise MetroUsageError(
+                f"unknown output {', '.join(unknown)}; choose from {', '.join(OUTPUT_KINDS)}"
+            )
+        if not self.outputs:
+            raise MetroUsageError("--outputs names nothing to write")
+        if self.dtype not in get_args(MapDtype):
+            raise MetroUsageError(f"unknown map dtype {self.dtype!r}")
+        if self.format not in get_args(MapFormat):
+            raise MetroUsageError(f"unknown map format {self.format!r}")
+        # one canonical order, so that equal choices compare (and resume) equal
+        object.__setattr__(self, "outputs", tuple(k for k in OUTPUT_KINDS if k in self.outputs))
+
+    @classmethod
+    def parse(cls, outputs: str, dtype: str = "float32", fmt: str = "npy") -> OutputOptions:
+        """From ``--outputs depth,png16`` (comma-separated), ``--dtype``, ``--format``."""
+        kinds = tuple(k.strip().lower() for k in outputs.split(",") if k.strip())
+        return cls(kinds, dtype, fmt)  # type: ignore[arg-type]  # checked in __post_init__
+
+    def key(self) -> dict[str, Any]:
+        """Resume record: the kinds, dtype and format."""
+        return {"outputs": list(self.outputs), "dtype": self.dtype, "format": self.format}
 
 
 @functools.cache
@@ -197,6 +246,26 @@ def write_npy(target: Path, array: np.ndarray) -> Path:
     return target
 
 
+def write_map(target: Path, array: np.ndarray, name: str, fmt: MapFormat = "npy") -> Path:
+    """Save one map as ``.npy``, or ``.npz`` (compressed, the array named ``name``), atomically."""
+    if fmt == "npy":
+        return write_npy(target, array)
+    with atomic_path(target) as tmp, open(tmp, "wb") as fh:
+        arrays: dict[str, Any] = {name: array}
+        np.savez_compressed(fh, **arrays)
+    return target
+
+
+def write_float_tiff(target: Path, depth_m: np.ndarray) -> Path:
+    """Save (H, W) metres as a 32-bit float TIFF (Pillow mode F) atomically; no clipping."""
+    from PIL import Image
+
+    image = Image.fromarray(np.ascontiguousarray(depth_m, dtype=np.float32), mode="F")
+    with atomic_path(target) as tmp:
+        image.save(tmp, format="TIFF")
+    return target
+
+
 def write_png(target: Path, array: np.ndarray) -> Path:
     """Save a (H, W) uint8/uint16 or (H, W, 3) uint8 array as PNG atomically."""
     from PIL import Image
@@ -290,17 +359,19 @@ def safe_stem(name: str | Path) -> str:
     return stem or "photo"
 
 
-def output_paths(out_dir: Path, stem: str) -> dict[str, Path]:
-    """The output files of one photo, keyed ``depth``, ``normal``, ``confidence``, ``depth_png``, ``preview``,
-    ``json``. Raises :class:`MetroUsageError` if ``stem`` would leave ``out_dir``."""
+def output_paths(out_dir: Path, stem: str, fmt: MapFormat = "npy") -> dict[str, Path]:
+    """The output files of one photo, keyed ``depth``, ``normal``, ``confidence`` (``.npy`` or ``.npz`` by
+    ``fmt``), ``depth_png``, ``depth_tiff``, ``preview``, ``json``. Raises :class:`MetroUsageError` if
+    ``stem`` would leave ``out_dir``."""
     out_dir = Path(out_dir)
     if stem != safe_stem(stem + ".x") or stem in {"", ".", ".."}:
         raise MetroUsageError(f"unsafe output name {stem!r}")
     paths = {
-        "depth": out_dir / f"{stem}.depth.npy",
-        "normal": out_dir / f"{stem}.normal.npy",
-        "confidence": out_dir / f"{stem}.confidence.npy",
+        "depth": out_dir / f"{stem}.depth.{fmt}",
+        "normal": out_dir / f"{stem}.normal.{fmt}",
+        "confidence": out_dir / f"{stem}.confidence.{fmt}",
         "depth_png": out_dir / f"{stem}.depth.png",
+        "depth_tiff": out_dir / f"{stem}.depth.tiff",
         "preview": out_dir / f"{stem}.preview.png",
         "json": out_dir / f"{stem}.json",
     }
@@ -355,28 +426,40 @@ def write_depth_outputs(
     *,
     extra: Mapping[str, Any] | None = None,
     depth_range_m: tuple[float, float] | None = None,
+    options: OutputOptions = OutputOptions(),
 ) -> dict[str, Path]:
-    """Write all output files of one prediction (see the module docstring); returns kind -> path.
+    """Write the output files of one prediction that ``options`` asks for (see the module docstring);
+    returns kind -> path (the keys of :func:`output_paths`).
 
     ``depth_range_m``: fixed (near, far) metres of the preview's depth colours (default: the photo's own).
 
-    ``extra`` is merged into the JSON sidecar (e.g. the source photo, weights, warnings). The JSON is written
-    last, so its presence marks a complete set (used to resume batches).
+    ``extra`` is merged into the JSON sidecar (e.g. the source photo, weights, warnings); the sidecar lists
+    the files written and the options. The JSON is written last, so its presence marks a complete set (used
+    to resume batches).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = output_paths(out_dir, stem)
+    paths = output_paths(out_dir, stem, options.format)
     depth = np.asarray(prediction.depth, dtype=np.float32)
+    want = set(options.outputs)
+    normal = None if prediction.normal is None else towards_camera(prediction.normal, prediction.intrinsics)
+    maps: dict[str, np.ndarray | None] = {
+        "depth": depth,
+        "normal": normal,
+        "confidence": prediction.confidence,
+    }
     written: dict[str, Path] = {}
-    written["depth"] = write_npy(paths["depth"], depth)
-    normal = None
-    if prediction.normal is not None:
-        normal = towards_camera(prediction.normal, prediction.intrinsics)
-        written["normal"] = write_npy(paths["normal"], normal)
-    written["confidence"] = write_npy(paths["confidence"], np.asarray(prediction.confidence, np.float32))
-    written["depth_png"] = write_png(paths["depth_png"], depth_to_png_mm(depth))
-    preview = preview_image(depth, normal, depth_range_m=depth_range_m, with_colour_bar=True)
-    written["preview"] = write_png(paths["preview"], preview)
+    for kind, array in maps.items():
+        if kind in want and array is not None:
+            data = np.asarray(array, dtype=options.dtype)
+            written[kind] = write_map(paths[kind], data, kind, options.format)
+    if "png16" in want:
+        written["depth_png"] = write_png(paths["depth_png"], depth_to_png_mm(depth))
+    if "tiff" in want:
+        written["depth_tiff"] = write_float_tiff(paths["depth_tiff"], depth)
+    if "preview" in want:
+        preview = preview_image(depth, normal, depth_range_m=depth_range_m, with_colour_bar=True)
+        written["preview"] = write_png(paths["preview"], preview)
     meta: dict[str, Any] = {
         "model": prediction.model,
         "width": int(depth.shape[1]),
@@ -387,6 +470,7 @@ def write_depth_outputs(
         "normals": prediction.normal is not None,
         "timings_s": dict(prediction.timings_s),
         "files": {k: p.name for k, p in written.items()},
+        "outputs": options.key(),
     }
     if extra:
         meta.update(extra)

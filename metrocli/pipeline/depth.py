@@ -6,11 +6,14 @@ Usage::
     runner.prepare()                          # one-line WeightsError now, not once per photo
     for photo, stem in plan_stems(expand_inputs(paths)):
         result = runner.run(photo, stem)
+    # or pipelined: photos decoded ahead of the model, outputs written behind it, results in input order
+    for outcome in runner.run_many(plan_stems(expand_inputs(paths))):
+        result = outcome.result()                # raises that photo's error
 
 The model is loaded lazily by the provider (torch is only imported when a photo needs it). Outputs of a photo
 are written atomically and its JSON sidecar last, so a re-run skips photos whose outputs are complete (same
-photo content and same provider settings: model, weights, precision, focal mode; see
-:mod:`metrocli.pipeline.fingerprint`) unless ``force``. An output folder takes one run at a time
+photo content and same provider settings: model, weights, precision, focal mode, and the same output options;
+see :mod:`metrocli.pipeline.fingerprint`) unless ``force``. An output folder takes one run at a time
 (:func:`metrocli.pipeline.lock.output_lock`).
 """
 
@@ -19,16 +22,21 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Generator, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from metrocli.errors import MetroError, OutputError
-from metrocli.io.maps import output_paths, safe_stem
+from metrocli.io.maps import OutputOptions, output_paths, safe_stem
+from metrocli.pipeline.engine import Outcome, pipelined
 from metrocli.pipeline.fingerprint import file_sha256, resume_key
-from metrocli.pipeline.provider import DepthProvider, ModelDepth
+from metrocli.pipeline.provider import DepthMap, DepthProvider, ModelDepth
+
+if TYPE_CHECKING:
+    from metrocli.camera.photo import Photo
 
 log = logging.getLogger("metrocli.pipeline.depth")
 
@@ -60,11 +68,33 @@ class DepthResult:
         }
 
 
-class DepthRunner:
-    """Runs a depth provider over photos one at a time (the model is loaded once, lazily, by the provider).
+@dataclass(frozen=True)
+class LoadedPhoto:
+    """Stage 1 of a photo: decoded (``load_s`` seconds)."""
 
-    ``force``: recompute photos whose outputs are complete. ``depth_range_m``: fixed (near, far) metres of
-    the previews' depth colours (default: each photo's own range).
+    path: Path
+    stem: str
+    photo: Photo
+    load_s: float
+
+
+@dataclass(frozen=True)
+class PhotoDepth:
+    """Stage 2 of a photo: its depth (the model has run)."""
+
+    loaded: LoadedPhoto
+    depth: DepthMap
+
+
+class DepthRunner:
+    """Runs a depth provider over photos (the model is loaded once, lazily, by the provider): one at a time
+    (:meth:`run`) or pipelined (:meth:`run_many`). Each photo goes through :meth:`load` (resume check and
+    decoding), :meth:`compute` (the model) and :meth:`write`; a photo found complete passes through as its
+    :class:`DepthResult`.
+
+    ``force``: recompute photos whose outputs are complete. ``options``: what is written (a different choice
+    is a different output: not resumed). ``depth_range_m``: fixed (near, far) metres of the previews' depth
+    colours (default: each photo's own range).
     """
 
     def __init__(
@@ -74,11 +104,13 @@ class DepthRunner:
         *,
         force: bool = False,
         depth_range_m: tuple[float, float] | None = None,
+        options: OutputOptions = OutputOptions(),
     ) -> None:
         self.provider = provider
         self.out_dir = Path(out_dir)
         self.force = force
         self.depth_range_m = depth_range_m
+        self.options = options
 
     # -- resume -------------------------------------------------------------------------------------------
     def existing(self, photo: Path, stem: str) -> DepthResult | None:
@@ -97,6 +129,8 @@ class DepthRunner:
         if not isinstance(meta, dict) or meta.get("resume_key") != key:
             return None
         if meta.get("preview_depth_range_m") != (list(self.depth_range_m) if self.depth_range_m else None):
+            return None
+        if meta.get("outputs", OutputOptions().key()) != self.options.key():
             return None
         names = meta.get("files")
         if not isinstance(names, dict):
@@ -148,11 +182,9 @@ class DepthRunner:
         """Load the model now (one clear error instead of one per photo)."""
         self.provider.prepare()
 
-    # -- one photo ----------------------------------------------------------------------------------------
-    def run(self, photo_path: str | Path, stem: str | None = None) -> DepthResult:
-        """Compute and write all outputs of one photo; returns what was written (or found complete)."""
-        from metrocli.io.maps import depth_stats, write_depth_outputs
-
+    # -- one photo, in three stages ------------------------------------------------------------------------
+    def load(self, photo_path: str | Path, stem: str | None = None) -> DepthResult | LoadedPhoto:
+        """The outputs found complete, or the decoded photo."""
         photo_path = Path(photo_path)
         stem = stem or safe_stem(photo_path.name)
         done = self.existing(photo_path, stem)
@@ -160,8 +192,22 @@ class DepthRunner:
             return done
         t0 = time.perf_counter()
         photo = self.provider.focal.load_photo(photo_path)
-        t_load = time.perf_counter() - t0
-        depth = self.provider.provide(photo)
+        return LoadedPhoto(photo_path, stem, photo, time.perf_counter() - t0)
+
+    def compute(self, loaded: DepthResult | LoadedPhoto) -> DepthResult | PhotoDepth:
+        """The depth of a decoded photo (the model runs here)."""
+        if isinstance(loaded, DepthResult):
+            return loaded
+        return PhotoDepth(loaded, self.provider.provide(loaded.photo))
+
+    def write(self, computed: DepthResult | PhotoDepth) -> DepthResult:
+        """Write the outputs of a photo's depth; returns what was written."""
+        from metrocli.io.maps import depth_stats, write_depth_outputs
+
+        if isinstance(computed, DepthResult):
+            return computed
+        photo, depth = computed.loaded.photo, computed.depth
+        photo_path = computed.loaded.path
         prediction = depth.to_prediction()
         if depth.source == "model" and not np.any(np.isfinite(prediction.depth) & (prediction.depth > 0)):
             raise MetroError(
@@ -182,20 +228,41 @@ class DepthRunner:
             "stored_size": list(photo.stored_size),
             "camera": {"make": photo.make, "model": photo.model},
             "warnings": list(photo.warnings),
-            "timings_s": {"load_photo": t_load, **prediction.timings_s},
+            "timings_s": {"load_photo": computed.loaded.load_s, **prediction.timings_s},
             "preview_depth_range_m": list(self.depth_range_m) if self.depth_range_m else None,
         }
         if depth.selfcal is not None:
             extra["selfcal"] = depth.selfcal.to_dict()
+        stem = computed.loaded.stem
         files = write_depth_outputs(
-            self.out_dir, stem, prediction, extra=extra, depth_range_m=self.depth_range_m
+            self.out_dir,
+            stem,
+            prediction,
+            extra=extra,
+            options=self.options,
+            depth_range_m=self.depth_range_m,
         )
         log.debug("wrote %s outputs in %.2f s", stem, time.perf_counter() - t1)
         return DepthResult(
-            photo=photo_path,
+            photo=computed.loaded.path,
             stem=stem,
             files=files,
             intrinsics=prediction.intrinsics.to_dict(),
             depth_median_m=depth_stats(prediction.depth)["median_m"],
             warnings=tuple(photo.warnings),
+        )
+
+    def run(self, photo_path: str | Path, stem: str | None = None) -> DepthResult:
+        """Compute and write all outputs of one photo; returns what was written (or found complete)."""
+        return self.write(self.compute(self.load(photo_path, stem)))
+
+    def run_many(
+        self, plan: Iterable[tuple[Path, str]], *, ahead: int = 2, writers: int = 1
+    ) -> Generator[Outcome[tuple[Path, str], DepthResult], None, None]:
+        """:meth:`run` over ``(photo, stem)`` pairs, pipelined (:func:`~metrocli.pipeline.engine.pipelined`):
+        photos are decoded up to ``ahead`` ahead of the model and written behind it by ``writers`` threads.
+        Yields one outcome per photo in input order (an error of one photo is its outcome; the batch goes
+        on). Close the iterator (or let it finish) to join the writers."""
+        return pipelined(
+            plan, lambda item: self.load(*item), self.compute, self.write, ahead=ahead, writers=writers
         )

@@ -12,7 +12,7 @@ edge doubles that side). A principal point farther out than :data:`MAX_PAD_FACTO
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 
@@ -20,8 +20,12 @@ from metrocli.camera.intrinsics import Intrinsics
 from metrocli.errors import MetroUsageError
 from metrocli.prediction import Prediction
 
-if TYPE_CHECKING:
-    from metrocli.model.metric3d import Metric3D
+
+class Predictor(Protocol):
+    """A model backend (torch ``Metric3D`` or ``OnnxMetric3D``): one photo in, a :class:`Prediction` out."""
+
+    def predict(self, image: np.ndarray, intrinsics: Intrinsics, *, normals: bool = True) -> Prediction: ...
+
 
 #: Largest padded side, as a multiple of the photo's side.
 MAX_PAD_FACTOR = 3.0
@@ -44,7 +48,9 @@ def centring_pad(k: Intrinsics) -> tuple[int, int, int, int]:
     return top, bottom, left, right
 
 
-def predict_centred(model: Metric3D, image: np.ndarray, k: Intrinsics, *, normals: bool = True) -> Prediction:
+def predict_centred(
+    model: Predictor, image: np.ndarray, k: Intrinsics, *, normals: bool = True
+) -> Prediction:
     """``model.predict`` of ``image`` taken with ``k``, its principal point honoured (see the module
     docstring); the prediction is of ``image``'s size with intrinsics ``k``."""
     top, bottom, left, right = centring_pad(k)

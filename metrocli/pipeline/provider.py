@@ -37,6 +37,7 @@ from metrocli.prediction import Prediction
 if TYPE_CHECKING:
     from metrocli.camera.photo import Photo
     from metrocli.model.metric3d import Metric3D
+    from metrocli.model.onnx_runtime import OnnxMetric3D
 
 log = logging.getLogger("metrocli.pipeline.provider")
 
@@ -205,14 +206,28 @@ def check_focal_auto(focal: FocalMode, *, sensor: bool = False, model: str | Non
             raise MetroUsageError("--focal auto needs a ViT model: it uses the predicted normals")
 
 
+def check_backend(spec: ModelSpec) -> None:
+    """The ``--backend onnxruntime`` rules: ``weights`` is the ``.onnx`` file (required), the precision is
+    fp32 (or auto), and the device is not MPS. MetroUsageError otherwise."""
+    if spec.backend == "torch":
+        return
+    if spec.weights is None:
+        raise MetroUsageError("--backend onnxruntime needs --weights FILE.onnx (see `metro export onnx`)")
+    if spec.precision not in ("fp32", "auto"):
+        raise MetroUsageError(f"--backend onnxruntime runs fp32 only, not --precision {spec.precision}")
+    if spec.device == "mps":
+        raise MetroUsageError("--backend onnxruntime runs on auto, cpu or cuda, not --device mps")
+
+
 class ModelDepth:
     """Metric3D depth: loads the model of ``spec`` once, lazily, and applies the focal mode."""
 
     def __init__(self, spec: ModelSpec = ModelSpec(), focal: FocalMode = FocalMode()) -> None:
         check_focal_auto(focal, model=spec.name)
+        check_backend(spec)
         self.spec = spec
         self._focal = focal
-        self._model: Metric3D | None = None
+        self._model: Metric3D | OnnxMetric3D | None = None
         self.weights_path: Path | None = None
         self.device: str | None = None
         self._warned_no_normals = False
@@ -235,8 +250,10 @@ class ModelDepth:
         """Resolve the weights and load the model now (one clear error instead of one per photo)."""
         self.model()
 
-    def model(self) -> Metric3D:
+    def model(self) -> Metric3D | OnnxMetric3D:
         """The loaded model (loaded on first call; ``spec.threads`` is applied first)."""
+        if self._model is None and self.spec.backend == "onnxruntime":
+            self._model = self._load_onnx()
         if self._model is None:
             from metrocli.model.factory import load_model, resolve_device
             from metrocli.model.runtime import set_threads
@@ -259,6 +276,31 @@ class ModelDepth:
                 time.perf_counter() - start,
             )
         return self._model
+
+    def _load_onnx(self) -> OnnxMetric3D:
+        """The ``.onnx`` file of ``spec.weights`` in onnxruntime; its preset must be ``spec.name``."""
+        from metrocli.errors import WeightsError
+        from metrocli.model.onnx_runtime import OnnxMetric3D
+
+        assert self.spec.weights is not None  # check_backend
+        start = time.perf_counter()
+        device = self.spec.device
+        assert device != "mps"  # check_backend
+        model = OnnxMetric3D(self.spec.weights, device=device, threads=self.spec.threads)
+        if model.preset.name != self.spec.name:
+            raise WeightsError(
+                f"{self.spec.weights} is an export of {model.preset.name}, not --model {self.spec.name}"
+            )
+        self.weights_path = Path(self.spec.weights)
+        self.device = "cuda" if "CUDAExecutionProvider" in model.providers else "cpu"
+        log.info(
+            "loaded %s from %s in onnxruntime (%s) in %.1f s",
+            self.spec.name,
+            self.weights_path,
+            ", ".join(model.providers),
+            time.perf_counter() - start,
+        )
+        return model
 
     def provide(self, photo: Photo, *, normals: bool = True) -> DepthMap:
         """One forward at the photo's intrinsics; with ``--focal auto`` self-calibrated from it (normals
@@ -296,11 +338,12 @@ class ModelDepth:
         )
 
     def key(self) -> dict[str, Any]:
-        """Model, weights argument, precision and focal mode."""
+        """Model, weights argument, precision, backend (when not torch) and focal mode."""
         return {
             "model": self.spec.name,
             "weights": str(self.spec.weights) if self.spec.weights else None,
             "precision": self.spec.precision,
+            **({"backend": self.spec.backend} if self.spec.backend != "torch" else {}),
             **self.focal.key(),
         }
 
