@@ -359,6 +359,10 @@ def safe_stem(name: str | Path) -> str:
     return stem or "photo"
 
 
+#: The key of :func:`output_paths` that each output kind writes (the JSON sidecar, ``json``, always).
+PATH_OF_KIND: dict[str, str] = {"png16": "depth_png", "tiff": "depth_tiff"}
+
+
 def output_paths(out_dir: Path, stem: str, fmt: MapFormat = "npy") -> dict[str, Path]:
     """The output files of one photo, keyed ``depth``, ``normal``, ``confidence`` (``.npy`` or ``.npz`` by
     ``fmt``), ``depth_png``, ``depth_tiff``, ``preview``, ``json``. Raises :class:`MetroUsageError` if

@@ -159,17 +159,8 @@ class DepthRunner:
         """
         inputs = {photo.resolve() for photo, _ in plan}
         for photo, stem in plan:
-            paths = output_paths(self.out_dir, stem)
-            try:
-                meta = json.loads(paths["json"].read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                meta = None
-            ours = (
-                set(meta["files"].values())
-                if isinstance(meta, dict) and "provider" in meta and isinstance(meta.get("files"), dict)
-                else set()
-            )
-            for path in paths.values():
+            ours = self._owned(stem)
+            for path in self._targets(stem).values():
                 if path.resolve() in inputs:
                     raise OutputError(f"{path} is an input of this run; metro never writes over an input")
                 if (path.exists() or path.is_symlink()) and path.name not in ours:
@@ -177,6 +168,27 @@ class DepthRunner:
                         f"{path} exists and was not written by metro depth (for {photo}); "
                         "refusing to replace it: choose another output folder with -o"
                     )
+
+    def _targets(self, stem: str) -> dict[str, Path]:
+        """The files this run writes for ``stem`` (by its output options), keyed like :func:`output_paths`."""
+        from metrocli.io.maps import PATH_OF_KIND
+
+        kinds = {PATH_OF_KIND.get(kind, kind) for kind in self.options.outputs} | {"json"}
+        every = output_paths(self.out_dir, stem, self.options.format)
+        return {kind: path for kind, path in every.items() if kind in kinds}
+
+    def _owned(self, stem: str) -> set[str]:
+        """Names of the files of ``stem`` metro depth wrote here (its sidecar's ``owned`` and ``files``)."""
+        try:
+            meta = json.loads(output_paths(self.out_dir, stem)["json"].read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return set()
+        if not (isinstance(meta, dict) and "provider" in meta and isinstance(meta.get("files"), dict)):
+            return set()
+        owned = meta.get("owned")
+        return {str(v) for v in meta["files"].values()} | (
+            {str(v) for v in owned} if isinstance(owned, list) else set()
+        )
 
     def prepare(self) -> None:
         """Load the model now (one clear error instead of one per photo)."""
@@ -230,6 +242,11 @@ class DepthRunner:
             "warnings": list(photo.warnings),
             "timings_s": {"load_photo": computed.loaded.load_s, **prediction.timings_s},
             "preview_depth_range_m": list(self.depth_range_m) if self.depth_range_m else None,
+            # every file of this stem metro wrote here, this run's and earlier runs' still present
+            "owned": sorted(
+                {p.name for p in self._targets(computed.loaded.stem).values()}
+                | {n for n in self._owned(computed.loaded.stem) if (self.out_dir / n).exists()}
+            ),
         }
         if depth.selfcal is not None:
             extra["selfcal"] = depth.selfcal.to_dict()

@@ -171,3 +171,22 @@ def test_usage_errors(photos, tmp_path, capsys, extra, message):
 def test_output_options_compare_in_one_order():
     assert OutputOptions(("png16", "depth")) == OutputOptions(("depth", "png16"))
     assert OutputOptions.parse(" Depth , tiff ").outputs == ("depth", "tiff")
+
+
+def test_outputs_of_earlier_runs_stay_ours(fake, photos, tmp_path):
+    """Files metro wrote in an earlier run with other --outputs may be rewritten later (they are never taken
+    for the user's files), and only what a run writes is checked."""
+    from metrocli.errors import OutputError
+
+    out = tmp_path / "out"
+    photo = str(photos / "a.png")
+    assert depth([photo, "-o", str(out)]).exit_code == 0  # the defaults: normal, confidence, ... exist now
+    assert depth([photo, "-o", str(out), "--outputs", "depth,tiff"]).exit_code == 0
+    again = depth([photo, "-o", str(out), "--force"])  # the defaults again, over the first run's files
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.stdout)["skipped"] is False
+    assert {"a.normal.npy", "a.depth.tiff"} <= set(json.loads((out / "a.json").read_text())["owned"])
+    (out / "b.depth.tiff").write_bytes(b"the user's own file")  # never ours: refused before any work
+    refused = depth([str(photos / "b.png"), "-o", str(out), "--outputs", "depth,tiff"])
+    assert isinstance(refused.exception, OutputError) and refused.exception.exit_code == 2  # run_cli: exit 2
+    assert (out / "b.depth.tiff").read_bytes() == b"the user's own file"
