@@ -478,7 +478,7 @@ def build_provider(
 
 def emit_json(obj: Any) -> None:
     """Print one JSON object as a line on stdout."""
-    from metrocli.pipeline.jsonsafe import json_ready
+    from metrocli.jsonsafe import json_ready
 
     emit_line(json.dumps(json_ready(obj), allow_nan=False))
 

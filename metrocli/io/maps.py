@@ -36,6 +36,7 @@ from metrocli.atomic import atomic_path, write_text_atomic
 from metrocli.camera.intrinsics import Intrinsics
 from metrocli.errors import MetroUsageError
 from metrocli.geometry.sampling import valid_depth_mask
+from metrocli.jsonsafe import json_ready
 from metrocli.prediction import Prediction
 
 #: Largest depth a 16-bit millimetre PNG can hold (m).
@@ -386,20 +387,6 @@ def output_paths(out_dir: Path, stem: str, fmt: MapFormat = "npy") -> dict[str, 
     return paths
 
 
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, Mapping):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, np.generic):
-        return _json_safe(value.item())
-    return value
-
-
 def depth_stats(depth_m: np.ndarray) -> dict[str, float | int | None]:
     """Valid-pixel count and min/median/max depth (m) of a depth map."""
     valid = valid_depth_mask(depth_m, max_depth_m=math.inf)
@@ -480,5 +467,5 @@ def write_depth_outputs(
         meta.update(extra)
     written["json"] = paths["json"]
     meta["files"]["json"] = paths["json"].name
-    write_text_atomic(paths["json"], json.dumps(_json_safe(meta), indent=2, allow_nan=False) + "\n")
+    write_text_atomic(paths["json"], json.dumps(json_ready(meta), indent=2, allow_nan=False) + "\n")
     return written

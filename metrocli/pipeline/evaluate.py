@@ -42,7 +42,7 @@ from metrocli.evaluation.metrics import (
     mean_metrics,
     normal_metrics,
 )
-from metrocli.pipeline.jsonsafe import json_ready
+from metrocli.jsonsafe import json_ready
 from metrocli.pipeline.progress import with_progress
 from metrocli.pipeline.provider import DepthProvider
 from metrocli.prediction import Prediction

@@ -247,7 +247,7 @@ class MultiviewJob:
             inputs=self.photos,
             options_key=self.options_key(),
         )
-        from metrocli.pipeline.jsonsafe import json_ready
+        from metrocli.jsonsafe import json_ready
 
         doc["inputs"] = self.inputs_key()
         write_text_atomic(self.json_path, json.dumps(json_ready(doc), indent=1, allow_nan=False) + "\n")

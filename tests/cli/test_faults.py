@@ -379,7 +379,7 @@ def test_out_of_range_numbers_are_usage_errors(
 
 
 def test_json_nulls_for_non_finite_values_come_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
-    from metrocli.pipeline.jsonsafe import json_ready
+    from metrocli.jsonsafe import json_ready
 
     with caplog.at_level("WARNING", logger="metrocli"):
         assert json_ready({"a": [1.0, float("inf")], "b": np.float32("nan")}) == {"a": [1.0, None], "b": None}
