@@ -21,6 +21,7 @@ numpy + OpenCV + Open3D.
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,6 +39,8 @@ from metrocli.geometry.registration import (
 )
 from metrocli.geometry.verification import DenseView, Verification, rescaled, verify_pose
 
+log = logging.getLogger("metrocli.geometry.pairs")
+
 
 @dataclass(frozen=True)
 class VerifyOptions:
@@ -53,7 +56,7 @@ class VerifyOptions:
     tol_rel: float = 0.01
     min_consistency: float = 0.9
     min_overlap: float = 0.08
-    max_photometric: float = 10.0
+    max_photometric: float = 5.0
     ambiguity: float = 0.9
     ambiguous_deg: float = 3.0
     ambiguous_m: float = 0.1
@@ -118,34 +121,81 @@ def _passes(check: Verification, opts: VerifyOptions) -> bool:
     )
 
 
-def feature_hypotheses(
-    di: FrameData, dj: FrameData, with_scale: bool, seed: int
-) -> tuple[list[tuple[np.ndarray, float, int]], int, str]:
-    """``([(T, r, n_inliers)], n_matches with depth, reason when none)`` from SIFT matches lifted to 3D."""
-    matches = match_features(di.features, dj.features)
-    if len(matches) < 4:
-        return [], len(matches), f"{len(matches)} feature matches"
+def _lifted_matches(di: FrameData, dj: FrameData, matches: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(points of j, points of i)`` of the matches whose keypoints both have depth."""
     points_i, valid_i = _lifted(di.features, di.frame)
     points_j, valid_j = _lifted(dj.features, dj.frame)
+    if not len(matches):
+        return np.zeros((0, 3)), np.zeros((0, 3))
     ok = valid_i[matches[:, 0]] & valid_j[matches[:, 1]]
-    dst, src = points_i[matches[ok, 0]], points_j[matches[ok, 1]]
-    n = len(src)
-    if n < 4:
-        return [], n, f"{n} feature matches with depth"
+    return points_j[matches[ok, 1]], points_i[matches[ok, 0]]
+
+
+def knn_matches(a: Features, b: Features, k: int = 3) -> np.ndarray:
+    """``(M, 2)`` index pairs: every point of ``b`` with its ``k`` nearest descriptors in ``a``, no ratio
+    test (on a periodic texture the right match is often the second or third nearest)."""
+    import cv2
+
+    if a.descriptors is None or b.descriptors is None or len(a.descriptors) < k or len(b.descriptors) < 1:
+        return np.zeros((0, 2), dtype=np.int64)
+    norm = cv2.NORM_HAMMING if a.method == "orb" else cv2.NORM_L2
+    knn = cv2.BFMatcher(norm).knnMatch(b.descriptors, a.descriptors, k=k)
+    return np.array([(m.trainIdx, m.queryIdx) for ms in knn for m in ms], dtype=np.int64).reshape(-1, 2)
+
+
+def feature_hypotheses(
+    src: np.ndarray, dst: np.ndarray, with_scale: bool, seed: int, *, rounds: int = 2, iterations: int = 1000
+) -> list[tuple[np.ndarray, float, int]]:
+    """``[(T, r, n_inliers)]``: RANSAC + Umeyama on 3D correspondences, then again on what is left."""
     out = []
-    remaining = np.ones(n, bool)
-    for attempt in range(2):
+    remaining = np.ones(len(src), bool)
+    for attempt in range(rounds):
         if remaining.sum() < 6:
             break
         idx = np.flatnonzero(remaining)
         rs = ransac_similarity(
-            src[idx], dst[idx], with_scale=with_scale, seed=seed + attempt, iterations=1000
+            src[idx], dst[idx], with_scale=with_scale, seed=seed + attempt, iterations=iterations
         )
         if rs.n_inliers < 4:
             break
         out.append((rs.transform.rigid, rs.transform.scale, rs.n_inliers))
         remaining[idx[rs.inliers]] = False
-    return out, n, "" if out else f"no consistent subset of {n} feature matches"
+    return out
+
+
+def _support(src: np.ndarray, dst: np.ndarray, transform: np.ndarray, scale: float) -> int:
+    """Feature matches (ratio test) that agree with a pose within 2 cm + 2 %: its appearance support."""
+    if not len(src):
+        return 0
+    pred = scale * src @ transform[:3, :3].T + transform[:3, 3]
+    return int((np.linalg.norm(pred - dst, axis=1) < 0.02 + 0.02 * np.linalg.norm(dst, axis=1)).sum())
+
+
+def _degenerate(normals: np.ndarray) -> bool:
+    """Whether the shared surfaces (their unit ``normals`` (M, 3)) leave a translation free: one or two
+    plane directions only (a wall; a wall and the floor), by the eigenvalues of ``sum n n^T``."""
+    if len(normals) < 10:
+        return True
+    ev = np.linalg.eigvalsh(normals.T @ normals / len(normals))
+    return bool(ev[0] < 0.03)
+
+
+#: A pose needs this many agreeing feature matches to count as fixed by appearance; otherwise the geometry
+#: alone must fix it (:func:`_degenerate`).
+MIN_SUPPORT = 12
+
+
+def _shared_normals(di: FrameData, dj: FrameData, pair: PairRegistration, voxel_m: float) -> np.ndarray:
+    """Normals of ``i``'s surface where ``j``'s cloud (placed by the pair's pose) meets it."""
+    import open3d as o3d
+
+    src = o3d.geometry.PointCloud(dj.fine)
+    src.scale(pair.scale, np.zeros(3))
+    ev = o3d.pipelines.registration.evaluate_registration(src, di.fine, 2.0 * voxel_m, pair.transform)
+    corr = np.asarray(ev.correspondence_set)
+    if not len(corr) or not di.fine.has_normals():
+        return np.zeros((0, 3))
+    return np.asarray(di.fine.normals)[corr[:, 1]]
 
 
 def register_pair(
@@ -165,47 +215,72 @@ def register_pair(
     """Register frame ``j`` onto frame ``i`` (see the module docstring); ``ok`` only when verified."""
     from metrocli.geometry.registration import fpfh_cloud
 
+    matches = match_features(di.features, dj.features)
+    src, dst = _lifted_matches(di, dj, matches)
+    n_matches = len(src)
     hyps: list[Hypothesis] = []
-    feats, n_matches, reason = feature_hypotheses(di, dj, with_scale, seed)
-    for t, r, n_inl in feats:
-        t, r, check = _checked(di, dj, t, r, with_scale, opts)
-        hyps.append(Hypothesis(t, r, "features", check, n_matches, n_inl))
+
+    def add(candidates, source: str) -> None:
+        for t, r, _ in candidates:
+            t, r, check = _checked(di, dj, t, r, with_scale, opts)
+            hyps.append(Hypothesis(t, r, source, check, n_matches, _support(src, dst, t, r)))
+
+    def settled() -> bool:
+        return any(_passes(h.check, opts) and h.check.consistency >= 0.97 for h in hyps)
+
     if predicted is not None:
-        t, r, check = _checked(di, dj, predicted[0], predicted[1], with_scale, opts)
-        hyps.append(Hypothesis(t, r, "prediction", check, n_matches))
-    if not any(_passes(h.check, opts) for h in hyps):
+        add([(predicted[0], predicted[1], 0)], "prediction")
+    if n_matches >= 6:
+        add(feature_hypotheses(src, dst, with_scale, seed), "features")
+    if not settled():
+        ksrc, kdst = _lifted_matches(di, dj, knn_matches(di.features, dj.features))
+        if len(ksrc) >= 6:
+            add(feature_hypotheses(ksrc, kdst, with_scale, seed, iterations=4000), "features")
+    if not settled():
         for d in (di, dj):
             if d.fpfh is None:
                 d.fpfh = fpfh_cloud(d.frame, voxel_m=fpfh_voxel_m)
-        r0 = hyps[0].scale if hyps else 1.0
-        for s in range(2):
+        r0 = max(hyps, key=Hypothesis.score).scale if hyps and with_scale else 1.0
+        for s in range(3):
             t = fpfh_ransac(dj.fpfh, di.fpfh, voxel_m=fpfh_voxel_m, seed=seed + s)
-            t, r, check = _checked(di, dj, t, 1.0 if not with_scale else r0, with_scale, opts)
-            hyps.append(Hypothesis(t, r, "fpfh", check, n_matches))
+            add([(t, r0, 0)], "fpfh")
+    for h in hyps:
+        log.debug("  %d-%d %s: %s support %d", i, j, h.source, h.check, h.n_inliers)
     good = sorted((h for h in hyps if _passes(h.check, opts)), key=Hypothesis.score, reverse=True)
     if not good:
+        reason = f"{n_matches} feature matches with depth"
         if hyps:
-            best = max(hyps, key=Hypothesis.score)
-            c = best.check
+            c = max(hyps, key=Hypothesis.score).check
             reason = (
                 f"no pose verified (best: {c.consistency:.0%} of the shared view agrees, overlap "
                 f"{c.overlap:.0%}, grey-level residual {c.photometric:.1f})"
             )
-        return PairRegistration(
-            i, j, False, f"no overlap: {reason}" if reason else "no overlap", n_matches=n_matches
-        )
+        return PairRegistration(i, j, False, f"no overlap: {reason}", n_matches=n_matches)
     best = good[0]
     for other in good[1:]:
         moved = np.linalg.norm(other.transform[:3, 3] - best.transform[:3, 3])
-        far = _rotation_deg(other.transform, best.transform) > opts.ambiguous_deg or moved > opts.ambiguous_m
-        if far and other.score() >= opts.ambiguity * best.score():
+        turn = _rotation_deg(other.transform, best.transform)
+        if (
+            turn > opts.ambiguous_deg or moved > opts.ambiguous_m
+        ) and other.score() >= opts.ambiguity * best.score():
             return PairRegistration(
                 i, j, False,
-                f"ambiguous: two poses {_rotation_deg(other.transform, best.transform):.0f} deg / "
-                f"{moved:.2f} m apart fit about equally well (repetitive or featureless surfaces)",
+                f"ambiguous: two poses {turn:.0f} deg / {moved:.2f} m apart fit about equally well "
+                "(repetitive or featureless surfaces)",
                 n_matches=n_matches, n_inliers=best.n_inliers,
             )  # fmt: skip
-    return _refined(i, j, di, dj, best, with_scale, opts, icp, icp_voxel_m)
+    pair = _refined(i, j, di, dj, best, with_scale, opts, icp, icp_voxel_m)
+    support = _support(src, dst, pair.transform, pair.scale)
+    if support < MIN_SUPPORT and _degenerate(_shared_normals(di, dj, pair, icp_voxel_m)):
+        return PairRegistration(
+            i, j, False,
+            f"ambiguous: only {support} feature matches and the shared surfaces leave the pose free "
+            "(flat or featureless view)",
+            n_matches=n_matches, n_inliers=support,
+        )  # fmt: skip
+    from dataclasses import replace
+
+    return replace(pair, n_inliers=support)
 
 
 def _refined(

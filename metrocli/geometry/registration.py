@@ -552,16 +552,17 @@ def fpfh_ransac(
     reg = o3d.pipelines.registration
     o3d.utility.random.seed(seed)
     dist = 1.5 * voxel_m
-    result = reg.registration_ransac_based_on_feature_matching(
-        source[0],
-        target[0],
-        source[1],
-        target[1],
-        True,
-        dist,
-        reg.TransformationEstimationPointToPoint(False),
-        3,
-        [reg.CorrespondenceCheckerBasedOnEdgeLength(0.9), reg.CorrespondenceCheckerBasedOnDistance(dist)],
-        reg.RANSACConvergenceCriteria(iterations, 0.999),
-    )
+    with o3d.utility.VerbosityContextManager(o3d.utility.VerbosityLevel.Error):
+        result = reg.registration_ransac_based_on_feature_matching(
+            source[0],
+            target[0],
+            source[1],
+            target[1],
+            True,
+            dist,
+            reg.TransformationEstimationPointToPoint(False),
+            3,
+            [reg.CorrespondenceCheckerBasedOnEdgeLength(0.9), reg.CorrespondenceCheckerBasedOnDistance(dist)],
+            reg.RANSACConvergenceCriteria(iterations, 0.999),
+        )
     return np.asarray(result.transformation)
