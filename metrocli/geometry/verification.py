@@ -114,9 +114,11 @@ def _one_way(
     if n_on:
         diff = target.grey[vi[on], ui[on]] - source.point_grey[inside][on]
         photometric = float(np.median(np.abs(diff - np.median(diff))))
-        ratio = float(np.median(d[on] / zz[on]))
     else:
-        photometric, ratio = 255.0, 1.0
+        photometric = 255.0
+    # the depth ratio from a wider band, so that a scale error of up to 15 % shows in full
+    near = seen & (np.abs(zz - d) <= 0.15 * d)
+    ratio = float(np.median(d[near] / zz[near])) if near.any() else 1.0
     return consistency, overlap, photometric, ratio, n_on + n_front
 
 
