@@ -21,7 +21,7 @@ from metrocli.model.preprocess import (
     unpad_resize,
 )
 from metrocli.model.presets import Preset
-from metrocli.model.runtime import autocast_context, release_memory
+from metrocli.model.runtime import autocast_context, release_memory, resolve_precision
 from metrocli.model.spec import Precision
 from metrocli.model.vit import DinoV2Encoder
 from metrocli.prediction import Prediction
@@ -84,7 +84,7 @@ class Metric3D(nn.Module):
         (B, 1, H, W); ViT models also ``normal`` (B, 3, H, W) and ``normal_confidence`` (B, 1, H, W)
         (channels 0-2 and 3 of the official ``prediction_normal``).
         """
-        with autocast_context(self.precision, x.device):
+        with autocast_context(resolve_precision(self.precision, x.device, self.preset.name), x.device):
             out = self.net(x)
         if not isinstance(out, Mapping) or "depth" not in out:
             raise TypeError(

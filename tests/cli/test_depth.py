@@ -13,9 +13,11 @@ from click.testing import CliRunner
 from PIL import Image
 
 from metrocli.cli.common import run_cli
-from metrocli.cli.depth import expand_inputs
 from metrocli.cli.main import cli
-from metrocli.pipeline.depth import DepthOptions, DepthRunner, plan_stems
+from metrocli.model.spec import ModelSpec
+from metrocli.pipeline.depth import DepthRunner
+from metrocli.pipeline.inputs import expand_inputs, plan_stems
+from metrocli.pipeline.provider import FocalMode, ModelDepth
 
 # A photo name crafted to climb out of the output folder (backslashes are ordinary characters on POSIX).
 CRAFTED = "..\\..\\..\\escaped.png"
@@ -129,13 +131,13 @@ def test_rerun_resumes_without_recomputing(run, tmp_path: Path) -> None:
     assert run_cli(cli, ["depth", *forced]) == 1
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
     # Outputs count as done only for the same photo, model, weights and focal override.
-    same = DepthOptions(weights=run["weights"], focal_px=520.0)
+    same = ModelDepth(ModelSpec(weights=run["weights"]), FocalMode(focal_px=520.0))
     assert DepthRunner(same, out).existing(run["good"], "escaped") is not None
     for other in (
-        DepthOptions(weights=run["weights"], focal_px=600.0),
-        DepthOptions(weights=run["weights"]),
-        DepthOptions(weights=run["weights"], focal_px=520.0, model="vit-large"),
-        DepthOptions(focal_px=520.0),
+        ModelDepth(ModelSpec(weights=run["weights"]), FocalMode(focal_px=600.0)),
+        ModelDepth(ModelSpec(weights=run["weights"])),
+        ModelDepth(ModelSpec("vit-large", weights=run["weights"]), FocalMode(focal_px=520.0)),
+        ModelDepth(ModelSpec(), FocalMode(focal_px=520.0)),
     ):
         assert DepthRunner(other, out).existing(run["good"], "escaped") is None
     assert DepthRunner(same, out).existing(run["good"].with_name("other.png"), "escaped") is None
