@@ -158,7 +158,7 @@ def reconstruct(
             frames = write_frames(input_path, tmp, fps)
             if len(frames) < 2:
                 raise click.UsageError(
-                    f"{input_path}: {len(frames)} frame(s) at --fps {fps}; need at least 2"
+                    f"{input_path}: {len(frames)} frame(s) at --fps {fps:g}; need 2 or more"
                 )
             click.echo(f"{input_path}: {len(frames)} frames sampled at {fps:g} per second", err=True)
             _folder(Path(tmp), out_path, provider, folder, as_json)

@@ -185,6 +185,7 @@ def scene_doc(
         "scale_spread_meaning": "standard deviation of log(scale) over the registered photos",
         "n_registered": len(reg.poses),
         "n_left_out": len(left_out),
+        "partial": len(left_out) > len(reg.poses),
         "photos": [
             _photo_record(views[k], reg.poses[k], reg.scales[k], reg.pose_uncertainty.get(k))
             for k in sorted(reg.poses)
