@@ -39,7 +39,9 @@ def bag_of_words(descriptors: Sequence[np.ndarray | None], *, words: int = 128, 
     k = max(1, min(words, len(pool) // 4))
     cv2.setRNGSeed(seed)
     crit = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 15, 1e-3)
-    _, _, centres = cv2.kmeans(pool, k, None, crit, 1, cv2.KMEANS_PP_CENTERS)
+    labels = np.zeros((len(pool), 1), np.int32)
+    _, _, centres = cv2.kmeans(pool, k, labels, crit, 1, cv2.KMEANS_PP_CENTERS)
+    centres = np.asarray(centres, np.float32)
     c2 = (centres**2).sum(axis=1)
     hist = np.zeros((n, k))
     for idx, d in enumerate(descriptors):

@@ -531,7 +531,7 @@ def fpfh_cloud(
     import open3d as o3d
 
     pcd = frame_cloud(frame, voxel_m=voxel_m, max_points=60_000)
-    feat = o3d.pipelines.registration.compute_fpfh_feature(
+    feat = o3d.pipelines.registration.compute_fpfh_feature(  # type: ignore[call-arg]
         pcd, o3d.geometry.KDTreeSearchParamHybrid(radius=5.0 * voxel_m, max_nn=100)
     )
     return pcd, feat

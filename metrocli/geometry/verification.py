@@ -58,7 +58,8 @@ def dense_view(rgb: np.ndarray, depth_m: np.ndarray, intrinsics: Intrinsics) -> 
     grey = np.asarray(rgb, dtype=np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
     # compare appearance at a scale every lens resolves: fine texture seen by a 13 mm and a 26 mm lens, or
     # half a pixel off, differs pixel by pixel although the pose is right
-    grey = cv2.GaussianBlur(grey, (0, 0), BLUR_PX * max(1.0, max(grey.shape) / 480.0))
+    sigma = BLUR_PX * max(1.0, max(grey.shape) / 480.0)
+    grey = np.asarray(cv2.GaussianBlur(grey, (0, 0), sigma), dtype=np.float32)
     h, w = depth.shape
     stride = max(1, round(math.sqrt(h * w / VERIFY_SAMPLES)))
     v, u = np.mgrid[stride // 2 : h : stride, stride // 2 : w : stride]

@@ -73,7 +73,7 @@ def trajectory_poses(kind: Trajectory, n: int) -> list[np.ndarray]:
         a = k / n
         if kind == "orbit":
             ang = 2 * math.pi * a - math.pi / 2
-            eye = (cx + 1.5 * math.cos(ang), cy + 1.35 * math.sin(ang), 1.5)
+            eye = np.array([cx + 1.5 * math.cos(ang), cy + 1.35 * math.sin(ang), 1.5])
             poses.append(look_at(eye, (cx, cy, cz)))
         elif kind == "walk":
             b = k / (n - 1)
