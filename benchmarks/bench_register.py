@@ -64,23 +64,31 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=12, help="views per case")
     parser.add_argument("--sizes", default="6,12,24,48,96", help="N for the scaling run (rich walk)")
     parser.add_argument("--quick", action="store_true", help="orbit cases and N <= 24 only")
+    parser.add_argument("--no-cases", action="store_true", help="only the scaling run")
+    parser.add_argument("--no-scaling", action="store_true", help="only the cases")
     args = parser.parse_args()
 
-    trajectories = ("orbit",) if args.quick else ("orbit", "walk", "pan")
-    print(f"# cases, N = {args.n}, 480 x 360")
+    if not args.no_cases:
+        cases(args.n, ("orbit",) if args.quick else ("orbit", "walk", "pan"))
+    if not args.no_scaling:
+        sizes = [int(v) for v in args.sizes.split(",")]
+        scaling([v for v in sizes if v <= 24] if args.quick else sizes)
+
+
+def cases(n: int, trajectories: tuple[str, ...]) -> None:
+    print(f"# cases, N = {n}, 480 x 360")
     for kind in trajectories:
         for texture in ("rich", "checker", "tiles", "plain"):
-            reg, err, s = run_case(texture, kind, args.n, "exact")
-            print(line(f"{texture} {kind} exact", args.n, reg, err, s), flush=True)
+            reg, err, s = run_case(texture, kind, n, "exact")
+            print(line(f"{texture} {kind} exact", n, reg, err, s), flush=True)
     for texture in ("rich", "checker"):
-        reg, err, s = run_case(texture, "orbit", args.n, "model")
-        print(line(f"{texture} orbit model", args.n, reg, err, s), flush=True)
-    reg, err, s = run_case("rich", "orbit", args.n, "exact", lenses=(13.0, 26.0, 77.0), portrait=(4,))
-    print(line("rich orbit lenses 13/26/77", args.n, reg, err, s), flush=True)
+        reg, err, s = run_case(texture, "orbit", n, "model")
+        print(line(f"{texture} orbit model", n, reg, err, s), flush=True)
+    reg, err, s = run_case("rich", "orbit", n, "exact", lenses=(13.0, 26.0, 77.0), portrait=(4,))
+    print(line("rich orbit lenses 13/26/77", n, reg, err, s), flush=True)
 
-    sizes = [int(v) for v in args.sizes.split(",")]
-    if args.quick:
-        sizes = [v for v in sizes if v <= 24]
+
+def scaling(sizes: list[int]) -> None:
     print("# scaling: rich walk, exact depth")
     times = {}
     for n in sizes:

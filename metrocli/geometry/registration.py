@@ -324,10 +324,14 @@ def ransac_similarity(
     needed = iterations
     while done < needed:
         k = min(batch, needed - done)
-        idx = np.stack([rng.choice(n, 3, replace=False) for _ in range(k)])
+        idx = rng.integers(0, n, size=(k, 3))
+        dup = (idx[:, 0] == idx[:, 1]) | (idx[:, 0] == idx[:, 2]) | (idx[:, 1] == idx[:, 2])
+        while dup.any():  # minimal samples of 3 distinct correspondences
+            idx[dup] = rng.integers(0, n, size=(int(dup.sum()), 3))
+            dup = (idx[:, 0] == idx[:, 1]) | (idx[:, 0] == idx[:, 2]) | (idx[:, 1] == idx[:, 2])
         s, r, t = _umeyama_batch(src[idx], dst[idx], with_scale)
-        pred = s[:, None, None] * np.einsum("kij,nj->kni", r, src) + t[:, None, :]
-        res = np.linalg.norm(pred - dst[None], axis=2)
+        diff = np.matmul(src[None], r.transpose(0, 2, 1)) * s[:, None, None] + t[:, None, :] - dst[None]
+        res = np.sqrt(np.einsum("kni,kni->kn", diff, diff))
         inl = res < thr[None]
         if with_scale:
             inl &= ((s >= scale_range[0]) & (s <= scale_range[1]))[:, None]
