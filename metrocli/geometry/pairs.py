@@ -140,11 +140,7 @@ def knn_matches(a: Features, b: Features, k: int = 3) -> np.ndarray:
         return np.zeros((0, 2), dtype=np.int64)
     norm = cv2.NORM_HAMMING if a.method == "orb" else cv2.NORM_L2
     knn = cv2.BFMatcher(norm).knnMatch(b.descriptors, a.descriptors, k=k)
-    # candidates nearly as close as the nearest one (a repeated pattern), not every k-th neighbour
-    return np.array(
-        [(m.trainIdx, m.queryIdx) for ms in knn for m in ms if ms and m.distance <= 1.2 * ms[0].distance],
-        dtype=np.int64,
-    ).reshape(-1, 2)
+    return np.array([(m.trainIdx, m.queryIdx) for ms in knn for m in ms], dtype=np.int64).reshape(-1, 2)
 
 
 def feature_hypotheses(
@@ -185,7 +181,7 @@ def _degenerate(normals: np.ndarray) -> bool:
 
 
 #: At most this many k-nearest-neighbour matches go into RANSAC (time).
-MAX_KNN_MATCHES = 2500
+MAX_KNN_MATCHES = 4000
 
 #: A pose needs this many agreeing feature matches to count as fixed by appearance; otherwise the geometry
 #: alone must fix it (:func:`_degenerate`).
@@ -238,14 +234,14 @@ def register_pair(
     if predicted is not None:
         add([(predicted[0], predicted[1], 0)], "prediction")
     if n_matches >= 6:
-        add(feature_hypotheses(src, dst, with_scale, seed), "features")
+        add(feature_hypotheses(src, dst, with_scale, seed, iterations=2000), "features")
     if not settled():
         ksrc, kdst = _lifted_matches(di, dj, knn_matches(di.features, dj.features))
         if len(ksrc) > MAX_KNN_MATCHES:
             keep = np.random.default_rng(seed).choice(len(ksrc), MAX_KNN_MATCHES, replace=False)
             ksrc, kdst = ksrc[keep], kdst[keep]
         if len(ksrc) >= 6:
-            add(feature_hypotheses(ksrc, kdst, with_scale, seed, iterations=3000), "features")
+            add(feature_hypotheses(ksrc, kdst, with_scale, seed, rounds=3, iterations=6000), "features")
     if not settled():
         for d in (di, dj):
             if d.fpfh is None:

@@ -282,6 +282,15 @@ def _solve_graph(
             return [0], {0: 1.0}, {0: np.eye(4)}, [], removed
 
 
+def _hops(n: int, edges: Sequence[Edge]) -> np.ndarray:
+    """(n, n) number of edges on the shortest path between two frames (inf when not connected)."""
+    from scipy.sparse import coo_matrix, csgraph
+
+    pairs = np.array([(e.i, e.j) for e in edges], dtype=np.int64).reshape(-1, 2)
+    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
+    return csgraph.shortest_path(graph, directed=False, unweighted=True)
+
+
 def _pose_uncertainty(poses: dict[int, np.ndarray], edges: Sequence[Edge], pairs: dict, reference: int):
     """One-sigma (rotation deg, translation m) of each pose from its edges' information and residuals."""
     out: dict[int, tuple[float, float]] = {reference: (0.0, 0.0)}
@@ -334,7 +343,7 @@ def register_frames(
     from metrocli.geometry.pairing import candidate_pairs
     from metrocli.geometry.pairs import MODEL_VERIFY, SENSOR_VERIFY, FrameData, register_pair
     from metrocli.geometry.registration import detect_features, frame_cloud, lift_features
-    from metrocli.geometry.verification import dense_view
+    from metrocli.geometry.verification import dense_view, verify_pose
 
     n = len(frames)
     if n < 2:
@@ -374,19 +383,26 @@ def register_frames(
     comp, scales, poses, edges, removed = _solve_graph(n, good, estimate_scale, icp_voxel_m, max_residual)
     if loop_closures > 0 and len(comp) > 2:
         added = False
-        centres = {k: poses[k][:3, 3] for k in comp}
+        hops = _hops(n, edges)
+        axes = {k: poses[k][:3, 2] for k in comp}
         for i in comp:
-            near = sorted((np.linalg.norm(centres[i] - centres[j]), j) for j in comp if j > i)
-            tried = 0
-            for _, j in near:
-                if tried >= loop_closures:
-                    break
-                if (i, j) in pairs:
-                    continue
+            # frames the graph links only through a long chain (a revisit, the end of an orbit), nearest
+            # first (camera distance plus a metre per unit of 1 - cos of the angle between the view axes)
+            near = sorted(
+                (np.linalg.norm(poses[i][:3, 3] - poses[j][:3, 3]) + 1.0 - float(axes[i] @ axes[j]), j)
+                for j in comp
+                if j > i and hops[i, j] > 2 and (i, j) not in pairs and float(axes[i] @ axes[j]) > 0.0
+            )
+            for _, j in near[:loop_closures]:
                 rel = np.linalg.inv(poses[i]) @ poses[j]
                 rel[:3, 3] /= scales[i]
-                tried += 1
-                p = pair(i, j, predicted=(rel, scales[j] / scales[i]))
+                ratio = scales[j] / scales[i]
+                quick = verify_pose(
+                    data[i].view, data[j].view, rel, ratio, tol_m=opts.tol_m, tol_rel=opts.tol_rel
+                )
+                if quick.overlap < opts.min_overlap:
+                    continue
+                p = pair(i, j, predicted=(rel, ratio))
                 pairs[(i, j)] = p
                 added |= p.ok
         if added:
