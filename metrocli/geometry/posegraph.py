@@ -287,8 +287,8 @@ def _hops(n: int, edges: Sequence[Edge]) -> np.ndarray:
     from scipy.sparse import coo_matrix, csgraph
 
     pairs = np.array([(e.i, e.j) for e in edges], dtype=np.int64).reshape(-1, 2)
-    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
-    return csgraph.shortest_path(graph, directed=False, unweighted=True)
+    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n)).tocsr()
+    return csgraph.shortest_path(graph, method="D", directed=False, unweighted=True)
 
 
 def _pose_uncertainty(poses: dict[int, np.ndarray], edges: Sequence[Edge], pairs: dict, reference: int):
