@@ -10,6 +10,7 @@ target is refused with :class:`~metrocli.errors.OutputError` before anything is 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import stat
@@ -17,7 +18,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from metrocli.errors import OutputError
+from metrocli.errors import OutputError, WriteError
 
 #: Longest file name (bytes) of the file systems we write to (ext4, XFS, btrfs, APFS, NTFS: 255).
 NAME_MAX_BYTES = 255
@@ -118,15 +119,84 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     with contextlib.suppress(OSError):  # mkstemp makes 0600 files; outputs get the usual umask permissions
         os.chmod(tmp_path, 0o666 & ~_umask())
     try:
-        yield tmp_path
-        if not tmp_path.exists() or (tmp_path.stat().st_size == 0 and not _allow_empty(target)):
-            raise OSError(f"nothing was written for {target}")
-        check_output_target(target)  # it may have changed while we wrote
-        os.replace(tmp_path, target)
+        try:
+            yield tmp_path
+            if not tmp_path.exists() or (tmp_path.stat().st_size == 0 and not _allow_empty(target)):
+                raise WriteError(f"nothing was written for {target}")
+            _fsync(tmp_path)  # a full disk may only show here (delayed allocation)
+            check_output_target(target)  # it may have changed while we wrote
+            os.replace(tmp_path, target)
+        except WriteError:
+            raise
+        except OSError as exc:
+            if exc.errno is None:  # numpy's "N requested and M written": find the file system's reason
+                exc = _probe_room(tmp_path) or exc
+            raise write_error(target, exc) from None
     except BaseException:
         with contextlib.suppress(OSError):
             tmp_path.unlink()
         raise
+
+
+#: errno values of a write that failed for lack of room or rights: reported as ``<reason>: <target>``.
+_WRITE_ERRNOS = {
+    errno.ENOSPC: "no space left on device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EFBIG: "file too large for the file system or the process limit",
+    errno.EROFS: "read-only file system",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "permission denied",
+    errno.EIO: "input/output error",
+}
+
+
+def write_error(target: str | os.PathLike[str], exc: OSError) -> WriteError:
+    """One clean :class:`~metrocli.errors.WriteError` for an OSError met while writing ``target``
+    (``no space left on device: /full/out.ply``)."""
+    reason = _WRITE_ERRNOS.get(exc.errno or -1) or (exc.strerror or str(exc) or type(exc).__name__).lower()
+    return WriteError(f"{reason}: {os.fspath(target)}")
+
+
+def diagnose_short_write(tmp: Path, target: str | os.PathLike[str], expected_bytes: int) -> WriteError:
+    """Why the writer of ``tmp`` (a library that reports no errno) stopped short of ``expected_bytes``:
+    reserving that room tells (no space, file too large); otherwise a generic message."""
+    try:
+        fd = os.open(tmp, os.O_WRONLY)
+        try:
+            os.posix_fallocate(fd, 0, expected_bytes)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        return write_error(target, exc)
+    except AttributeError:  # no posix_fallocate (macOS)
+        pass
+    size = tmp.stat().st_size if tmp.exists() else 0
+    return WriteError(f"could not write {os.fspath(target)} ({size} of {expected_bytes} bytes written)")
+
+
+def _probe_room(tmp: Path) -> OSError | None:
+    """The error that writing more to ``tmp`` meets (no space, file too large), or None. ``tmp`` is about to
+    be deleted, so what the probe writes does not matter."""
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_APPEND)
+    except OSError as exc:
+        return exc
+    try:
+        for _ in range(16):
+            os.write(fd, bytes(1 << 16))
+    except OSError as exc:
+        return exc
+    finally:
+        os.close(fd)
+    return None
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _umask() -> int:

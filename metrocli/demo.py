@@ -44,8 +44,11 @@ class Demo:
         self.say()
         self.say(f"== {text} " + "=" * max(0, 70 - len(text)))
 
-    def run(self, args: list[str], *, capture: bool = False) -> subprocess.CompletedProcess | None:
-        """Echo ``metro ARGS`` and run it as ``python -m metrocli.cli.main ARGS``; None when it failed."""
+    def run(
+        self, args: list[str], *, capture: bool = False, ok_codes: tuple[int, ...] = (0,)
+    ) -> subprocess.CompletedProcess | None:
+        """Echo ``metro ARGS`` and run it as ``python -m metrocli.cli.main ARGS``; None when it failed (with
+        an exit code not in ``ok_codes``)."""
         self.say(f"$ metro {shlex.join(args)}")
         cmd = [sys.executable, "-m", "metrocli.cli.main", *args]
         t0 = time.perf_counter()
@@ -56,7 +59,7 @@ class Demo:
         except OSError as exc:
             self.fail(f"`metro {args[0]}` could not start: {exc}")
             return None
-        if proc.returncode != 0:
+        if proc.returncode not in ok_codes:
             self.fail(f"`metro {args[0]}` failed with exit code {proc.returncode} (see its message above)")
             if capture and proc.stdout:
                 self.say(proc.stdout.rstrip())
@@ -191,11 +194,29 @@ def step_measure(demo: Demo, photo_name: str = "room_01.jpg") -> None:
 def step_reconstruct(demo: Demo) -> None:
     demo.heading("metro reconstruct: one metric mesh from all sample photos")
     demo.say("(the street photos do not overlap the room: the largest connected group is fused)")
-    args = ["reconstruct", _rel(demo.samples), "-o", _rel(demo.out / "scene.ply")]
+    scene = demo.out / "scene.ply"
+    args = ["reconstruct", _rel(demo.samples), "-o", _rel(scene)]
     if not demo.weights_ok:
         demo.say(f"depth from the recorded maps in {_rel(demo.samples)} (offline mode)")
         args += ["--depth-dir", _rel(demo.samples)]
-    demo.run(args)
+    # exit 1 says that photos were left out: expected here, for the street photos and only for them
+    if demo.run(args, ok_codes=(0, 1)) is None:
+        return
+    try:
+        doc = json.loads(scene.with_suffix(".json").read_text())
+        registered = {p["photo"] for p in doc["photos"]}
+        left_out = {p["photo"] for p in doc["left_out"]}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        demo.fail(f"`metro reconstruct` wrote no readable {scene.with_suffix('.json')}: {exc}")
+        return
+    rooms = {p.name for p in _photos(demo.samples) if p.name.startswith("room_")}
+    if registered != rooms or left_out != {p.name for p in _photos(demo.samples)} - rooms:
+        demo.fail(
+            f"`metro reconstruct` registered {sorted(registered)} and left out {sorted(left_out)}; "
+            f"expected the room photos {sorted(rooms)} registered and the street photos left out"
+        )
+        return
+    demo.say(f"as expected: the {len(rooms)} room photos fused, the street photos left out with their reason")
 
 
 def step_depth(demo: Demo, photo_name: str = "room_01.jpg") -> None:

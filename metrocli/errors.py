@@ -52,6 +52,11 @@ class OutputError(MetroUsageError):
     """An output path cannot be used: a special file, a folder, an input of the command, unwritable, ..."""
 
 
+class WriteError(MetroError, OSError):
+    """An output could not be written completely (disk full, file too large, I/O error); nothing of it was
+    left behind. Also an :class:`OSError`, for callers that catch those."""
+
+
 class DependencyError(MetroError):
     """An optional dependency the request needs (an extra such as ``metrocli[onnx]``) is not installed."""
 

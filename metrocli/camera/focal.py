@@ -41,6 +41,9 @@ DEFAULT_FOV_DEG = 65.0
 #: wider than a fisheye-like 160° means the EXIF value is wrong.
 MIN_FOV_DEG = 1.0
 MAX_FOV_DEG = 160.0
+#: Physical bounds of a user's focal length: ``--focal-px`` (pixels) and ``--fov`` (horizontal degrees).
+USER_FOCAL_PX_RANGE = (1.0, 1e6)
+USER_FOV_DEG_RANGE = (1.0, 179.0)
 #: Plausible sensor widths (mm): smaller than the tiniest phone sensor or larger than medium format means the
 #: focal-plane resolution belongs to another image size (e.g. rewritten by an editor after resizing).
 MIN_SENSOR_WIDTH_MM = 1.0
@@ -56,6 +59,24 @@ class FocalCandidate:
     source: FocalSource
     focal_px: float | None
     problem: str = ""
+
+
+def check_user_focal_px(focal_px: float) -> None:
+    """MetroUsageError unless ``focal_px`` is within :data:`USER_FOCAL_PX_RANGE`."""
+    lo, hi = USER_FOCAL_PX_RANGE
+    if not (math.isfinite(focal_px) and lo <= focal_px <= hi):
+        raise MetroUsageError(
+            f"--focal-px must be a focal length of {lo:g} to {hi:g} pixels, got {focal_px!r}"
+        )
+
+
+def check_user_fov_deg(fov_deg: float) -> None:
+    """MetroUsageError unless ``fov_deg`` is within :data:`USER_FOV_DEG_RANGE`."""
+    lo, hi = USER_FOV_DEG_RANGE
+    if not (math.isfinite(fov_deg) and lo <= fov_deg <= hi):
+        raise MetroUsageError(
+            f"--fov must be a horizontal field of view of {lo:g} to {hi:g} degrees, got {fov_deg!r}"
+        )
 
 
 def long_side_fov_deg(focal_px: float, width: int, height: int) -> float:
@@ -190,14 +211,10 @@ def resolve_intrinsics(
     if focal_px is not None and fov_deg is not None:
         raise MetroUsageError("give --focal-px or --fov, not both")
     if focal_px is not None:
-        if not (math.isfinite(focal_px) and focal_px > 0):
-            raise MetroUsageError(f"--focal-px must be a positive number of pixels, got {focal_px!r}")
+        check_user_focal_px(focal_px)
         return centred(width, height, float(focal_px), "user"), ()
     if fov_deg is not None:
-        if not (math.isfinite(fov_deg) and 0 < fov_deg < 180):
-            raise MetroUsageError(
-                f"--fov must be a horizontal field of view in (0, 180) degrees, got {fov_deg!r}"
-            )
+        check_user_fov_deg(fov_deg)
         return centred(width, height, focal_from_fov(width, fov_deg), "user"), ()
 
     warnings: list[str] = []

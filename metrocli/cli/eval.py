@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from metrocli.cli.common import build_provider, emit_json, model_options
+from metrocli.cli.common import build_provider, emit_json, model_options, one_line, positive, within
 
 if TYPE_CHECKING:
     from metrocli.evaluation.metrics import Crop
@@ -80,15 +80,17 @@ def format_table(report: EvalReport) -> str:
 @click.option(
     "--max-depth",
     "max_depth_m",
-    type=click.FloatRange(min=0, min_open=True),
+    type=float,
     default=None,
+    callback=within(1e-3, 1e5, "a number of metres"),
     help="Depth cap in metres [default: 10 for indoor, 80 for outdoor datasets, by name or GT range].",
 )
 @click.option(
     "--min-depth",
     "min_depth_m",
-    type=click.FloatRange(min=0),
+    type=float,
     default=1e-3,
+    callback=within(0, 1e5, "a number of metres"),
     show_default=True,
     help="Ignore ground truth at or below this depth (m).",
 )
@@ -97,6 +99,14 @@ def format_table(report: EvalReport) -> str:
     type=click.Choice(["eigen", "garg", "none"]),
     default=None,
     help="Evaluation region [default: eigen for NYU, garg for KITTI, none otherwise].",
+)
+@click.option(
+    "--depth-scale",
+    type=float,
+    default=None,
+    callback=positive("number of metres per unit"),
+    help="Metres per unit of the ground-truth depth PNGs, overriding the dataset's annotations "
+    "(KITTI: 0.00390625, NYU: 0.001).",
 )
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Evaluate only the first N frames.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
@@ -115,6 +125,7 @@ def eval_cmd(
     min_depth_m: float,
     crop: Crop | None,
     limit: int | None,
+    depth_scale: float | None,
     as_json: bool,
     output: Path | None,
 ) -> None:
@@ -132,7 +143,15 @@ def eval_cmd(
     from metrocli.pipeline.evaluate import EvalOptions, evaluate_dataset
     from metrocli.pipeline.provider import FocalMode
 
-    options = EvalOptions(min_depth_m=min_depth_m, max_depth_m=max_depth_m, crop=crop, limit=limit)
+    if output is not None:
+        from metrocli.atomic import remove_stale_temps
+        from metrocli.pipeline.outputs import check_output_file, eval_inputs
+
+        check_output_file(output, inputs=[*eval_inputs(dataset), spec.weights])
+        remove_stale_temps(output.parent)
+    options = EvalOptions(
+        min_depth_m=min_depth_m, max_depth_m=max_depth_m, crop=crop, limit=limit, depth_scale=depth_scale
+    )
     report = evaluate_dataset(dataset, options, build_provider(spec, FocalMode()))
     data = report.to_dict()
     if output is not None:
@@ -143,8 +162,10 @@ def eval_cmd(
         click.echo(format_table(report))
     if report.failed:
         click.echo(
-            f"{len(report.samples)} of {len(report.samples) + len(report.failed)} frames evaluated; "
-            f"failed: {', '.join(n for n, _ in report.failed)}",
+            one_line(
+                f"{len(report.samples)} of {len(report.samples) + len(report.failed)} frames evaluated; "
+                f"failed: {', '.join(n for n, _ in report.failed)}"
+            ),
             err=True,
         )
         raise BatchFailed()

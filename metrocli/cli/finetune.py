@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from metrocli.cli.common import emit_json, model_options
+from metrocli.model.spec import ModelSpec
 
 
 def _size(_ctx: click.Context, _param: click.Parameter, value: str | None) -> tuple[int, int] | None:
@@ -102,10 +103,7 @@ def _size(_ctx: click.Context, _param: click.Parameter, value: str | None) -> tu
 def finetune(
     data: tuple[Path, ...],
     output: Path,
-    model_name: str,
-    weights: Path | None,
-    device: str,
-    precision: str,
+    spec: ModelSpec,
     steps: int,
     size_hw: tuple[int, int] | None,
     batch_size: int,
@@ -156,15 +154,20 @@ def finetune(
         train_sets.append(refs)
     for folder in val_data:
         val_refs += tdata.find_frames(folder, depth_dir=depth_dir, depth_scale=depth_scale, focal_px=focal_px)
-    if precision == "auto":
+    precision = spec.precision
+    if precision == "auto":  # training: bf16 autocast on a GPU, float32 on the CPU
         import torch
 
-        precision = "bf16" if torch.cuda.is_available() and device != "cpu" else "fp32"
+        precision = "bf16" if torch.cuda.is_available() and spec.device != "cpu" else "fp32"
+    if spec.threads is not None:
+        from metrocli.model.runtime import set_threads
+
+        set_threads(spec.threads)
     if output.is_dir():
         raise MetroUsageError(f"output {output} is a folder")
     cfg = FinetuneConfig(
-        model=model_name,
-        weights=str(weights) if weights is not None else None,
+        model=spec.name,
+        weights=str(spec.weights) if spec.weights is not None else None,
         steps=steps,
         size_hw=size_hw,
         batch_size=batch_size,
@@ -176,7 +179,7 @@ def finetune(
         accumulate=accumulate,
         ema_decay=ema_decay,
         freeze_encoder=freeze_encoder,
-        precision=precision,  # type: ignore[arg-type]
+        precision=precision,
         cstm_mode=cstm_mode,  # type: ignore[arg-type]
         canonical_focal_px=canonical_focal_px,
         augment=None if no_augment else AugmentConfig(),
@@ -184,7 +187,7 @@ def finetune(
         save_every=save_every,
         resume=resume,
         seed=seed,
-        device=device,
+        device=spec.device,
         workers=workers,
     )
     result = run_finetune(train_sets, output, cfg, val_refs=val_refs)

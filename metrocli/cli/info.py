@@ -83,13 +83,20 @@ def _table(infos: list[PhotoInfo]) -> None:
     "(one forward per photo, with the model options below); disagreement beyond 10% is flagged.",
 )
 @model_options
+@click.option("-r", "--recursive", is_flag=True, help="Also the photos in subfolders of the given folders.")
 @json_option
 def info(
-    files: tuple[Path, ...], focal: FocalMode, check_focal: bool, spec: ModelSpec, as_json: bool
+    files: tuple[Path, ...],
+    focal: FocalMode,
+    check_focal: bool,
+    spec: ModelSpec,
+    recursive: bool,
+    as_json: bool,
 ) -> None:
     """Show size, orientation, camera and intrinsics of photos.
 
-    For each FILE (JPEG, PNG, TIFF, WebP, HEIC/HEIF): the displayed (upright) width and height, the EXIF
+    For each FILE (JPEG, PNG, TIFF, WebP, HEIC/HEIF; a folder: its photos, listed as by every other
+    command, with --recursive its subfolders' too): the displayed (upright) width and height, the EXIF
     orientation, make and model, and the pinhole intrinsics in pixels of the displayed photo: focal_px, where
     it came from (focal_source: user, exif-focal-plane, exif-35mm, sensor-table or default), the principal
     point cx, cy and the 35 mm equivalent focal length. Warnings go to stderr; an unreadable file gets one
@@ -102,6 +109,7 @@ def info(
       metro info --check-focal IMG_0042.jpg
     """
     from metrocli.camera.photo import describe_photo
+    from metrocli.pipeline.inputs import expand_inputs
 
     rows: list[PhotoInfo] = []
     checks: list[tuple[Path, str]] = []
@@ -113,7 +121,7 @@ def info(
 
     def work(path: Path) -> None:
         item = describe_photo(path, focal_px=focal.focal_px, fov_deg=focal.fov_deg)
-        record: dict[str, Any] = item.to_dict()
+        record: dict[str, Any] = {"photo": str(path), **item.to_dict()}
         if provider is not None:
             from metrocli.pipeline.provider import check_photo_focal
 
@@ -125,7 +133,10 @@ def info(
         else:
             rows.append(item)
 
-    report = run_batch(files, work, name=str, what="photo", description="reading")
+    photos = expand_inputs(files, recursive=recursive)
+    if not photos:
+        raise click.UsageError("no photos found in the given folders")
+    report = run_batch(photos, work, name=str, what="photo", description="reading")
     if rows:
         _table(rows)
         for path, message in checks:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import re
 import sys
 
 import click
@@ -22,6 +23,18 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+_VERBOSITY_FLAGS = re.compile(r"^(-v+|-q|--quiet|--verbose)$")
+
+
+def hoist_verbosity(args: list[str]) -> list[str]:
+    """``args`` with the verbosity flags (``-v``, ``-vv``, ``--verbose``, ``-q``, ``--quiet``) moved to the
+    front, where the group reads them; nothing after ``--`` is touched."""
+    end = args.index("--") if "--" in args else len(args)
+    flags = [a for a in args[:end] if _VERBOSITY_FLAGS.match(a)]
+    rest = [a for a in args[:end] if not _VERBOSITY_FLAGS.match(a)]
+    return flags + rest + args[end:]
+
+
 class LazyGroup(click.Group):
     """A group whose subcommands are imported on first use; ``--help`` lists them from static summaries."""
 
@@ -34,6 +47,10 @@ class LazyGroup(click.Group):
         module_name, attr = SUBCOMMANDS[cmd_name][0].split(":")
         return getattr(importlib.import_module(module_name), attr)
 
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        """``-v``/``-q`` are accepted after the subcommand too (``metro depth x.jpg -o out -v``)."""
+        return super().parse_args(ctx, hoist_verbosity(args))
+
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         rows = [(name, SUBCOMMANDS[name][1]) for name in self.list_commands(ctx)]
         with formatter.section("Commands"):
@@ -43,8 +60,9 @@ class LazyGroup(click.Group):
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="metro")
 @click.option("-v", "--verbose", count=True, help="More log output on stderr (-vv for debug and tracebacks).")
+@click.option("-q", "--quiet", is_flag=True, help="Errors only on stderr: no progress or warnings.")
 @click.pass_context
-def cli(ctx: click.Context, verbose: int) -> None:
+def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
     """metro — measure the world from a single photo with Metric3D.
 
     Results go to stdout (JSON Lines with --json); progress and logs go to stderr.
@@ -53,8 +71,10 @@ def cli(ctx: click.Context, verbose: int) -> None:
     from metrocli.cli.common import setup_logging
 
     ctx.ensure_object(dict)
-    ctx.obj["verbose"] = verbose
-    setup_logging(verbose)
+    if quiet and verbose:
+        raise click.UsageError("-q and -v contradict each other")
+    ctx.obj["verbose"] = -1 if quiet else verbose
+    setup_logging(-1 if quiet else verbose)
 
 
 def main(argv: list[str] | None = None) -> None:

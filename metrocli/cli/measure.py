@@ -6,7 +6,7 @@ import math
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -17,11 +17,12 @@ from metrocli.cli.common import (
     focal_options,
     json_option,
     model_options,
-    positive,
+    within,
 )
-from metrocli.errors import MetroError
+from metrocli.errors import MeasurementError, MetroError
 
 if TYPE_CHECKING:
+    from metrocli.io.units import LengthUnit
     from metrocli.model.spec import ModelSpec
     from metrocli.pipeline.measure import MeasureResult
     from metrocli.pipeline.provider import FocalMode
@@ -75,7 +76,7 @@ def has_display() -> bool:
     "--depth-scale",
     type=float,
     default=None,
-    callback=positive("number of metres per unit"),
+    callback=within(1e-9, 1e3, "a number of metres per unit"),
     help="Metres per unit of the --depth map (default 0.001 for PNG, 1 for .npy; KITTI: 0.00390625).",
 )
 @focal_options()
@@ -87,6 +88,13 @@ def has_display() -> bool:
     metavar="OUT.png",
     help="Also write the photo with the lines and their lengths drawn on it (PNG).",
 )
+@click.option(
+    "--units",
+    type=click.Choice(["m", "cm", "mm", "in", "ft"]),
+    default=None,
+    help="Show lengths in this unit (table, picture; the JSON keeps metres and adds distance/uncertainty "
+    "in it) [default: table in m and cm, picture in m, or cm when all lines are under 1 m].",
+)
 @json_option
 def measure(
     photo: Path,
@@ -96,6 +104,7 @@ def measure(
     focal: FocalMode,
     spec: ModelSpec,
     annotate: Path | None,
+    units: LengthUnit | None,
     as_json: bool,
 ) -> None:
     """Measure real distances between points of PHOTO.
@@ -116,40 +125,90 @@ def measure(
             "give at least one --line U1,V1,U2,V2 (no display for the interactive picker: "
             "$DISPLAY and $WAYLAND_DISPLAY are unset)"
         )
+    if not lines:
+        from metrocli.cli.picker import check_display
+
+        try:
+            check_display()  # a display that cannot open a window fails now, not after the model ran
+        except MetroError as exc:
+            raise click.UsageError(str(exc)) from None
     from metrocli.pipeline.measure import open_session
 
+    if annotate is not None:
+        from metrocli.atomic import remove_stale_temps
+        from metrocli.pipeline.outputs import ANNOTATION_SUFFIXES, check_output_file
+
+        check_output_file(
+            annotate,
+            inputs=[photo, depth_file, spec.weights],
+            suffixes=ANNOTATION_SUFFIXES,
+            option="--annotate",
+        )
+        remove_stale_temps(annotate.parent)
     provider = build_provider(spec, focal, sensor=depth_file, depth_scale=depth_scale)
+    failed: list[tuple[int, MetroError]] = []
     try:
-        session = open_session(photo, provider, lines=lines)
+        session = open_session(photo, provider, lines=lines, partial=True)
         if lines:
-            measurements = session.measure(lines)
+            measurements, failed = session.measure_each(lines)
+            if not measurements:  # nothing to show: the first line's error and its exit code
+                raise failed[0][1]
         else:
             from metrocli.cli.picker import pick_and_measure
 
             measurements = pick_and_measure(session)
             if not measurements:
                 raise click.UsageError("no line was measured in the picker")
+        _check_finite(measurements)
         annotated = None
         if annotate is not None:
             from metrocli.io.annotate import write_annotated
 
-            annotated = str(write_annotated(annotate, session.photo.image, measurements))
+            annotated = str(write_annotated(annotate, session.photo.image, measurements, units))
         result = session.result(measurements, annotated)
     except MetroError as exc:
         # one clean line and the error's exit code (2 for points outside the photo, 1 otherwise)
         error_line(str(exc))
         raise click.exceptions.Exit(exc.exit_code) from None
     if as_json:
-        emit_json(result.to_dict())
+        emit_json(with_units(result.to_dict(), units) if units else result.to_dict())
     else:
-        _print_table(result)
+        _print_table(result, units)
+    for _, line_error in failed:  # every valid line was printed; each invalid one is reported, exit 1
+        error_line(str(line_error))
+    if failed:
+        raise click.exceptions.Exit(1)
 
 
-def _print_table(result: MeasureResult) -> None:
+def with_units(doc: dict[str, Any], unit: LengthUnit) -> dict[str, Any]:
+    """The measure JSON with ``unit`` and each measurement's ``distance`` and ``uncertainty`` in it added
+    (``distance_m`` and ``uncertainty_m`` stay)."""
+    from metrocli.io.units import to_unit
+
+    out = {**doc, "unit": unit}
+    out["measurements"] = [
+        {**m, "distance": to_unit(m["distance_m"], unit), "uncertainty": to_unit(m["uncertainty_m"], unit)}
+        for m in doc["measurements"]
+    ]
+    return out
+
+
+def _check_finite(measurements) -> None:
+    """A distance or point that is not a finite number is an error, never a printed ``inf``."""
+    for i, m in enumerate(measurements, start=1):
+        if not all(math.isfinite(float(x)) for x in (m.distance_m, *m.from_m, *m.to_m)):
+            raise MeasurementError(
+                f"line {i}: the result is not a finite number (distance {m.distance_m!r} m); "
+                "check the focal length and the depth map's scale"
+            )
+
+
+def _print_table(result: MeasureResult, unit: LengthUnit | None = None) -> None:
     from rich.console import Console
     from rich.table import Table
 
     from metrocli.io.annotate import format_uncertainty
+    from metrocli.io.units import format_length
 
     console = Console(file=sys.stdout, width=160, highlight=False, soft_wrap=True)
     console.print(
@@ -163,9 +222,7 @@ def _print_table(result: MeasureResult) -> None:
         "to (px)",
         "from (m)",
         "to (m)",
-        "distance (m)",
-        "distance (cm)",
-        "± (1σ)",
+        *((f"distance ({unit})", f"± 1σ ({unit})") if unit else ("distance (m)", "distance (cm)", "± (1σ)")),
     ):
         table.add_column(name, justify="right", no_wrap=True)
     for i, m in enumerate(result.measurements, start=1):
@@ -175,9 +232,14 @@ def _print_table(result: MeasureResult) -> None:
             f"{m.to_px[0]:g}, {m.to_px[1]:g}",
             ", ".join(f"{x:+.3f}" for x in m.from_m),
             ", ".join(f"{x:+.3f}" for x in m.to_m),
-            f"{m.distance_m:.3f}",
-            f"{m.distance_m * 100:.1f}",
-            format_uncertainty(m.uncertainty_m),
+            *(
+                (
+                    format_length(m.distance_m, unit, with_unit=False),
+                    format_length(m.uncertainty_m, unit, with_unit=False),
+                )
+                if unit
+                else (f"{m.distance_m:.3f}", f"{m.distance_m * 100:.1f}", format_uncertainty(m.uncertainty_m))
+            ),
         )
     console.print(table)
     if result.error_model:

@@ -16,6 +16,26 @@ if TYPE_CHECKING:
     from metrocli.pipeline.measure import MeasureSession
 
 
+def _open_window() -> Any:
+    """A new tkinter root window; :class:`MetroUsageError` without tkinter or a display that answers."""
+    try:
+        import tkinter as tk
+    except ImportError:
+        raise MetroUsageError(
+            "the interactive picker needs tkinter, which this Python lacks; give --line U1,V1,U2,V2"
+        ) from None
+    try:
+        return tk.Tk()
+    except tk.TclError as exc:
+        raise MetroUsageError(f"cannot open the picker window ({exc}); give --line U1,V1,U2,V2") from None
+
+
+def check_display() -> None:
+    """Raise :class:`MetroUsageError` now when the picker cannot open a window (no tkinter, or a display
+    that does not answer), so that the failure comes before the model runs, not after."""
+    _open_window().destroy()
+
+
 def pick_and_measure(
     session: MeasureSession, *, max_size: tuple[int, int] = (1400, 900)
 ) -> list[Measurement]:
@@ -24,20 +44,13 @@ def pick_and_measure(
     Raises :class:`MetroUsageError` when
     tkinter is not available or no window can be opened.
     """
-    try:
-        import tkinter as tk
-    except ImportError:
-        raise MetroUsageError(
-            "the interactive picker needs tkinter, which this Python lacks; give --line U1,V1,U2,V2"
-        ) from None
+    root = _open_window()
+    import tkinter as tk
+
     from PIL import Image, ImageTk
 
     from metrocli.io.annotate import label_text
 
-    try:
-        root = tk.Tk()
-    except tk.TclError as exc:
-        raise MetroUsageError(f"cannot open the picker window ({exc}); give --line U1,V1,U2,V2") from None
     root.title(f"metro measure — {session.photo.path.name}: click two points per line, Enter to finish")
     image = Image.fromarray(session.photo.image)
     screen_w = max(320, min(max_size[0], root.winfo_screenwidth() - 80))

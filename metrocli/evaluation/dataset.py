@@ -15,8 +15,10 @@ Images are used exactly as stored (EXIF orientation is ignored: the ground truth
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,12 +111,36 @@ def load_dataset(folder: str | Path) -> Dataset:
     return Dataset(root=root, name=root.resolve().name, samples=tuple(samples))
 
 
+@contextlib.contextmanager
+def open_frame_image(path: Path) -> Iterator:
+    """Pillow image of a dataset file under metro's one pixel limit
+    (:data:`~metrocli.camera.image.MAX_PIXELS`); DatasetError above it."""
+    from PIL import Image
+
+    from metrocli.camera.image import MAX_PIXELS, pixel_limit
+
+    with pixel_limit():
+        try:
+            im = Image.open(path)
+        except Image.DecompressionBombError as exc:
+            raise DatasetError(
+                f"{path}: image has far more pixels than the {MAX_PIXELS / 1e6:.0f} MP limit"
+            ) from exc
+        with im:
+            if im.width * im.height > MAX_PIXELS:
+                raise DatasetError(
+                    f"{path}: image is {im.width} x {im.height}, "
+                    f"more than the {MAX_PIXELS / 1e6:.0f} MP limit"
+                )
+            yield im
+
+
 def load_rgb(sample: Sample) -> np.ndarray:
     """(H, W, 3) uint8 RGB of a sample, as stored."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import UnidentifiedImageError
 
     try:
-        with Image.open(sample.rgb) as im:
+        with open_frame_image(sample.rgb) as im:
             return np.asarray(im.convert("RGB"))
     except (OSError, UnidentifiedImageError, ValueError) as exc:
         raise DatasetError(f"cannot read image {sample.rgb}: {exc}") from exc
@@ -128,9 +154,7 @@ def load_depth_gt(sample: Sample) -> np.ndarray:
             raw = np.load(path, allow_pickle=False)
             depth = np.asarray(raw, dtype=np.float64)
         else:
-            from PIL import Image
-
-            with Image.open(path) as im:
+            with open_frame_image(path) as im:
                 raw = np.asarray(im)
             if raw.ndim != 2:
                 raise DatasetError(f"depth map {path} must be single-channel, got shape {raw.shape}")
@@ -155,9 +179,7 @@ def load_normal_gt(sample: Sample) -> np.ndarray | None:
             normal = np.asarray(np.load(path, allow_pickle=False), dtype=np.float64)
             invalid = ~np.isfinite(normal).all(axis=-1) | (np.abs(normal).sum(axis=-1) == 0)
         else:
-            from PIL import Image
-
-            with Image.open(path) as im:
+            with open_frame_image(path) as im:
                 raw = np.asarray(im)
             if raw.ndim != 3 or raw.shape[2] < 3:
                 raise DatasetError(f"normal map {path} must be an RGB image, got shape {raw.shape}")

@@ -3,12 +3,19 @@
 Files written for one photo with stem ``S`` (all atomically, see :mod:`metrocli.atomic`):
 
 - ``S.depth.npy``       (H, W) float32 metres, 0 where invalid
-- ``S.normal.npy``      (H, W, 3) float32 unit normals, camera frame (x right, y down, z forward); not written
-  for depth-only models
-- ``S.confidence.npy``  (H, W) float32 depth confidence (model-specific scale)
+- ``S.normal.npy``      (H, W, 3) float32 unit normals, camera frame (x right, y down, z forward), each turned
+  towards the camera (``n · ray <= 0``, like the PLY normals); not written for depth-only models
+- ``S.confidence.npy``  (H, W) float32 depth confidence: the network's raw confidence channel (ViT) or logit
+  (ConvNeXt), unbounded, higher is more confident, comparable only between outputs of one model
 - ``S.depth.png``       (H, W) 16-bit millimetres, clipped to 65.535 m, 0 = invalid
-- ``S.preview.png``     colourised depth (Turbo, near = red) beside colourised normals
+- ``S.preview.png``     colourised depth (Turbo, near = red) beside colourised normals (``(n + 1) / 2`` with x
+  right, y up, z towards the viewer), above a colour bar labelled in metres; the depth colours span the
+  photo's own range, or a fixed ``depth_range_m`` (``--depth-range NEAR,FAR``) so that a batch compares
 - ``S.json``            intrinsics (with their source), model, timings, depth statistics, file names
+- ``S.depth.tiff``      (H, W) 32-bit float metres (Pillow mode F), only when asked for (``tiff``)
+
+:class:`OutputOptions` chooses what is written (``--outputs``), the maps' dtype (``--dtype``) and their format
+(``--format``: ``.npy`` or compressed ``.npz`` holding one array named after its kind).
 """
 
 from __future__ import annotations
@@ -16,14 +23,17 @@ from __future__ import annotations
 import functools
 import json
 import math
+import os
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 
 from metrocli.atomic import atomic_path, write_text_atomic
+from metrocli.camera.intrinsics import Intrinsics
 from metrocli.errors import MetroUsageError
 from metrocli.geometry.sampling import valid_depth_mask
 from metrocli.prediction import Prediction
@@ -32,8 +42,54 @@ from metrocli.prediction import Prediction
 PNG_MAX_DEPTH_M = 65.535
 #: Longest side of a preview panel (px); larger maps are downscaled for the preview only.
 PREVIEW_MAX_SIDE_PX = 1280
+#: Height of the colour bar strip under a preview (px).
+COLOUR_BAR_HEIGHT_PX = 28
 #: Pixels per block when converting depth to 16-bit millimetres.
 PNG_BLOCK_PIXELS = 1 << 20
+
+
+#: What ``metro depth`` can write (``--outputs``): the maps, the preview, the 16-bit PNG, the float TIFF.
+OutputKind = Literal["depth", "normal", "confidence", "preview", "png16", "tiff"]
+OUTPUT_KINDS: tuple[str, ...] = get_args(OutputKind)
+#: Written unless ``--outputs`` says otherwise.
+DEFAULT_OUTPUTS: tuple[str, ...] = ("depth", "normal", "confidence", "preview", "png16")
+MapDtype = Literal["float32", "float16"]
+MapFormat = Literal["npy", "npz"]
+
+
+@dataclass(frozen=True)
+class OutputOptions:
+    """What ``metro depth`` writes: ``outputs`` (kinds, see :data:`OUTPUT_KINDS`; the JSON sidecar always),
+    the ``dtype`` of the ``.npy``/``.npz`` maps and their ``format`` (``npz``: compressed)."""
+
+    outputs: tuple[str, ...] = DEFAULT_OUTPUTS
+    dtype: MapDtype = "float32"
+    format: MapFormat = "npy"
+
+    def __post_init__(self) -> None:
+        unknown = [k for k in self.outputs if k not in OUTPUT_KINDS]
+        if unknown:
+            raise MetroUsageError(
+                f"unknown output {', '.join(unknown)}; choose from {', '.join(OUTPUT_KINDS)}"
+            )
+        if not self.outputs:
+            raise MetroUsageError("--outputs names nothing to write")
+        if self.dtype not in get_args(MapDtype):
+            raise MetroUsageError(f"unknown map dtype {self.dtype!r}")
+        if self.format not in get_args(MapFormat):
+            raise MetroUsageError(f"unknown map format {self.format!r}")
+        # one canonical order, so that equal choices compare (and resume) equal
+        object.__setattr__(self, "outputs", tuple(k for k in OUTPUT_KINDS if k in self.outputs))
+
+    @classmethod
+    def parse(cls, outputs: str, dtype: str = "float32", fmt: str = "npy") -> OutputOptions:
+        """From ``--outputs depth,png16`` (comma-separated), ``--dtype``, ``--format``."""
+        kinds = tuple(k.strip().lower() for k in outputs.split(",") if k.strip())
+        return cls(kinds, dtype, fmt)  # type: ignore[arg-type]  # checked in __post_init__
+
+    def key(self) -> dict[str, Any]:
+        """Resume record: the kinds, dtype and format."""
+        return {"outputs": list(self.outputs), "dtype": self.dtype, "format": self.format}
 
 
 @functools.cache
@@ -51,12 +107,45 @@ def turbo(x: np.ndarray) -> np.ndarray:
     return _turbo_lut()[np.rint(x * 255.0).astype(np.intp)]
 
 
-def colourise_depth(depth_m: np.ndarray, invalid_rgb: tuple[int, int, int] = (0, 0, 0)) -> np.ndarray:
+def auto_depth_range(depth_m: np.ndarray) -> tuple[float, float] | None:
+    """``(near_m, far_m)`` of the preview colours of a depth map: its inverse depth's 2nd and 98th
+    percentiles over valid pixels; None without valid depth."""
+    depth_m = np.asarray(depth_m, dtype=np.float64)
+    valid = valid_depth_mask(depth_m, max_depth_m=math.inf)
+    if not valid.any():
+        return None
+    lo, hi = np.percentile(1.0 / depth_m[valid], [2.0, 98.0])
+    return float(1.0 / hi), float(1.0 / lo)
+
+
+def check_depth_range(depth_range_m: tuple[float, float]) -> tuple[float, float]:
+    """``(near_m, far_m)`` as floats; MetroUsageError unless ``0 < near < far`` (finite)."""
+    near, far = (float(v) for v in depth_range_m)
+    if not (math.isfinite(near) and math.isfinite(far) and 0 < near < far):
+        raise MetroUsageError(
+            f"the depth range must be NEAR,FAR metres with 0 < NEAR < FAR, got {near},{far}"
+        )
+    return near, far
+
+
+def _depth_scale(depth_m: np.ndarray, near_m: float, far_m: float) -> np.ndarray:
+    """Position of depths in the colour scale: 1 at ``near_m``, 0 at ``far_m``, linear in inverse depth,
+    clipped (equal ends: 0.5)."""
+    inv = 1.0 / np.asarray(depth_m, np.float64)
+    lo, hi = 1.0 / far_m, 1.0 / near_m
+    return np.clip((inv - lo) / (hi - lo), 0.0, 1.0) if hi > lo else np.full_like(inv, 0.5)
+
+
+def colourise_depth(
+    depth_m: np.ndarray,
+    invalid_rgb: tuple[int, int, int] = (0, 0, 0),
+    depth_range_m: tuple[float, float] | None = None,
+) -> np.ndarray:
     """(H, W) depth in metres -> (H, W, 3) uint8 RGB.
 
-    Inverse depth is normalised between its 2nd and 98th percentile over valid pixels and mapped through
-    :func:`turbo` (its [0.05, 0.95] part), so near is red and far is blue. Invalid pixels (0, negative,
-    NaN, inf) get ``invalid_rgb``.
+    Inverse depth is normalised between ``depth_range_m`` (near, far; default :func:`auto_depth_range`: the
+    photo's own 2nd and 98th percentiles) and mapped through :func:`turbo` (its [0.05, 0.95] part), so near
+    is red and far is blue. Invalid pixels (0, negative, NaN, inf) get ``invalid_rgb``.
     """
     depth_m = np.asarray(depth_m, dtype=np.float64)
     if depth_m.ndim != 2:
@@ -64,13 +153,43 @@ def colourise_depth(depth_m: np.ndarray, invalid_rgb: tuple[int, int, int] = (0,
     valid = valid_depth_mask(depth_m, max_depth_m=math.inf)
     out = np.empty((*depth_m.shape, 3), np.uint8)
     out[:] = invalid_rgb
-    if not valid.any():
+    span = depth_range_m if depth_range_m is not None else auto_depth_range(depth_m)
+    if span is None:
         return out
-    inv = 1.0 / depth_m[valid]
-    lo, hi = np.percentile(inv, [2.0, 98.0])
-    scale = np.clip((inv - lo) / (hi - lo), 0.0, 1.0) if hi > lo else np.full_like(inv, 0.5)
-    out[valid] = turbo(0.05 + 0.9 * scale)  # stay off turbo's dark ends: black means invalid
+    out[valid] = turbo(0.05 + 0.9 * _depth_scale(depth_m[valid], *span))  # black stays "invalid"
     return out
+
+
+def _metres_label(depth_m: float) -> str:
+    if depth_m < 1:
+        return f"{depth_m:.2f} m"
+    return f"{depth_m:.1f} m" if depth_m < 9.95 else f"{depth_m:.0f} m"
+
+
+def colour_bar(width: int, near_m: float, far_m: float, height: int = COLOUR_BAR_HEIGHT_PX) -> np.ndarray:
+    """(height, width, 3) uint8: the depth colour scale from ``near_m`` (left, red) to ``far_m`` (right,
+    blue), as :func:`colourise_depth` colours it, with tick labels in metres (as many as fit)."""
+    from PIL import Image, ImageDraw
+
+    xs = (np.arange(width) + 0.5) / width  # 0 = near, 1 = far, linear in inverse depth
+    inv = 1.0 / near_m + xs * (1.0 / far_m - 1.0 / near_m)
+    strip = turbo(0.05 + 0.9 * _depth_scale(1.0 / inv, near_m, far_m))
+    bar_h = max(4, height // 3)
+    out = np.zeros((height, width, 3), np.uint8)
+    out[:bar_h] = strip[None]
+    image = Image.fromarray(out)
+    draw = ImageDraw.Draw(image)
+    n_ticks = min(6, width // 64 + 1)
+    for i in range(n_ticks):
+        x = 0.0 if n_ticks == 1 else i / (n_ticks - 1)
+        label = _metres_label(1.0 / (1.0 / near_m + x * (1.0 / far_m - 1.0 / near_m)))
+        text_w = draw.textlength(label)
+        px = round(x * (width - 1))
+        draw.line([(px, 0), (px, bar_h + 1)], fill=(255, 255, 255))
+        draw.text(
+            (min(max(0, px - text_w / 2), max(0, width - text_w)), bar_h + 2), label, fill=(255, 255, 255)
+        )
+    return np.asarray(image)
 
 
 def colourise_normals(normal: np.ndarray, invalid_rgb: tuple[int, int, int] = (0, 0, 0)) -> np.ndarray:
@@ -127,6 +246,26 @@ def write_npy(target: Path, array: np.ndarray) -> Path:
     return target
 
 
+def write_map(target: Path, array: np.ndarray, name: str, fmt: MapFormat = "npy") -> Path:
+    """Save one map as ``.npy``, or ``.npz`` (compressed, the array named ``name``), atomically."""
+    if fmt == "npy":
+        return write_npy(target, array)
+    with atomic_path(target) as tmp, open(tmp, "wb") as fh:
+        arrays: dict[str, Any] = {name: array}
+        np.savez_compressed(fh, **arrays)
+    return target
+
+
+def write_float_tiff(target: Path, depth_m: np.ndarray) -> Path:
+    """Save (H, W) metres as a 32-bit float TIFF (Pillow mode F) atomically; no clipping."""
+    from PIL import Image
+
+    image = Image.fromarray(np.ascontiguousarray(depth_m, dtype=np.float32), mode="F")
+    with atomic_path(target) as tmp:
+        image.save(tmp, format="TIFF")
+    return target
+
+
 def write_png(target: Path, array: np.ndarray) -> Path:
     """Save a (H, W) uint8/uint16 or (H, W, 3) uint8 array as PNG atomically."""
     from PIL import Image
@@ -162,48 +301,81 @@ def _sample(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return array[rows[:, None], cols[None, :]]
 
 
-def preview_image(depth_m: np.ndarray, normal: np.ndarray | None, max_side: int = PREVIEW_MAX_SIDE_PX):
-    """(h, w·k, 3) uint8: colourised depth, and beside it the colourised normals when given.
+def preview_image(
+    depth_m: np.ndarray,
+    normal: np.ndarray | None,
+    max_side: int = PREVIEW_MAX_SIDE_PX,
+    *,
+    depth_range_m: tuple[float, float] | None = None,
+    with_colour_bar: bool = False,
+):
+    """(h, w·k, 3) uint8: colourised depth, and beside it the colourised normals when given; with
+    ``with_colour_bar`` a :data:`COLOUR_BAR_HEIGHT_PX` strip below with the depth scale in metres.
 
-    Maps larger than ``max_side`` are sampled down (nearest) before they are colourised, so the preview of
-    a 12 MP prediction costs a few MB, not GB.
+    ``depth_range_m``: fixed (near, far) metres of the colours (default: the map's own range, see
+    :func:`colourise_depth`). Maps larger than ``max_side`` are sampled down (nearest) before they are
+    colourised, so the preview of a 12 MP prediction costs a few MB, not GB.
     """
     depth_m = np.asarray(depth_m)
     height, width = depth_m.shape[:2]
     size = preview_size(height, width, max_side)
-    panels = [colourise_depth(_sample(depth_m, size))]
+    small = _sample(depth_m, size)
+    span = depth_range_m if depth_range_m is not None else auto_depth_range(small)
+    panels = [colourise_depth(small, depth_range_m=span)]
     if normal is not None:
         panels.append(colourise_normals(_sample(np.asarray(normal), size)))
-    return np.concatenate(panels, axis=1)
+    image = np.concatenate(panels, axis=1)
+    if not with_colour_bar:
+        return image
+    strip = np.zeros((COLOUR_BAR_HEIGHT_PX, image.shape[1], 3), np.uint8)
+    if span is not None:
+        strip[:, : size[1]] = colour_bar(size[1], *span)
+    return np.concatenate([image, strip], axis=0)
 
 
-_UNSAFE = re.compile(r"[^A-Za-z0-9._+-]")
+#: Characters no file system we write to accepts in a name (Windows' set, which includes POSIX's ``/`` and
+#: NUL), and control characters. Everything else (Unicode letters, spaces, ``$``, ``;``, ...) is kept.
+_UNSAFE = re.compile(r'[<>:"/\\|?*\x00-\x1f\x7f]')
+#: Longest stem in UTF-8 bytes (room left for ``.confidence.npy`` and a disambiguating suffix in 255 bytes).
+STEM_MAX_BYTES = 200
 
 
 def safe_stem(name: str | Path) -> str:
     """A file-name stem derived from ``name`` that can never leave the output folder.
 
-    Only the last path component is used, without its extension; characters other than letters, digits and
-    ``._+-`` become ``_``; leading dots are replaced (no hidden files, no ``..``). Never empty.
+    Only the last path component is used, without its extension, in Unicode NFC (the same name typed on
+    macOS or Linux gives the same stem); characters invalid in file names (``<>:"/\\|?*`` and control
+    characters) become ``_``, everything else (Unicode, spaces) is kept; leading dots are replaced (no hidden
+    files, no ``..``); at most :data:`STEM_MAX_BYTES` UTF-8 bytes. Never empty.
     """
-    base = re.split(r"[\\/]", str(name))[-1]
+    import unicodedata
+
+    base = re.split(r"[\\/]", unicodedata.normalize("NFC", str(name)))[-1]
     stem = base.rsplit(".", 1)[0] if "." in base.lstrip(".") else base
     stem = _UNSAFE.sub("_", stem)
     stem = re.sub(r"^\.+", lambda m: "_" * len(m.group(0)), stem)
-    return stem[:200] or "photo"
+    while len(os.fsencode(stem)) > STEM_MAX_BYTES:  # fsencode: a non-UTF-8 name keeps its bytes
+        stem = stem[:-1]
+    return stem or "photo"
 
 
-def output_paths(out_dir: Path, stem: str) -> dict[str, Path]:
-    """The output files of one photo, keyed ``depth``, ``normal``, ``confidence``, ``depth_png``, ``preview``,
-    ``json``. Raises :class:`MetroUsageError` if ``stem`` would leave ``out_dir``."""
+#: The key of :func:`output_paths` that each output kind writes (the JSON sidecar, ``json``, always).
+PATH_OF_KIND: dict[str, str] = {"png16": "depth_png", "tiff": "depth_tiff"}
+
+
+def output_paths(out_dir: Path, stem: str, fmt: MapFormat = "npy") -> dict[str, Path]:
+    """The output files of one photo, keyed ``depth``, ``normal``, ``confidence`` (``.npy`` or ``.npz`` by
+    ``fmt``), ``depth_png``, ``depth_tiff``, ``preview``, ``json``. Raises :class:`MetroUsageError` if
+    ``stem`` would leave ``out_dir``."""
     out_dir = Path(out_dir)
     if stem != safe_stem(stem + ".x") or stem in {"", ".", ".."}:
         raise MetroUsageError(f"unsafe output name {stem!r}")
     paths = {
-        "depth": out_dir / f"{stem}.depth.npy",
-        "normal": out_dir / f"{stem}.normal.npy",
-        "confidence": out_dir / f"{stem}.confidence.npy",
+        "depth": out_dir / f"{stem}.depth.{fmt}",
+        "normal": out_dir / f"{stem}.normal.{fmt}",
+        "confidence": out_dir / f"{stem}.confidence.{fmt}",
         "depth_png": out_dir / f"{stem}.depth.png",
+        "depth_tiff": out_dir / f"{stem}.depth.tiff",
         "preview": out_dir / f"{stem}.preview.png",
         "json": out_dir / f"{stem}.json",
     }
@@ -242,29 +414,56 @@ def depth_stats(depth_m: np.ndarray) -> dict[str, float | int | None]:
     }
 
 
+def towards_camera(normal: np.ndarray, intrinsics: Intrinsics) -> np.ndarray:
+    """(H, W, 3) float32 normals each turned to face the camera (``n · ray <= 0`` along the pixel's ray), the
+    sign convention of every normal metrocli writes."""
+    from metrocli.geometry.backproject import pixel_rays
+    from metrocli.geometry.normals import orient_towards_camera
+
+    return orient_towards_camera(normal, pixel_rays(intrinsics))
+
+
 def write_depth_outputs(
     out_dir: str | Path,
     stem: str,
     prediction: Prediction,
     *,
     extra: Mapping[str, Any] | None = None,
+    depth_range_m: tuple[float, float] | None = None,
+    options: OutputOptions = OutputOptions(),
 ) -> dict[str, Path]:
-    """Write all output files of one prediction (see the module docstring); returns kind -> path.
+    """Write the output files of one prediction that ``options`` asks for (see the module docstring);
+    returns kind -> path (the keys of :func:`output_paths`).
 
-    ``extra`` is merged into the JSON sidecar (e.g. the source photo, weights, warnings). The JSON is written
-    last, so its presence marks a complete set (used to resume batches).
+    ``depth_range_m``: fixed (near, far) metres of the preview's depth colours (default: the photo's own).
+
+    ``extra`` is merged into the JSON sidecar (e.g. the source photo, weights, warnings); the sidecar lists
+    the files written and the options. The JSON is written last, so its presence marks a complete set (used
+    to resume batches).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = output_paths(out_dir, stem)
+    paths = output_paths(out_dir, stem, options.format)
     depth = np.asarray(prediction.depth, dtype=np.float32)
+    want = set(options.outputs)
+    normal = None if prediction.normal is None else towards_camera(prediction.normal, prediction.intrinsics)
+    maps: dict[str, np.ndarray | None] = {
+        "depth": depth,
+        "normal": normal,
+        "confidence": prediction.confidence,
+    }
     written: dict[str, Path] = {}
-    written["depth"] = write_npy(paths["depth"], depth)
-    if prediction.normal is not None:
-        written["normal"] = write_npy(paths["normal"], np.asarray(prediction.normal, dtype=np.float32))
-    written["confidence"] = write_npy(paths["confidence"], np.asarray(prediction.confidence, np.float32))
-    written["depth_png"] = write_png(paths["depth_png"], depth_to_png_mm(depth))
-    written["preview"] = write_png(paths["preview"], preview_image(depth, prediction.normal))
+    for kind, array in maps.items():
+        if kind in want and array is not None:
+            data = np.asarray(array, dtype=options.dtype)
+            written[kind] = write_map(paths[kind], data, kind, options.format)
+    if "png16" in want:
+        written["depth_png"] = write_png(paths["depth_png"], depth_to_png_mm(depth))
+    if "tiff" in want:
+        written["depth_tiff"] = write_float_tiff(paths["depth_tiff"], depth)
+    if "preview" in want:
+        preview = preview_image(depth, normal, depth_range_m=depth_range_m, with_colour_bar=True)
+        written["preview"] = write_png(paths["preview"], preview)
     meta: dict[str, Any] = {
         "model": prediction.model,
         "width": int(depth.shape[1]),
@@ -275,6 +474,7 @@ def write_depth_outputs(
         "normals": prediction.normal is not None,
         "timings_s": dict(prediction.timings_s),
         "files": {k: p.name for k, p in written.items()},
+        "outputs": options.key(),
     }
     if extra:
         meta.update(extra)

@@ -63,8 +63,15 @@ def _read_raw(path: Path) -> tuple[np.ndarray, bool]:
     if suffix in _IMAGE_SUFFIXES:
         from PIL import Image, UnidentifiedImageError
 
+        from metrocli.camera.image import MAX_PIXELS, pixel_limit
+
         try:
-            with Image.open(path) as img:
+            with pixel_limit(), Image.open(path) as img:
+                if img.width * img.height > MAX_PIXELS:
+                    raise DepthMapError(
+                        f"{path}: depth image is {img.width} x {img.height}, more than the "
+                        f"{MAX_PIXELS / 1e6:.0f} MP limit"
+                    )
                 mode = img.mode
                 if mode in ("I;16", "I;16B", "I;16L", "I;16N"):
                     arr = np.asarray(img, dtype=np.uint16)
@@ -79,6 +86,10 @@ def _read_raw(path: Path) -> tuple[np.ndarray, bool]:
                     )
         except DepthMapError:
             raise
+        except Image.DecompressionBombError:
+            raise DepthMapError(
+                f"{path}: depth image has far more pixels than the {MAX_PIXELS / 1e6:.0f} MP limit"
+            ) from None
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
             raise DepthMapError(f"{path}: cannot read the depth image ({exc})") from None
         return arr, True

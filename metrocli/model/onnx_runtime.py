@@ -25,10 +25,8 @@ from metrocli.model.preprocess import (
     CanonicalInput,
     as_intrinsics,
     check_image,
-    metric_depth,
-    photo_normals,
     resize_and_pad,
-    unpad_resize,
+    to_prediction,
 )
 from metrocli.model.presets import Preset, get_preset
 from metrocli.prediction import Prediction
@@ -184,20 +182,11 @@ class OnnxMetric3D:
         t1 = time.perf_counter()
         out = {k: torch.from_numpy(v) for k, v in self.run_canonical(x).items()}
         t2 = time.perf_counter()
-        with torch.inference_mode():
-            depth = metric_depth(out["depth"], canon, intr.fx)[0, 0].numpy()
-            confidence = unpad_resize(out["confidence"], canon)[0, 0].numpy()
-            normal = normal_conf = None
-            if normals and "normal" in out:
-                normal = photo_normals(out["normal"], canon)[0].numpy()
-                normal_conf = unpad_resize(out["normal_confidence"], canon)[0, 0].numpy()
-        t3 = time.perf_counter()
-        return Prediction(
-            depth=depth.astype(np.float32, copy=False),
-            normal=None if normal is None else normal.astype(np.float32, copy=False),
-            confidence=confidence.astype(np.float32, copy=False),
-            normal_confidence=None if normal_conf is None else normal_conf.astype(np.float32, copy=False),
-            intrinsics=intr,
+        return to_prediction(
+            out,
+            canon,
+            intr,
             model=self.preset.name,
-            timings_s={"preprocess": t1 - t0, "forward": t2 - t1, "postprocess": t3 - t2},
+            normals=normals,
+            timings_s={"preprocess": t1 - t0, "forward": t2 - t1},
         )

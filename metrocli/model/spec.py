@@ -13,9 +13,12 @@ from typing import Literal, get_args
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 #: Where the model runs (``auto``: CUDA, then MPS, then CPU).
 Device = Literal["auto", "cpu", "cuda", "mps"]
+#: What runs the network: torch, or onnxruntime on a file written by ``metro export onnx``.
+Backend = Literal["torch", "onnxruntime"]
 
 PRECISIONS: tuple[str, ...] = get_args(Precision)
 DEVICES: tuple[str, ...] = get_args(Device)
+BACKENDS: tuple[str, ...] = get_args(Backend)
 
 
 @dataclass(frozen=True)
@@ -28,7 +31,9 @@ class ModelSpec:
         weights: an official-format checkpoint file, or None for the cached official download.
         device: ``auto``, ``cpu``, ``cuda`` or ``mps``.
         precision: ``fp32`` (reproduces the official outputs), ``bf16``, ``fp16`` or ``auto``.
-        threads: torch CPU threads (process-wide), or None for torch's default.
+        threads: torch CPU threads (process-wide; onnxruntime: its intra-op threads), or None for the
+            default.
+        backend: ``torch``, or ``onnxruntime`` (``weights`` is then the ``.onnx`` file, required).
     """
 
     name: str = "vit-small"
@@ -36,3 +41,4 @@ class ModelSpec:
     device: Device = "auto"
     precision: Precision = "fp32"
     threads: int | None = None
+    backend: Backend = "torch"

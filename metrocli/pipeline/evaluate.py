@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_args
@@ -62,6 +62,8 @@ class EvalOptions:
     max_depth_m: float | None = None
     crop: Crop | None = None
     limit: int | None = None
+    #: metres per stored unit of the ground-truth PNGs (overrides the dataset's annotations)
+    depth_scale: float | None = None
 
 
 @dataclass(frozen=True)
@@ -92,7 +94,7 @@ class EvalReport:
     mean_normal: dict[str, float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready report (NaN -> None)."""
+        """JSON-ready report (NaN -> None, without a warning)."""
         return json_ready(
             {
                 "dataset": self.dataset,
@@ -110,7 +112,8 @@ class EvalReport:
                     for s in self.samples
                 ],
                 "failed": [{"name": n, "error": e} for n, e in self.failed],
-            }
+            },
+            warn=False,  # a metric without data (no normals, no valid pixel) is null by design
         )
 
 
@@ -128,7 +131,12 @@ def _choose_cap(dataset: Dataset, options: EvalOptions) -> tuple[float, str]:
     by_name = default_max_depth(dataset.name)
     if "dataset name" in by_name[1]:
         return by_name
-    gts = [load_depth_gt(s) for s in dataset.samples[:20]]
+    gts = []
+    for s in dataset.samples[:20]:
+        try:
+            gts.append(load_depth_gt(s))
+        except MetroError:  # reported with its frame; the cap comes from the readable ones
+            continue
     return default_max_depth(dataset.name, gts)
 
 
@@ -174,6 +182,20 @@ def provider_predictor(provider: DepthProvider) -> Predictor:
     return predict
 
 
+def _check_gt_scale(samples: Sequence[Sample]) -> None:
+    """Warn once, before any model run, when the first readable ground truth has an implausible median
+    (a wrong depth scale: see ``--depth-scale``)."""
+    from metrocli.pipeline.provider import warn_implausible_depth
+
+    for sample in samples[:3]:
+        try:
+            gt = load_depth_gt(sample)
+        except MetroError:
+            continue
+        warn_implausible_depth(sample.depth, gt)
+        return
+
+
 def evaluate_dataset(
     folder: str | Path,
     options: EvalOptions,
@@ -197,6 +219,11 @@ def evaluate_dataset(
         )
     dataset = load_dataset(folder)
     samples = dataset.samples[: options.limit] if options.limit else dataset.samples
+    if options.depth_scale is not None:
+        import dataclasses
+
+        samples = tuple(dataclasses.replace(s, depth_scale=1.0 / options.depth_scale) for s in samples)
+    _check_gt_scale(samples)
     max_depth_m, reason = _choose_cap(dataset, options)
     crop = _crop(options.crop or default_crop(dataset.name))
     if options.min_depth_m >= max_depth_m:
@@ -221,6 +248,12 @@ def evaluate_dataset(
         except MetroError as exc:
             log.error("%s", exc)
             failed.append((sample.name, str(exc)))
+        except (KeyboardInterrupt, MemoryError):
+            raise
+        except Exception as exc:  # one bad frame never stops the evaluation
+            message = f"{sample.name}: unexpected {type(exc).__name__}: {exc}"
+            log.error("%s", message)
+            failed.append((sample.name, message))
 
     for sample in with_progress(samples, description="eval", name=lambda s: s.name, enabled=progress):
         one(sample)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from metrocli.camera.photo import Photo
+from metrocli.errors import MetroError
 from metrocli.geometry.measure import Line, Measurement, check_point, measure_lines
 from metrocli.pipeline.provider import DepthMap, DepthProvider
 
@@ -69,6 +70,20 @@ class MeasureSession:
             error=self.depth.error,
         )
 
+    def measure_each(self, lines: Sequence[Line]) -> tuple[list[Measurement], list[tuple[int, MetroError]]]:
+        """Measure each line on its own (the same numbers as :meth:`measure`): the measurements of the valid
+        lines and, for each invalid one, its 1-based number and error (a point outside the photo or without
+        valid depth), so that one bad line never loses the others."""
+        done: list[Measurement] = []
+        failed: list[tuple[int, MetroError]] = []
+        for i, line in enumerate(lines, start=1):
+            try:
+                done.extend(self.measure([line]))
+            except MetroError as exc:
+                # measure_lines numbers the single line 1: name it by its place on the command line
+                failed.append((i, type(exc)(str(exc).replace(" of line 1 ", f" of line {i} ", 1))))
+        return done, failed
+
     def result(self, measurements: Sequence[Measurement], annotated: str | None = None) -> MeasureResult:
         k = self.depth.intrinsics
         return MeasureResult(
@@ -91,16 +106,37 @@ def check_lines(lines: Sequence[Line], photo: Photo) -> None:
 
 
 def open_session(
-    photo_path: str | os.PathLike[str], provider: DepthProvider, *, lines: Sequence[Line] = ()
+    photo_path: str | os.PathLike[str],
+    provider: DepthProvider,
+    *,
+    lines: Sequence[Line] = (),
+    partial: bool = False,
 ) -> MeasureSession:
     """Load the photo, check ``lines`` against its size (before any model runs), and get its depth.
+
+    ``partial``: only fail when no line lies inside the photo (the others are reported by
+    :meth:`MeasureSession.measure_each`).
 
     Measuring needs depth only: the model's normals are not upsampled (except for ``--focal auto``, which
     self-calibrates from them).
     """
     photo = provider.focal.load_photo(photo_path)
-    check_lines(lines, photo)
+    if partial:
+        _check_some_line(lines, photo)
+    else:
+        check_lines(lines, photo)
     return MeasureSession(photo, provider.provide(photo, normals=False))
+
+
+def _check_some_line(lines: Sequence[Line], photo: Photo) -> None:
+    """The error of the first line when no line lies inside ``photo`` (nothing to measure: no model run)."""
+    for line in lines:
+        try:
+            check_lines([line], photo)
+            return
+        except MetroError:
+            continue
+    check_lines(lines, photo)  # the first line's own message and numbering
 
 
 def measure_photo(

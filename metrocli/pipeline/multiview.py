@@ -54,7 +54,6 @@ from metrocli.pipeline.scene_json import (
     FusedScene,
     LoadedView,
     MultiviewResult,
-    fingerprint,
     focal_record,
     result_from_doc,
     scene_doc,
@@ -79,6 +78,10 @@ class MultiviewOptions:
         icp: ``"point-to-plane"``, ``"colored"`` or ``"none"``.
         simplify: target triangle count of the output mesh, or None.
         force: recompute even when the output is up to date.
+        cameras: a GLB output also gets a frustum mesh per registered photo (``--cameras``; its camera
+            nodes are always there).
+        cache: keep each photo's model prediction beside the output
+            (:mod:`metrocli.pipeline.prediction_cache`), so a re-run after one photo changed runs one forward.
     """
 
     voxel_m: float | None = None
@@ -87,6 +90,8 @@ class MultiviewOptions:
     icp: IcpMode = "point-to-plane"
     simplify: int | None = None
     force: bool = False
+    cameras: bool = False
+    cache: bool = True
 
     def key(self) -> dict[str, Any]:
         """The options that shape the scene (resume record)."""
@@ -96,6 +101,7 @@ class MultiviewOptions:
             "scale_reference": self.scale_reference,
             "icp": self.icp,
             "simplify": self.simplify,
+            "cameras": self.cameras,
         }
 
 
@@ -133,6 +139,8 @@ class MultiviewJob:
             raise MetroUsageError(f"--voxel-m must be a positive number of metres, got {options.voxel_m}")
         if options.simplify is not None and options.simplify <= 0:
             raise MetroUsageError(f"--simplify must be a positive triangle count, got {options.simplify}")
+        if options.cameras and self.out_path.suffix.lower() != ".glb":
+            raise MetroUsageError(f"{self.out_path}: --cameras draws camera frustums into a .glb output")
         if isinstance(provider, SensorDepth) and not provider.is_folder:
             raise MetroUsageError(f"{provider.path}: a folder of photos needs a folder of depth maps")
         self.photos = photos_of(self.folder, provider)
@@ -140,6 +148,7 @@ class MultiviewJob:
             raise MetroUsageError(f"{self.folder}: no photos found")
         self.views: dict[Path, LoadedView] = {}
         self.failed: dict[Path, str] = {}
+        self.cache_keys: list[str] = []
         self.timings_s: dict[str, float] = {"load": 0.0}
 
     @property
@@ -151,8 +160,17 @@ class MultiviewJob:
         self.provider.prepare()
 
     def options_key(self) -> dict[str, Any]:
-        """Everything that shapes the scene: the geometry options and the provider's settings."""
-        return {**self.options.key(), **self.provider.key()}
+        """Everything that shapes the scene: the geometry options and the provider's settings (with the
+        identity of the weights file)."""
+        from metrocli.pipeline.fingerprint import provider_key
+
+        return {**self.options.key(), **provider_key(self.provider)}
+
+    def inputs_key(self) -> list[list[str]]:
+        """Name and resume key (content of the photo and of its sensor map, settings) of each photo."""
+        from metrocli.pipeline.fingerprint import resume_key
+
+        return [[p.name, resume_key(p, self.provider)] for p in self.photos]
 
     def up_to_date(self) -> MultiviewResult | None:
         """The previous result when ``out_path`` and its JSON exist for the same inputs (resume)."""
@@ -160,7 +178,7 @@ class MultiviewJob:
             return None
         try:
             data = json.loads(self.json_path.read_text())
-            if data.get("inputs") != fingerprint(self.photos) or data.get("options") != self.options_key():
+            if data.get("inputs") != self.inputs_key() or data.get("options") != self.options_key():
                 return None
             return result_from_doc(self.out_path, self.json_path, data)
         except (OSError, ValueError, KeyError, TypeError):
@@ -177,7 +195,14 @@ class MultiviewJob:
         t0 = time.perf_counter()
         try:
             ph = self.provider.focal.load_photo(photo)
-            if prediction is None:
+            if prediction is None and isinstance(self.provider, ModelDepth) and self.options.cache:
+                from metrocli.pipeline.prediction_cache import cache_dir_for, cached_model_depth
+
+                depth, key = cached_model_depth(
+                    self.provider, ph, cache_dir_for(self.out_path), refresh=self.options.force
+                )
+                self.cache_keys.append(key)
+            elif prediction is None:
                 depth = self.provider.provide(ph)
             elif isinstance(self.provider, ModelDepth):
                 _check_shape(photo, prediction.depth.shape, ph.image.shape[:2])
@@ -226,7 +251,14 @@ class MultiviewJob:
             inputs=self.photos,
             options_key=self.options_key(),
         )
-        write_text_atomic(self.json_path, json.dumps(doc, indent=1, allow_nan=False) + "\n")
+        from metrocli.pipeline.jsonsafe import json_ready
+
+        doc["inputs"] = self.inputs_key()
+        write_text_atomic(self.json_path, json.dumps(json_ready(doc), indent=1, allow_nan=False) + "\n")
+        if self.options.cache and isinstance(self.provider, ModelDepth):
+            from metrocli.pipeline.prediction_cache import cache_dir_for, prune
+
+            prune(cache_dir_for(self.out_path), self.cache_keys)
         order = sorted(reg.poses)
         return MultiviewResult(
             self.out_path,
@@ -257,7 +289,7 @@ def _register_and_fuse(
     from metrocli.geometry.mesh import Mesh, simplify
     from metrocli.geometry.posegraph import register_frames
     from metrocli.geometry.registration import Frame
-    from metrocli.io.geometry_io import write_mesh
+    from metrocli.io.geometry_io import CameraView, write_mesh
 
     sensor = all(v.depth.source == "sensor" for v in views)
     per_scale = (not sensor) if opts.per_photo_scale is None else bool(opts.per_photo_scale)
@@ -276,7 +308,8 @@ def _register_and_fuse(
     if opts.simplify is not None:
         mesh = simplify(mesh, opts.simplify)
     t2 = time.perf_counter()
-    write_mesh(out_path, mesh)
+    cameras = [CameraView(views[k].path.name, views[k].intrinsics, reg.poses[k]) for k in sorted(reg.poses)]
+    write_mesh(out_path, mesh, cameras=cameras, frustums=opts.cameras)
     timings_s.update({"register": t1 - t0, "fuse": t2 - t1, "write": time.perf_counter() - t2})
     return FusedScene(reg, per_scale, voxel, len(mesh.vertices), len(mesh.triangles))
 

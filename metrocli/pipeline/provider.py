@@ -18,12 +18,14 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 
+from metrocli.camera.calibration import Calibration
 from metrocli.camera.intrinsics import Intrinsics
 from metrocli.errors import MetroUsageError
 from metrocli.geometry.measure import MODEL_ERROR, ErrorModel, sensor_error
@@ -35,6 +37,7 @@ from metrocli.prediction import Prediction
 if TYPE_CHECKING:
     from metrocli.camera.photo import Photo
     from metrocli.model.metric3d import Metric3D
+    from metrocli.model.onnx_runtime import OnnxMetric3D
 
 log = logging.getLogger("metrocli.pipeline.provider")
 
@@ -44,11 +47,14 @@ DepthSourceKind = Literal["model", "sensor"]
 @dataclass(frozen=True)
 class FocalMode:
     """The focal length photos are taken with: EXIF (default), the user's (``focal_px`` or horizontal
-    ``fov_deg``), or ``auto`` (self-calibrated from the model's depth and normals; no override then)."""
+    ``fov_deg``), or ``auto`` (self-calibrated from the model's depth and normals; no override then).
+    ``calibration``: the user's full intrinsics (``--intrinsics`` / ``--camera``,
+    :mod:`metrocli.camera.calibration`), principal point included."""
 
     focal_px: float | None = None
     fov_deg: float | None = None
     auto: bool = False
+    calibration: Calibration | None = None
 
     def __post_init__(self) -> None:
         given = [
@@ -57,6 +63,10 @@ class FocalMode:
                 ("--focal-px", self.focal_px is not None),
                 ("--fov", self.fov_deg is not None),
                 ("--focal auto", self.auto),
+                (
+                    self.calibration.source.split(" ")[0] if self.calibration else "",
+                    self.calibration is not None,
+                ),
             )
             if on
         ]
@@ -70,20 +80,30 @@ class FocalMode:
         """``exif``, ``user`` or ``auto``."""
         if self.auto:
             return "auto"
-        return "user" if self.focal_px is not None or self.fov_deg is not None else "exif"
+        user = self.focal_px is not None or self.fov_deg is not None or self.calibration is not None
+        return "user" if user else "exif"
 
     def load_photo(self, path: str | os.PathLike[str]) -> Photo:
-        """The photo at ``path`` with the user's focal length applied (EXIF otherwise)."""
+        """The photo at ``path`` with the user's focal length or intrinsics applied (EXIF otherwise)."""
+        from dataclasses import replace
+
         from metrocli.camera.photo import load_photo
 
-        return load_photo(path, focal_px=self.focal_px, fov_deg=self.fov_deg)
+        photo = load_photo(path, focal_px=self.focal_px, fov_deg=self.fov_deg)
+        if self.calibration is None:
+            return photo
+        height, width = photo.image.shape[:2]
+        return replace(photo, intrinsics=self.calibration.for_image(width, height))
 
     def key(self) -> dict[str, Any]:
-        """Resume record: ``focal_px``, ``fov_deg`` and, with ``auto``, ``focal: "auto"``."""
+        """Resume record: ``focal_px``, ``fov_deg``, with ``auto`` ``focal: "auto"``, with a calibration
+        ``intrinsics`` (fx, fy, cx, cy and the size it is for)."""
+        c = self.calibration
         return {
             "focal_px": self.focal_px,
             "fov_deg": self.fov_deg,
             **({"focal": "auto"} if self.auto else {}),
+            **({"intrinsics": [c.fx, c.fy, c.cx, c.cy, c.width, c.height]} if c is not None else {}),
         }
 
 
@@ -186,14 +206,28 @@ def check_focal_auto(focal: FocalMode, *, sensor: bool = False, model: str | Non
             raise MetroUsageError("--focal auto needs a ViT model: it uses the predicted normals")
 
 
+def check_backend(spec: ModelSpec) -> None:
+    """The ``--backend onnxruntime`` rules: ``weights`` is the ``.onnx`` file (required), the precision is
+    fp32 (or auto), and the device is not MPS. MetroUsageError otherwise."""
+    if spec.backend == "torch":
+        return
+    if spec.weights is None:
+        raise MetroUsageError("--backend onnxruntime needs --weights FILE.onnx (see `metro export onnx`)")
+    if spec.precision not in ("fp32", "auto"):
+        raise MetroUsageError(f"--backend onnxruntime runs fp32 only, not --precision {spec.precision}")
+    if spec.device == "mps":
+        raise MetroUsageError("--backend onnxruntime runs on auto, cpu or cuda, not --device mps")
+
+
 class ModelDepth:
     """Metric3D depth: loads the model of ``spec`` once, lazily, and applies the focal mode."""
 
     def __init__(self, spec: ModelSpec = ModelSpec(), focal: FocalMode = FocalMode()) -> None:
         check_focal_auto(focal, model=spec.name)
+        check_backend(spec)
         self.spec = spec
         self._focal = focal
-        self._model: Metric3D | None = None
+        self._model: Metric3D | OnnxMetric3D | None = None
         self.weights_path: Path | None = None
         self.device: str | None = None
         self._warned_no_normals = False
@@ -216,8 +250,10 @@ class ModelDepth:
         """Resolve the weights and load the model now (one clear error instead of one per photo)."""
         self.model()
 
-    def model(self) -> Metric3D:
+    def model(self) -> Metric3D | OnnxMetric3D:
         """The loaded model (loaded on first call; ``spec.threads`` is applied first)."""
+        if self._model is None and self.spec.backend == "onnxruntime":
+            self._model = self._load_onnx()
         if self._model is None:
             from metrocli.model.factory import load_model, resolve_device
             from metrocli.model.runtime import set_threads
@@ -241,10 +277,39 @@ class ModelDepth:
             )
         return self._model
 
+    def _load_onnx(self) -> OnnxMetric3D:
+        """The ``.onnx`` file of ``spec.weights`` in onnxruntime; its preset must be ``spec.name``."""
+        from metrocli.errors import WeightsError
+        from metrocli.model.onnx_runtime import OnnxMetric3D
+
+        assert self.spec.weights is not None  # check_backend
+        start = time.perf_counter()
+        device = self.spec.device
+        assert device != "mps"  # check_backend
+        model = OnnxMetric3D(self.spec.weights, device=device, threads=self.spec.threads)
+        if model.preset.name != self.spec.name:
+            raise WeightsError(
+                f"{self.spec.weights} is an export of {model.preset.name}, not --model {self.spec.name}"
+            )
+        self.weights_path = Path(self.spec.weights)
+        self.device = "cuda" if "CUDAExecutionProvider" in model.providers else "cpu"
+        log.info(
+            "loaded %s from %s in onnxruntime (%s) in %.1f s",
+            self.spec.name,
+            self.weights_path,
+            ", ".join(model.providers),
+            time.perf_counter() - start,
+        )
+        return model
+
     def provide(self, photo: Photo, *, normals: bool = True) -> DepthMap:
         """One forward at the photo's intrinsics; with ``--focal auto`` self-calibrated from it (normals
         are then always computed). ``normals=False`` skips upsampling the normals (faster at 12 MP)."""
-        prediction = self.model().predict(photo.image, photo.intrinsics, normals=normals or self.focal.auto)
+        from metrocli.pipeline.principal import predict_centred
+
+        prediction = predict_centred(
+            self.model(), photo.image, photo.intrinsics, normals=normals or self.focal.auto
+        )
         if normals and prediction.normal is None and not self._warned_no_normals:
             log.warning("%s predicts depth only: no normals", self.spec.name)
             self._warned_no_normals = True
@@ -273,11 +338,12 @@ class ModelDepth:
         )
 
     def key(self) -> dict[str, Any]:
-        """Model, weights argument, precision and focal mode."""
+        """Model, weights argument, precision, backend (when not torch) and focal mode."""
         return {
             "model": self.spec.name,
             "weights": str(self.spec.weights) if self.spec.weights else None,
             "precision": self.spec.precision,
+            **({"backend": self.spec.backend} if self.spec.backend != "torch" else {}),
             **self.focal.key(),
         }
 
@@ -320,6 +386,7 @@ class SensorDepth:
         t0 = time.perf_counter()
         depth_file = self.depth_file(Path(photo.path))
         sensor = load_sensor_depth(depth_file, photo, self.depth_scale)
+        warn_implausible_depth(depth_file, sensor.depth_m)
         return DepthMap(
             source="sensor",
             name=depth_file.name,
@@ -336,11 +403,39 @@ class SensorDepth:
         return {where: str(self.path), "depth_scale": self.depth_scale, **self.focal.key()}
 
 
-def photos_of(folder: str | os.PathLike[str], provider: DepthProvider) -> list[Path]:
+#: Median depths (metres) outside this range suggest a wrong ``--depth-scale``.
+PLAUSIBLE_MEDIAN_M = (0.3, 300.0)
+
+
+def warn_implausible_depth(depth_file: Path, depth_m: np.ndarray) -> float | None:
+    """Log a warning when the median valid depth of a sensor map is outside :data:`PLAUSIBLE_MEDIAN_M`
+    (a KITTI map read as millimetres, a map in centimetres, ...); returns the median (None if no depth)."""
+    valid = depth_m[np.isfinite(depth_m) & (depth_m > 0)]
+    if valid.size == 0:
+        return None
+    median = float(np.median(valid))
+    low, high = PLAUSIBLE_MEDIAN_M
+    if not low <= median <= high:
+        log.warning(
+            "%s: median depth %.3g m is implausible; check --depth-scale (metres per stored unit: "
+            "PNG default 0.001 = millimetres, as NYU; KITTI 0.00390625 = 1/256 m)",
+            depth_file,
+            median,
+        )
+    return median
+
+
+def photos_of(
+    folder: str | os.PathLike[str],
+    provider: DepthProvider,
+    *,
+    recursive: bool = False,
+    exclude: Sequence[str | os.PathLike[str]] = (),
+) -> list[Path]:
     """:func:`~metrocli.pipeline.inputs.list_photos` of ``folder``, knowing where ``provider`` reads depth
     maps (the depth maps of the photos in a ``--depth-dir`` that is the same folder are not photos)."""
     sensor_dir = provider.path if isinstance(provider, SensorDepth) and provider.is_folder else None
-    return list_photos(folder, sensor_dir)
+    return list_photos(folder, sensor_dir, recursive=recursive, exclude=exclude)
 
 
 def make_provider(

@@ -75,6 +75,7 @@ class MultiviewResult:
         return {
             "output": str(self.output),
             "json": str(self.json_path),
+            "outputs": [str(self.output), str(self.json_path)],
             "reference": self.reference,
             "registered": list(self.registered),
             "left_out": dict(self.left_out),

@@ -1,20 +1,39 @@
 """``metro reconstruct --separate``: one mesh (or cloud) per photo into a folder, resumable.
 
 Each photo goes through :func:`metrocli.pipeline.single.reconstruct_photo` with the same depth provider (the
-model is loaded once, lazily); a photo whose output exists is skipped unless ``force``.
+model is loaded once, lazily). An index in the user's cache (:func:`index_path_for`: nothing but the outputs
+is ever added to the output folder or beside it) records the
+resume key of each output (:func:`metrocli.pipeline.fingerprint.resume_key`: photo and sensor-map content,
+provider settings, these options); a photo is skipped only when its output exists with the same key, unless
+``force``. A file in the folder that the index does not list is never replaced.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from metrocli.errors import MetroUsageError
+from metrocli.atomic import write_text_atomic
+from metrocli.errors import MetroUsageError, OutputError
+from metrocli.pipeline.fingerprint import resume_key
 from metrocli.pipeline.inputs import plan_stems
 from metrocli.pipeline.provider import DepthProvider, photos_of
 from metrocli.pipeline.single import MeshMethod
+
+
+def index_path_for(out_dir: Path) -> Path:
+    """Where the resume index of output folder ``out_dir`` lives (output name -> resume key):
+    ``<cache>/separate/<sha256 of the folder's resolved path>.json`` (see :func:`metrocli.model.weights.
+    cache_dir`)."""
+    import hashlib
+
+    from metrocli.model.weights import cache_dir
+
+    digest = hashlib.sha256(os.fsencode(out_dir.resolve())).hexdigest()[:32]
+    return cache_dir() / "separate" / f"{digest}.json"
 
 
 @dataclass(frozen=True)
@@ -27,6 +46,16 @@ class SeparateOptions:
     simplify: int | None = None
     force: bool = False
     suffix: str = ".ply"
+    recursive: bool = False
+
+    def key(self) -> dict[str, Any]:
+        """The options that shape an output (resume)."""
+        return {
+            "points_only": self.points_only,
+            "mesh_method": self.mesh_method,
+            "simplify": self.simplify,
+            "suffix": self.suffix,
+        }
 
 
 @dataclass(frozen=True)
@@ -39,7 +68,13 @@ class SeparateResult:
     details: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"photo": str(self.photo), "output": str(self.output), "skipped": self.skipped, **self.details}
+        return {
+            "photo": str(self.photo),
+            "output": str(self.output),
+            "outputs": [str(self.output)],
+            "skipped": self.skipped,
+            **self.details,
+        }
 
 
 class SeparateJob:
@@ -58,14 +93,56 @@ class SeparateJob:
         self.options = options
         if self.out_dir.exists() and not self.out_dir.is_dir():
             raise MetroUsageError(f"-o {self.out_dir}: --separate needs an output folder")
-        photos = photos_of(inputs, provider) if inputs.is_dir() else [inputs]
+        photos = (
+            photos_of(inputs, provider, recursive=options.recursive, exclude=[self.out_dir])
+            if inputs.is_dir()
+            else [inputs]
+        )
         if not photos:
             raise MetroUsageError(f"{inputs}: no photos found")
         self.plan = plan_stems(photos)
+        self.index_path = index_path_for(self.out_dir)
+        self.index = self._read_index()
+        self.check_targets()
+
+    def _read_index(self) -> dict[str, str]:
+        try:
+            data = json.loads(self.index_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+    def key(self, photo: Path) -> str:
+        """The resume key of ``photo``'s output."""
+        return resume_key(photo, self.provider, self.options.key())
+
+    def check_targets(self) -> None:
+        """OutputError (before any work) when an output would replace an input photo, or a file that this
+        command did not write (not in the index)."""
+        inputs = {photo.resolve() for photo, _ in self.plan}
+        for photo, stem in self.plan:
+            out = self.output_for(stem)
+            if out.resolve() in inputs:
+                raise OutputError(f"{out} is an input of this run; metro never writes over an input")
+            if (out.exists() or out.is_symlink()) and out.name not in self.index and not self.options.force:
+                raise OutputError(
+                    f"{out} exists and was not written by this command (for {photo}); refusing to replace "
+                    "it: choose another output folder, or --force"
+                )
+
+    def up_to_date(self, photo: Path, stem: str) -> bool:
+        """Whether ``photo``'s output exists with the same resume key (and ``force`` is off)."""
+        out = self.output_for(stem)
+        if self.options.force or not out.is_file():
+            return False
+        try:
+            return self.index.get(out.name) == self.key(photo)
+        except OSError:  # the photo cannot be read: the run reports it
+            return False
 
     def prepare(self) -> None:
         """Load the model when some photo still needs depth (WeightsError up front)."""
-        if any(self.options.force or not self.output_for(stem).is_file() for _, stem in self.plan):
+        if not all(self.up_to_date(photo, stem) for photo, stem in self.plan):
             self.provider.prepare()
 
     def output_for(self, stem: str) -> Path:
@@ -78,9 +155,11 @@ class SeparateJob:
         photo, stem = item
         out = self.output_for(stem)
         o = self.options
-        if out.is_file() and not o.force:
+        if self.up_to_date(photo, stem):
             return SeparateResult(photo, out, True)
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.index.pop(out.name, None)
+        self._write_index()
         result = reconstruct_photo(
             photo,
             out,
@@ -89,7 +168,14 @@ class SeparateJob:
             mesh_method=o.mesh_method,
             simplify=o.simplify,
         )
+        self.index[out.name] = self.key(photo)
+        self._write_index()
         details = result.to_dict()
         details.pop("photo", None)
         details.pop("output", None)
         return SeparateResult(photo, out, False, details)
+
+    def _write_index(self) -> None:
+        if self.out_dir.is_dir():
+            self.index_path.parent.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(self.index_path, json.dumps(self.index, indent=1, sort_keys=True) + "\n")

@@ -61,6 +61,7 @@ class ReconstructResult:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (``focal_uncertainty_px`` and ``selfcal`` only with ``focal_auto``)."""
         out = dict(self.__dict__)
+        out["outputs"] = [str(self.output)]
         if self.selfcal is None:
             del out["selfcal"], out["focal_uncertainty_px"]
         return out
@@ -103,9 +104,17 @@ def reconstruct_photo(
         ImageError, DepthMapError, WeightsError: unreadable inputs; MetroUsageError: unsupported output
         extension or bad option; ReconstructionError: no usable depth in the photo.
     """
+    import numpy as np
+
     from metrocli.errors import MetroUsageError, ReconstructionError
     from metrocli.geometry.pointcloud import point_cloud_from_depth
-    from metrocli.io.geometry_io import MESH_SUFFIXES, POINT_CLOUD_SUFFIXES, write_mesh, write_point_cloud
+    from metrocli.io.geometry_io import (
+        MESH_SUFFIXES,
+        POINT_CLOUD_SUFFIXES,
+        CameraView,
+        write_mesh,
+        write_point_cloud,
+    )
 
     out_path = Path(out_path)
     allowed = POINT_CLOUD_SUFFIXES if points_only else MESH_SUFFIXES
@@ -162,8 +171,9 @@ def reconstruct_photo(
         focal_uncertainty_px=selfcal["uncertainty_px"] if selfcal is not None else None,
         selfcal=selfcal,
     )
+    camera = (CameraView(photo.path.name, k, np.eye(4)),)  # a GLB opens from the photo's viewpoint
     if points_only:
-        write_point_cloud(out_path, cloud)
+        write_point_cloud(out_path, cloud, cameras=camera)
         log.info("%s: %d points -> %s", photo.path.name, len(cloud), out_path)
         return points
 
@@ -188,7 +198,7 @@ def reconstruct_photo(
         raise ReconstructionError(f"{photo.path}: no surface could be meshed (depth too sparse)")
     if simplify is not None:
         mesh = simplify_mesh(mesh, simplify)
-    write_mesh(out_path, mesh)
+    write_mesh(out_path, mesh, cameras=camera)
     log.info(
         "%s: %s mesh, %d vertices, %d triangles -> %s",
         photo.path.name,

@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import metrocli.synth as synth
+import metrocli.synth.samples as samples
 from metrocli.errors import MeasurementError, MetroUsageError
 from metrocli.geometry.normals import depth_edges, known_normals
 from metrocli.io.geometry_io import read_ply_vertices
@@ -14,9 +16,6 @@ from metrocli.model.spec import ModelSpec
 from metrocli.pipeline.measure import measure_photo
 from metrocli.pipeline.provider import ModelDepth, SensorDepth, surface_normals
 from metrocli.pipeline.single import reconstruct_photo
-
-synth = pytest.importorskip("metrocli.synth")
-samples = pytest.importorskip("metrocli.synth.samples")
 
 #: lens (35 mm equivalent), eye, target, EXIF orientation of the stored JPEG
 SHOTS = {
@@ -159,6 +158,14 @@ def test_reconstruct_points_poisson_simplify_formats(shots: dict, tmp_path: Path
     assert simple.n_triangles <= 5000
     tm = trimesh.load(tmp_path / "small.glb", force="mesh")
     assert 0 < len(tm.faces) <= 5000
+    # the GLB is in glTF axes (x, -y, -z): y up, in front of the photo's glTF camera (its -z)
+    glb = trimesh.load(tmp_path / "small.glb", process=False)
+    np.testing.assert_allclose(glb.camera_transform, np.eye(4))
+    gl_verts = np.asarray(glb.geometry["scene"].vertices)
+    assert (gl_verts[:, 2] < 0).all()
+    assert scene.distance_m(_camera_to_world(view, gl_verts * [1, -1, -1])).max() < 0.005
+    up_in_camera = np.asarray(view.pose)[:3, :3].T @ [0.0, 0.0, 1.0]  # the room's up (world +z)
+    assert (up_in_camera * [1, -1, -1])[1] > np.cos(np.radians(30))
 
     poisson = reconstruct_photo(
         photo, tmp_path / "poisson.ply", SensorDepth(depth), mesh_method="poisson", poisson_depth=7

@@ -1,0 +1,142 @@
+"""The pipelined batch engine: input order, per-item errors, stages overlap, bounded memory, clean end."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from metrocli.pipeline.engine import Outcome, pipelined
+
+
+def test_outcomes_come_in_input_order_whatever_the_stage_times() -> None:
+    def finish(x: int) -> int:
+        time.sleep(0.02 if x % 2 == 0 else 0.0)  # even items finish late: still in order
+        return x * 10
+
+    outcomes = list(pipelined(range(7), lambda x: x, lambda x: x + 1, finish, ahead=2, writers=3))
+    assert [o.item for o in outcomes] == list(range(7))
+    assert [o.result() for o in outcomes] == [(x + 1) * 10 for x in range(7)]
+
+
+def test_an_error_of_any_stage_is_that_items_outcome_and_the_batch_goes_on() -> None:
+    def load(x: int) -> int:
+        if x == 1:
+            raise ValueError("bad photo")
+        return x
+
+    def compute(x: int) -> int:
+        if x == 3:
+            raise RuntimeError("model failed")
+        return x
+
+    def finish(x: int) -> int:
+        if x == 5:
+            raise OSError("disk full")
+        return x
+
+    outcomes = list(pipelined(range(7), load, compute, finish))
+    assert [o.item for o in outcomes] == list(range(7))
+    errors = {o.item: type(o.error) for o in outcomes if o.error is not None}
+    assert errors == {1: ValueError, 3: RuntimeError, 5: OSError}
+    assert [o.value for o in outcomes if o.error is None] == [0, 2, 4, 6]
+    with pytest.raises(ValueError, match="bad photo"):
+        outcomes[1].result()
+
+
+def test_loading_and_writing_overlap_the_model() -> None:
+    """While the model works on item k, item k+1 is loaded and item k-1 written (threads)."""
+    seen: list[tuple[str, int, int]] = []  # (stage, item, items being computed)
+    computing = threading.Event()
+    lock = threading.Lock()
+
+    def load(x: int) -> int:
+        time.sleep(0.03)
+        with lock:
+            seen.append(("load", x, computing.is_set()))
+        return x
+
+    def compute(x: int) -> int:
+        computing.set()
+        time.sleep(0.08)
+        computing.clear()
+        return x
+
+    def finish(x: int) -> int:
+        time.sleep(0.03)
+        with lock:
+            seen.append(("finish", x, computing.is_set()))
+        return x
+
+    start = time.perf_counter()
+    assert [o.result() for o in pipelined(range(6), load, compute, finish)] == list(range(6))
+    wall = time.perf_counter() - start
+    assert wall < 6 * (0.03 + 0.08 + 0.03) * 0.8  # not one stage after another
+    assert any(stage == "load" and busy for stage, _, busy in seen)
+    assert any(stage == "finish" and busy for stage, _, busy in seen)
+
+
+def test_memory_is_bounded_by_the_queues() -> None:
+    """The loader never runs more than a few items ahead of the consumer (a 300-photo batch stays flat)."""
+    loaded: list[int] = []
+    ahead = 2
+    worst = 0
+
+    def load(x: int) -> int:
+        loaded.append(x)
+        return x
+
+    outcomes = pipelined(range(50), load, lambda x: x, lambda x: x, ahead=ahead, writers=1)
+    for consumed, outcome in enumerate(outcomes, start=1):
+        time.sleep(0.002)
+        worst = max(worst, len(loaded) - consumed)
+        assert outcome.error is None
+    # queue + one in hand + the writer's pending items + one being loaded
+    assert worst <= 2 * ahead + 3
+
+
+def test_stopping_early_finishes_the_writes_under_way_and_starts_none() -> None:
+    started: list[int] = []
+    finished: list[int] = []
+
+    def finish(x: int) -> int:
+        started.append(x)
+        time.sleep(0.05)
+        finished.append(x)
+        return x
+
+    outcomes = pipelined(range(100), lambda x: x, lambda x: x, finish, ahead=2, writers=1)
+    assert next(outcomes).result() == 0
+    outcomes.close()  # what Ctrl-C in the consumer does (the generator's finally)
+    assert started == finished  # every write that began completed: no half-written output
+    assert len(started) < 10
+    count = len(started)
+    time.sleep(0.15)
+    assert len(started) == count  # nothing new after the stop
+
+
+def test_interrupt_in_the_model_stops_the_batch() -> None:
+    finished: list[int] = []
+
+    def compute(x: int) -> int:
+        if x == 3:
+            raise KeyboardInterrupt
+        return x
+
+    def finish(x: int) -> int:
+        time.sleep(0.02)
+        finished.append(x)
+        return x
+
+    got: list[Outcome[int, int]] = []
+    with pytest.raises(KeyboardInterrupt):
+        for outcome in pipelined(range(10), lambda x: x, compute, finish):
+            got.append(outcome)
+    assert [o.item for o in got] == finished[: len(got)]
+    assert 3 not in finished and set(finished) <= {0, 1, 2}
+
+
+def test_bad_arguments() -> None:
+    with pytest.raises(ValueError):
+        next(pipelined([1], lambda x: x, lambda x: x, lambda x: x, ahead=0))
