@@ -115,6 +115,14 @@ if TYPE_CHECKING:
     metavar="colmap DIR",
     help="Folder: also write the scene as a COLMAP model (cameras.txt, images.txt, points3D.txt) in DIR.",
 )
+@click.option(
+    "--fps",
+    type=float,
+    default=2.0,
+    show_default=True,
+    callback=positive("number of frames per second"),
+    help="Video INPUT: frames sampled per second of video.",
+)
 @json_option
 def reconstruct(
     input_path: Path,
@@ -135,6 +143,7 @@ def reconstruct(
     simplify: int | None,
     cameras: bool,
     export: tuple[str, Path] | None,
+    fps: float,
     as_json: bool,
 ) -> None:
     """Metric 3D of INPUT: a photo, or a folder of photos of one scene.
@@ -146,16 +155,23 @@ def reconstruct(
                      pose (4x4 camera-to-first-camera), intrinsics, focal source and depth scale, and the
                      photos left out with the reason. A .glb holds every registered photo's camera
                      (--cameras: also a frustum mesh each); --export colmap DIR writes a COLMAP model.
+    INPUT a video:   frames sampled at --fps (default 2 per second) are registered in time order and fused
+                     like a folder (model depth; frames have no EXIF, so give --fov or --focal-px if known).
     --separate:      one mesh per photo into the folder -o; re-running skips finished photos (--force redoes).
     --focal auto:    every photo's focal length is self-calibrated from its own prediction (model depth
                      only); a photo with a flat objective keeps its EXIF/default focal length, with a
                      warning. --json reports focal_source and focal_uncertainty_px per photo.
     """
+    import tempfile
+
+    from metrocli.io.video import is_video, write_frames
     from metrocli.pipeline.multiview import MultiviewOptions
     from metrocli.pipeline.separate import SeparateOptions
 
     if input_path.is_dir() and depth_file is not None:
         raise click.UsageError("--depth is for a single photo; use --depth-dir with a folder")
+    if is_video(input_path) and (depth_file is not None or depth_dir is not None):
+        raise click.UsageError("a video's depth comes from the model; --depth/--depth-dir are for photos")
     if cameras and (separate or not input_path.is_dir()):
         raise click.UsageError("--cameras is for a folder fused into one .glb scene")
     if export is not None and (separate or not input_path.is_dir()):
@@ -184,6 +200,16 @@ def reconstruct(
             voxel_m, per_photo_scale, scale_ref, simplify=simplify, force=force, cameras=cameras
         )
         _folder(input_path, out_path, provider, folder, as_json, export[1] if export else None)
+    elif is_video(input_path):
+        folder = MultiviewOptions(voxel_m, per_photo_scale, scale_ref, simplify=simplify, force=True)
+        with tempfile.TemporaryDirectory(prefix="metro-video-") as tmp:
+            frames = write_frames(input_path, tmp, fps)
+            if len(frames) < 2:
+                raise click.UsageError(
+                    f"{input_path}: {len(frames)} frame(s) at --fps {fps:g}; need 2 or more"
+                )
+            click.echo(f"{input_path}: {len(frames)} frames sampled at {fps:g} per second", err=True)
+            _folder(Path(tmp), out_path, provider, folder, as_json)
     else:
         _single(input_path, out_path, provider, SeparateOptions(points_only, mesh_method, simplify), as_json)
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -209,9 +209,14 @@ class MultiviewRegistration:
         poses: ``{k: 4x4 camera-to-reference}`` for the registered frames.
         scales: ``{k: s_k}``: multiply frame ``k``'s depth by ``s_k`` before using ``poses[k]``.
         left_out: ``{k: reason}`` for frames that could not be registered.
-        pairs: every pair tried (coarse feature registration).
-        pruned: ``(i, j)`` edges the pose-graph optimiser rejected as inconsistent.
+        pairs: every pair tried (:class:`metrocli.geometry.registration.PairRegistration`, with its dense
+            verification, residual and where its pose came from).
+        pruned: ``(i, j)`` accepted pairs left out of the final graph because they disagree with the others.
         scale_reference: ``"first"`` (``s_reference = 1``) or ``"mean"`` (geometric mean of scales = 1).
+        pose_uncertainty: ``{k: (rotation_deg, translation_m)}``: one-sigma uncertainty of each pose from the
+            information of its edges and their residuals (0 for the reference).
+        scale_spread: standard deviation of ``log s_k`` over the registered frames (0 with metric depth): the
+            spread of the per-photo depth scales, i.e. how far the photos disagree on the metric scale.
     """
 
     reference: int
@@ -221,6 +226,88 @@ class MultiviewRegistration:
     pairs: tuple
     pruned: tuple[tuple[int, int], ...]
     scale_reference: str = "first"
+    pose_uncertainty: dict[int, tuple[float, float]] = field(default_factory=dict)
+    scale_spread: float = 0.0
+
+
+def _edge_residual(poses: dict[int, np.ndarray], e: Edge) -> tuple[float, float]:
+    """(rotation degrees, translation metres) between an edge and the relative pose of its frames."""
+    rel = np.linalg.inv(poses[e.i]) @ poses[e.j]
+    d = np.linalg.inv(e.transform) @ rel
+    ang = float(np.degrees(np.arccos(np.clip((np.trace(d[:3, :3]) - 1) / 2, -1.0, 1.0))))
+    return ang, float(np.linalg.norm(rel[:3, 3] - e.transform[:3, 3]))
+
+
+def _solve_graph(
+    n: int,
+    accepted: Sequence,
+    estimate_scale: bool,
+    voxel_m: float,
+    max_residual: tuple[float, float],
+) -> tuple[list[int], dict[int, float], dict[int, np.ndarray], list[Edge], list[tuple[int, int]]]:
+    """Largest connected part, scales, pose graph; edges that disagree with the optimised poses (cycle
+    check) are removed one at a time, worst first, until all agree. Returns ``(nodes, scales, poses, kept
+    metric edges, removed (i, j))``."""
+    active = list(accepted)
+    removed: list[tuple[int, int]] = []
+    while True:
+        comp = largest_component(n, [(p.i, p.j) for p in active])
+        reference = comp[0]
+        raw = [
+            Edge(p.i, p.j, p.transform, p.scale, 100.0 * p.overlap * p.consistency, p.information)
+            for p in active
+            if p.i in comp and p.j in comp
+        ]
+        scales = solve_scales(comp, raw, reference) if estimate_scale else {k: 1.0 for k in comp}
+        edges = []
+        for e in raw:
+            t = e.transform.copy()
+            t[:3, 3] *= scales[e.i]  # translation was in i's raw depth units
+            edges.append(Edge(e.i, e.j, t, e.scale, e.weight, e.information))
+        initial = spanning_tree_poses(comp, edges, reference)
+        poses, pruned = optimise_poses(comp, edges, reference, initial, max_correspondence_m=2.0 * voxel_m)
+        bad = []
+        for e in edges:
+            ang, dist = _edge_residual(poses, e)
+            excess = max(ang / max_residual[0], dist / max_residual[1])
+            if excess > 1.0 or (e.i, e.j) in pruned:
+                bad.append((excess if excess > 1.0 else 1.0, e.i, e.j))
+        if not bad:
+            return comp, scales, poses, edges, removed
+        _, bi, bj = max(bad)
+        log.debug("edge %s-%s disagrees with the other poses: removed", bi, bj)
+        removed.append((bi, bj))
+        active = [p for p in active if (p.i, p.j) != (bi, bj)]
+        if not active:
+            return [0], {0: 1.0}, {0: np.eye(4)}, [], removed
+
+
+def _hops(n: int, edges: Sequence[Edge]) -> np.ndarray:
+    """(n, n) number of edges on the shortest path between two frames (inf when not connected)."""
+    from scipy.sparse import coo_matrix, csgraph
+
+    pairs = np.array([(e.i, e.j) for e in edges], dtype=np.int64).reshape(-1, 2)
+    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n)).tocsr()
+    return csgraph.shortest_path(graph, method="D", directed=False, unweighted=True)
+
+
+def _pose_uncertainty(poses: dict[int, np.ndarray], edges: Sequence[Edge], pairs: dict, reference: int):
+    """One-sigma (rotation deg, translation m) of each pose from its edges' information and residuals."""
+    out: dict[int, tuple[float, float]] = {reference: (0.0, 0.0)}
+    for k in poses:
+        if k == reference:
+            continue
+        info = np.zeros((6, 6))
+        for e in edges:
+            if k in (e.i, e.j) and e.information is not None:
+                p = pairs[(e.i, e.j)]
+                sigma = max(float(p.residual_m), 1e-3) if np.isfinite(p.residual_m) else 0.01
+                info += np.asarray(e.information) / sigma**2
+        cov = np.linalg.pinv(info) if info.any() else np.full((6, 6), np.inf)
+        rot = float(np.degrees(np.sqrt(max(np.linalg.eigvalsh(cov[:3, :3]).max(), 0.0))))
+        trans = float(np.sqrt(max(np.linalg.eigvalsh(cov[3:, 3:]).max(), 0.0)))
+        out[k] = (rot, trans)
+    return out
 
 
 def register_frames(
@@ -230,94 +317,132 @@ def register_frames(
     scale_reference: str = "first",
     icp: str = "point-to-plane",
     icp_voxel_m: float | None = None,
-    min_inliers: int = 15,
+    window: int = 2,
+    retrieval: int = 4,
+    loop_closures: int = 3,
     seed: int = 0,
 ) -> MultiviewRegistration:
-    """Register RGB-D frames (:class:`metrocli.geometry.registration.Frame`) in any order.
+    """Register RGB-D frames (:class:`metrocli.geometry.registration.Frame`), given in capture order.
 
-    1. SIFT features per frame; every pair registered from features lifted to 3D (RANSAC, Umeyama; a
-       similarity when ``estimate_scale``).
-    2. Match graph of the accepted pairs; its largest connected part is kept, the other frames are left out
-       with a reason. The first frame of that part is the reference.
-    3. Per-frame depth scales from the pairwise ratios (``estimate_scale``), relative to the reference, or
-       normalised to a geometric mean of 1 with ``scale_reference="mean"``.
-    4. ICP refinement of every accepted pair on the rescaled dense clouds, then Open3D pose-graph
-       optimisation over all of them.
+    1. SIFT features per frame; candidate pairs from the capture order (``window`` next frames) and image
+       retrieval (``retrieval`` most similar frames) (:mod:`metrocli.geometry.pairing`), not all pairs.
+    2. Each candidate pair registered and densely verified (:func:`metrocli.geometry.pairs.register_pair`:
+       feature and FPFH hypotheses, ICP only where it does not worsen the verification, ambiguous pairs
+       refused).
+    3. Largest connected part of the verified pairs; per-frame depth scales (``estimate_scale``); Open3D
+       pose-graph optimisation; pairs that disagree with the optimised poses are removed (cycle check) and
+       the graph solved again.
+    4. Loop closures: up to ``loop_closures`` untried pairs per frame whose cameras the poses place close
+       together are registered from the predicted pose, verified and added; the graph is solved again.
+    5. Frames outside the final graph are left out with the reason.
 
     Raises:
-        ReconstructionError: fewer than 2 frames, or no pair of frames overlaps.
+        ReconstructionError: fewer than 2 frames, or no pair of frames could be registered.
     """
     from metrocli.errors import ReconstructionError
-    from metrocli.geometry.registration import (
-        cloud_pyramid,
-        detect_features,
-        icp_refine,
-        lift_features,
-        register_features,
-    )
+    from metrocli.geometry.pairing import candidate_pairs
+    from metrocli.geometry.pairs import MODEL_VERIFY, SENSOR_VERIFY, FrameData, register_pair
+    from metrocli.geometry.registration import detect_features, frame_cloud, lift_features
+    from metrocli.geometry.verification import dense_view, verify_pose
 
     n = len(frames)
     if n < 2:
         raise ReconstructionError(f"multi-view reconstruction needs at least 2 photos, got {n}")
-    feats = [lift_features(detect_features(f.rgb), f) for f in frames]
-    pairs = []
-    for i in range(n):
-        for j in range(i + 1, n):
-            pairs.append(
-                register_features(
-                    i, j, frames[i], frames[j], feats[i], feats[j],
-                    with_scale=estimate_scale, min_inliers=min_inliers, seed=seed,
-                )
-            )  # fmt: skip
-            log.debug("pair %s-%s: %s", frames[i].name, frames[j].name, pairs[-1])
-    good = [p for p in pairs if p.ok]
+    if icp_voxel_m is None:
+        depths = [np.percentile(d[d > 0], 90) for f in frames if (d := np.nan_to_num(f.depth_m)).any()]
+        icp_voxel_m = float(np.clip(max(depths, default=1.5) / 150.0, 0.01, 0.1))
+    fpfh_voxel_m = max(0.05, 2.5 * icp_voxel_m)
+    opts = MODEL_VERIFY if estimate_scale else SENSOR_VERIFY
+    data = [
+        FrameData(
+            f,
+            lift_features(detect_features(f.rgb), f),
+            dense_view(f.rgb, f.depth_m, f.intrinsics),
+            frame_cloud(f, voxel_m=icp_voxel_m, max_points=80_000),
+        )
+        for f in frames
+    ]
+
+    def pair(i: int, j: int, predicted=None):
+        p = register_pair(
+            i, j, data[i], data[j], with_scale=estimate_scale, opts=opts, icp=icp,
+            icp_voxel_m=icp_voxel_m, fpfh_voxel_m=fpfh_voxel_m, predicted=predicted, seed=seed,
+        )  # fmt: skip
+        log.debug("pair %s-%s: %s %s", frames[i].name, frames[j].name, p.ok, p.reason or p.source)
+        return p
+
+    pairs = {(i, j): pair(i, j) for i, j in candidate_pairs([d.features.descriptors for d in data])}
+    good = [p for p in pairs.values() if p.ok]
     if not good:
-        best = max(pairs, key=lambda p: p.n_inliers)
+        best = max(pairs.values(), key=lambda p: (p.n_matches, p.i))
         raise ReconstructionError(
             f"no two photos overlap enough to register (best pair {frames[best.i].name} / "
             f"{frames[best.j].name}: {best.reason})"
         )
-    comp = largest_component(n, [(p.i, p.j) for p in good])
+    max_residual = (3.0, 0.15) if estimate_scale else (1.5, 0.05)
+    comp, scales, poses, edges, removed = _solve_graph(n, good, estimate_scale, icp_voxel_m, max_residual)
+    if loop_closures > 0 and len(comp) > 2:
+        added = False
+        hops = _hops(n, edges)
+        axes = {k: poses[k][:3, 2] for k in comp}
+        for i in comp:
+            # frames the graph links only through a long chain (a revisit, the end of an orbit), nearest
+            # first (camera distance plus a metre per unit of 1 - cos of the angle between the view axes)
+            near = sorted(
+                (np.linalg.norm(poses[i][:3, 3] - poses[j][:3, 3]) + 1.0 - float(axes[i] @ axes[j]), j)
+                for j in comp
+                if j > i and hops[i, j] > 2 and (i, j) not in pairs and float(axes[i] @ axes[j]) > 0.0
+            )
+            for _, j in near[:loop_closures]:
+                rel = np.linalg.inv(poses[i]) @ poses[j]
+                rel[:3, 3] /= scales[i]
+                ratio = scales[j] / scales[i]
+                quick = verify_pose(
+                    data[i].view, data[j].view, rel, ratio, tol_m=opts.tol_m, tol_rel=opts.tol_rel
+                )
+                if quick.overlap < opts.min_overlap:
+                    continue
+                p = pair(i, j, predicted=(rel, ratio))
+                pairs[(i, j)] = p
+                added |= p.ok
+        if added:
+            good = [p for p in pairs.values() if p.ok and (p.i, p.j) not in removed]
+            solved = _solve_graph(n, good, estimate_scale, icp_voxel_m, max_residual)
+            comp, scales, poses, edges, more = solved
+            removed += more
     reference = comp[0]
-    left_out = _left_out_reasons(frames, pairs, comp)
-    coarse = [Edge(p.i, p.j, p.transform, p.scale, float(p.n_inliers)) for p in good if p.i in comp]
-    scales = solve_scales(comp, coarse, reference) if estimate_scale else {k: 1.0 for k in comp}
-    if icp_voxel_m is None:
-        depths = [np.percentile(d[d > 0], 90) for k in comp if (d := np.nan_to_num(frames[k].depth_m)).any()]
-        icp_voxel_m = float(np.clip(max(depths) / 150.0, 0.01, 0.1))
-    clouds = {k: cloud_pyramid(frames[k], scale=scales[k], voxel_m=icp_voxel_m) for k in comp}
-    edges = []
-    for e in coarse:
-        init = e.transform.copy()
-        init[:3, 3] *= scales[e.i]  # translation was in i's raw depth units
-        res = icp_refine(clouds[e.j], clouds[e.i], init, voxel_m=icp_voxel_m, method=icp)  # type: ignore[arg-type]
-        moved = np.linalg.norm(res.transform[:3, 3] - init[:3, 3])
-        log.debug("ICP %s-%s: fitness %.2f rmse %.4f moved %.3f m", e.i, e.j, res.fitness, res.rmse_m, moved)
-        edges.append(Edge(e.i, e.j, res.transform, e.scale, e.weight, res.information))
-    initial = spanning_tree_poses(comp, edges, reference)
-    poses, pruned = optimise_poses(comp, edges, reference, initial, max_correspondence_m=2.0 * icp_voxel_m)
+    left_out = _left_out_reasons(frames, list(pairs.values()), comp, removed)
+    uncertainty = _pose_uncertainty(poses, edges, pairs, reference)
+    spread = float(np.std([np.log(scales[k]) for k in comp])) if estimate_scale else 0.0
     if estimate_scale and scale_reference == "mean":
         g = float(np.exp(np.mean([np.log(scales[k]) for k in comp])))
         scales = {k: s / g for k, s in scales.items()}
         for pose in poses.values():
             pose[:3, 3] /= g
     return MultiviewRegistration(
-        reference, poses, scales, left_out, tuple(pairs), tuple(pruned),
-        scale_reference if estimate_scale else "first",
+        reference, poses, scales, left_out, tuple(pairs[key] for key in sorted(pairs)), tuple(removed),
+        scale_reference if estimate_scale else "first", uncertainty, spread,
     )  # fmt: skip
 
 
-def _left_out_reasons(frames: Sequence, pairs: Sequence, comp: Sequence[int]) -> dict[int, str]:
+def _left_out_reasons(
+    frames: Sequence, pairs: Sequence, comp: Sequence[int], removed: Sequence[tuple[int, int]]
+) -> dict[int, str]:
     comp_set = set(comp)
+    dropped = set(removed)
     out: dict[int, str] = {}
     for k in range(len(frames)):
         if k in comp_set:
             continue
         mine = [p for p in pairs if k in (p.i, p.j)]
-        linked = [p for p in mine if p.ok]
+        linked = [p for p in mine if p.ok and (p.i, p.j) not in dropped]
         if linked:
             others = sorted({frames[p.j if p.i == k else p.i].name for p in linked})
             out[k] = f"overlaps only with photos outside the main group ({', '.join(others)})"
+        elif any(p.ok for p in mine):
+            out[k] = "its registrations disagree with the poses of the other photos (cycle check)"
+        elif not mine:
+            out[k] = "no candidate pair (not similar to any other photo)"
         else:
             best = max(mine, key=lambda p: (p.n_inliers, p.n_matches))
             other = frames[best.j if best.i == k else best.i].name

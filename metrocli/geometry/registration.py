@@ -111,6 +111,13 @@ class PairRegistration:
         n_matches: feature matches with valid depth on both sides.
         n_inliers: RANSAC inliers.
         inlier_rmse_m: RMS 3D residual of the inliers (metres).
+        consistency, overlap, photometric: dense verification of the accepted pose
+            (:class:`metrocli.geometry.verification.Verification`; NaN when not verified).
+        residual_m: RMS point-to-surface residual of the accepted pose (ICP's inlier RMSE; NaN if none).
+        source: where the accepted pose came from: ``"features"`` (image features lifted to 3D),
+            ``"fpfh"`` (geometry only), ``"prediction"`` (the other poses, for a loop closure), each
+            followed by ``"+icp"`` when ICP refined it.
+        information: 6x6 information matrix of the alignment (for the pose graph), or None.
     """
 
     i: int
@@ -122,6 +129,12 @@ class PairRegistration:
     n_matches: int = 0
     n_inliers: int = 0
     inlier_rmse_m: float = float("nan")
+    consistency: float = float("nan")
+    overlap: float = float("nan")
+    photometric: float = float("nan")
+    residual_m: float = float("nan")
+    source: str = ""
+    information: np.ndarray | None = None
 
 
 # --------------------------------------------------------------------------------------------- features
@@ -311,10 +324,14 @@ def ransac_similarity(
     needed = iterations
     while done < needed:
         k = min(batch, needed - done)
-        idx = np.stack([rng.choice(n, 3, replace=False) for _ in range(k)])
+        idx = rng.integers(0, n, size=(k, 3))
+        dup = (idx[:, 0] == idx[:, 1]) | (idx[:, 0] == idx[:, 2]) | (idx[:, 1] == idx[:, 2])
+        while dup.any():  # minimal samples of 3 distinct correspondences
+            idx[dup] = rng.integers(0, n, size=(int(dup.sum()), 3))
+            dup = (idx[:, 0] == idx[:, 1]) | (idx[:, 0] == idx[:, 2]) | (idx[:, 1] == idx[:, 2])
         s, r, t = _umeyama_batch(src[idx], dst[idx], with_scale)
-        pred = s[:, None, None] * np.einsum("kij,nj->kni", r, src) + t[:, None, :]
-        res = np.linalg.norm(pred - dst[None], axis=2)
+        diff = np.matmul(src[None], r.transpose(0, 2, 1)) * s[:, None, None] + t[:, None, :] - dst[None]
+        res = np.sqrt(np.einsum("kni,kni->kn", diff, diff))
         inl = res < thr[None]
         if with_scale:
             inl &= ((s >= scale_range[0]) & (s <= scale_range[1]))[:, None]
@@ -506,3 +523,50 @@ def icp_refine(
         fitness, rmse = float(ev.fitness), float(ev.inlier_rmse)
     info = reg.get_information_matrix_from_point_clouds(source, target, dist, transform)
     return IcpResult(transform, fitness, rmse, np.asarray(info))
+
+
+# ------------------------------------------------------------------------------------- FPFH (geometry)
+
+
+def fpfh_cloud(
+    frame: Frame, *, voxel_m: float
+) -> tuple[o3d.geometry.PointCloud, o3d.pipelines.registration.Feature]:
+    """A frame's cloud at ``voxel_m`` with normals and its FPFH features (radius ``5 * voxel_m``)."""
+    import open3d as o3d
+
+    pcd = frame_cloud(frame, voxel_m=voxel_m, max_points=60_000)
+    feat = o3d.pipelines.registration.compute_fpfh_feature(  # type: ignore[call-arg]
+        pcd, o3d.geometry.KDTreeSearchParamHybrid(radius=5.0 * voxel_m, max_nn=100)
+    )
+    return pcd, feat
+
+
+def fpfh_ransac(
+    source: tuple[o3d.geometry.PointCloud, o3d.pipelines.registration.Feature],
+    target: tuple[o3d.geometry.PointCloud, o3d.pipelines.registration.Feature],
+    *,
+    voxel_m: float,
+    seed: int = 0,
+    iterations: int = 20_000,
+) -> np.ndarray:
+    """Open3D's global registration (RANSAC on FPFH matches, edge-length and distance checks) of
+    ``source`` onto ``target`` (from :func:`fpfh_cloud`): a 4x4 rigid hypothesis, source -> target."""
+    import open3d as o3d
+
+    reg = o3d.pipelines.registration
+    o3d.utility.random.seed(seed)
+    dist = 1.5 * voxel_m
+    with o3d.utility.VerbosityContextManager(o3d.utility.VerbosityLevel.Error):
+        result = reg.registration_ransac_based_on_feature_matching(
+            source[0],
+            target[0],
+            source[1],
+            target[1],
+            True,
+            dist,
+            reg.TransformationEstimationPointToPoint(False),
+            3,
+            [reg.CorrespondenceCheckerBasedOnEdgeLength(0.9), reg.CorrespondenceCheckerBasedOnDistance(dist)],
+            reg.RANSACConvergenceCriteria(iterations, 0.999),
+        )
+    return np.asarray(result.transformation)

@@ -6,9 +6,13 @@ Folder pipeline (:class:`MultiviewJob`)
        (``DIR/<stem>.depth.png|.depth.npy|.png|.npy``: 16-bit PNG millimetres, ``.npy`` metres, stored or
        displayed orientation as in :mod:`metrocli.io.sensor_depth`). A photo that cannot be read is reported
        and left out; the others go on.
-    2. Registration in any order (:func:`metrocli.geometry.posegraph.register_frames`): SIFT matches lifted
-       to 3D, RANSAC + Umeyama, per-photo depth scale (model depth), ICP, match graph (largest connected part
-       kept; the photos left out are reported with the reason), Open3D pose-graph optimisation.
+    2. Registration (:func:`metrocli.geometry.posegraph.register_frames`), file-name order taken as the
+       capture order: candidate pairs from that order and from image retrieval (not all pairs); per pair,
+       pose hypotheses from SIFT matches lifted to 3D and from FPFH geometry, decided by dense verification
+       (ICP kept only when it does not worsen it; ambiguous pairs refused); per-photo depth scale (model
+       depth); match graph (largest connected part kept; the photos left out are reported with the reason);
+       Open3D pose-graph optimisation with a cycle check and loop closures. ``scene.json`` records each pair's
+       verification and residual, each photo's pose uncertainty and the spread of the per-photo scales.
     3. TSDF fusion (:mod:`metrocli.geometry.fusion`) and a mesh with vertex normals and colours.
     4. Output: the mesh (``.ply``/``.obj``/``.glb``) in the **camera frame of the first photo** (by file name;
        if that photo is left out, the first registered one), metres, and ``<out>.json`` beside it with every

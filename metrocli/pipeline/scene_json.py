@@ -109,8 +109,11 @@ def fingerprint(photos: Sequence[Path]) -> list[list[Any]]:
     return items
 
 
-def _photo_record(view: LoadedView, pose: np.ndarray, scale: float) -> dict[str, Any]:
+def _photo_record(
+    view: LoadedView, pose: np.ndarray, scale: float, uncertainty: tuple[float, float] | None = None
+) -> dict[str, Any]:
     selfcal = view.selfcal
+    rot, trans = uncertainty if uncertainty is not None else (None, None)
     return {
         "photo": view.path.name,
         "pose_camera_to_reference": np.asarray(pose).round(9).tolist(),
@@ -119,11 +122,38 @@ def _photo_record(view: LoadedView, pose: np.ndarray, scale: float) -> dict[str,
         "focal_source": view.intrinsics.focal_source,
         "orientation": view.orientation,
         "scale": scale,
+        "pose_uncertainty": {"rotation_deg": _finite(rot), "translation_m": _finite(trans)},
         "depth_source": view.depth.label,
         "depth_file": str(view.depth.depth_file) if view.depth.depth_file else None,
         "focal_uncertainty_px": selfcal["uncertainty_px"] if selfcal else None,
         **({"selfcal": selfcal} if selfcal is not None else {}),
     }
+
+
+def _finite(value: float | None) -> float | None:
+    """``value`` rounded for JSON, None when unknown or not finite."""
+    return round(float(value), 6) if value is not None and np.isfinite(value) else None
+
+
+def _pair_record(p: Any, names: Sequence[str]) -> dict[str, Any]:
+    """One tried pair: the outcome, and for a registered one its dense verification and residual."""
+    out: dict[str, Any] = {
+        "a": names[p.i],
+        "b": names[p.j],
+        "registered": p.ok,
+        "matches": p.n_matches,
+        "inliers": p.n_inliers,
+    }
+    if not p.ok:
+        out["reason"] = p.reason
+        return out
+    out["scale_b_over_a"] = p.scale
+    for key in ("consistency", "overlap", "photometric", "residual_m"):
+        if hasattr(p, key):
+            out[key] = _finite(getattr(p, key))
+    if getattr(p, "source", ""):
+        out["source"] = p.source
+    return out
 
 
 def scene_doc(
@@ -152,19 +182,18 @@ def scene_doc(
         "voxel_m": fused.voxel_m,
         "n_vertices": fused.n_vertices,
         "n_triangles": fused.n_triangles,
-        "photos": [_photo_record(views[k], reg.poses[k], reg.scales[k]) for k in sorted(reg.poses)],
-        "left_out": [{"photo": n, "reason": r} for n, r in sorted(left_out.items())],
-        "pairs": [
-            {
-                "a": names[p.i],
-                "b": names[p.j],
-                "registered": p.ok,
-                "matches": p.n_matches,
-                "inliers": p.n_inliers,
-                **({"reason": p.reason} if not p.ok else {"scale_b_over_a": p.scale}),
-            }
-            for p in reg.pairs
+        "scale_spread": _finite(reg.scale_spread),
+        "scale_spread_meaning": "standard deviation of log(scale) over the registered photos",
+        "n_registered": len(reg.poses),
+        "n_left_out": len(left_out),
+        "partial": len(left_out) > len(reg.poses),
+        "photos": [
+            _photo_record(views[k], reg.poses[k], reg.scales[k], reg.pose_uncertainty.get(k))
+            for k in sorted(reg.poses)
         ],
+        "left_out": [{"photo": n, "reason": r} for n, r in sorted(left_out.items())],
+        "pruned_pairs": [[names[i], names[j]] for i, j in reg.pruned],
+        "pairs": [_pair_record(p, names) for p in reg.pairs],
         "timings_s": dict(timings_s),
         "inputs": fingerprint(inputs),
         "options": options_key,

@@ -334,6 +334,36 @@ def car_paint(st: np.ndarray, seed: np.ndarray, params: dict) -> np.ndarray:
     return out
 
 
+def checker(st: np.ndarray, seed: np.ndarray, params: dict) -> np.ndarray:
+    """A regular checkerboard of ``cell_m`` squares in two colours (periodic: every corner looks alike)."""
+    s, t = st[:, 0], st[:, 1]
+    cell = params.get("cell_m", 0.2)
+    odd = ((np.floor(s / cell) + np.floor(t / cell)) % 2).astype(bool)
+    a = np.asarray(params.get("colour", (0.85, 0.85, 0.82)))
+    b = np.asarray(params.get("colour2", (0.25, 0.25, 0.28)))
+    out = np.where(odd[:, None], b, a)
+    return out * (0.97 + 0.03 * value_noise(s, t, 0.05, seed))[:, None]
+
+
+def tiles(st: np.ndarray, seed: np.ndarray, params: dict) -> np.ndarray:
+    """Square tiles of ``tile_m`` with thin dark grout lines, all the same colour (periodic)."""
+    s, t = st[:, 0], st[:, 1]
+    tile = params.get("tile_m", 0.2)
+    fs, ft = s / tile - np.floor(s / tile), t / tile - np.floor(t / tile)
+    grout = (fs < 0.03) | (ft < 0.03)
+    base = _rgb(params.get("colour", (0.88, 0.88, 0.86)), len(s))
+    out = base * (0.97 + 0.03 * value_noise(s, t, 0.05, seed))[:, None]
+    out[grout] = np.asarray(params.get("grout", (0.35, 0.34, 0.32)))
+    return out
+
+
+def plain(st: np.ndarray, seed: np.ndarray, params: dict) -> np.ndarray:
+    """Plain paint: one colour with a faint, large-scale mottling (almost no features)."""
+    s, t = st[:, 0], st[:, 1]
+    base = _rgb(params.get("colour", (0.80, 0.78, 0.72)), len(s))
+    return base * (0.96 + 0.06 * fbm(s, t, 0.6, seed, 2))[:, None]
+
+
 PATTERNS: dict[str, Pattern] = {
     "poster": poster,
     "plaster_wall": plaster_wall,
@@ -345,6 +375,9 @@ PATTERNS: dict[str, Pattern] = {
     "concrete": concrete,
     "brick": brick,
     "car_paint": car_paint,
+    "checker": checker,
+    "tiles": tiles,
+    "plain": plain,
 }
 
 

@@ -1,0 +1,148 @@
+"""Issue 16: candidate pairs, dense verification, ambiguity refusal and registration of rendered sequences
+on checker, tiled and plain textures (orbit, walk, pan), exact depth and model-like depth."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from metrocli.geometry.pairing import bag_of_words, candidate_pairs, retrieval_pairs, sequential_pairs
+from metrocli.geometry.pairs import _degenerate, knn_matches
+from metrocli.geometry.posegraph import register_frames
+from metrocli.geometry.registration import Features, Frame
+from metrocli.geometry.verification import dense_view, rescaled, verify_pose
+from metrocli.synth.trajectories import (
+    model_like_depth,
+    pose_errors,
+    render_sequence,
+    rotation_error_deg,
+    trajectory_poses,
+)
+
+
+def test_sequential_pairs_and_small_sets_try_all_pairs() -> None:
+    assert sequential_pairs(4, 2) == {(0, 1), (0, 2), (1, 2), (1, 3), (2, 3)}
+    descs = [np.zeros((5, 8), np.float32) for _ in range(5)]
+    assert candidate_pairs(descs, window=2, k=2) == [(i, j) for i in range(5) for j in range(i + 1, 5)]
+
+
+def test_retrieval_pairs_link_photos_with_the_same_words() -> None:
+    rng = np.random.default_rng(0)
+    # two "places", each with its own descriptor cluster; photos 0, 2, 4 see place A, 1, 3, 5 place B
+    centres = rng.normal(size=(2, 16, 32)).astype(np.float32) * 10
+    descs = [centres[k % 2][rng.integers(0, 16, 200)] + rng.normal(size=(200, 32)).astype(np.float32) * 0.1
+             for k in range(6)]  # fmt: skip
+    hist = bag_of_words(descs, words=16)
+    np.testing.assert_allclose(np.linalg.norm(hist, axis=1), 1.0, atol=1e-9)
+    pairs = retrieval_pairs(hist, k=2)
+    assert pairs and all((i - j) % 2 == 0 for i, j in pairs)
+
+
+def test_degenerate_normals() -> None:
+    wall = np.tile([1.0, 0.0, 0.0], (100, 1))
+    corner2 = np.concatenate([wall, np.tile([0.0, 0.0, 1.0], (100, 1))])
+    corner3 = np.concatenate([corner2, np.tile([0.0, 1.0, 0.0], (100, 1))])
+    assert _degenerate(wall) and _degenerate(corner2) and not _degenerate(corner3)
+    assert _degenerate(np.zeros((3, 3)))
+
+
+def test_knn_matches_keep_every_candidate() -> None:
+    a = Features(np.zeros((6, 2), np.float32), np.eye(6, 8, dtype=np.float32), "sift")
+    b = Features(np.zeros((2, 2), np.float32), np.eye(6, 8, dtype=np.float32)[:2], "sift")
+    m = knn_matches(a, b, k=3)
+    assert m.shape == (6, 2) and set(m[:, 1]) == {0, 1}
+    assert (0, 0) in {tuple(x) for x in m} and (1, 1) in {tuple(x) for x in m}
+
+
+@pytest.fixture(scope="module")
+def checker_orbit():
+    return render_sequence("checker", "orbit", 12, width=320, height=240)
+
+
+def _true_rel(seq, i: int, j: int) -> np.ndarray:
+    return np.linalg.inv(seq.renders[i].pose) @ seq.renders[j].pose
+
+
+def test_dense_verification_tells_right_from_wrong(checker_orbit) -> None:
+    seq = checker_orbit
+    vi, vj = (dense_view(r.rgb, r.depth_m, r.intrinsics) for r in seq.renders[:2])
+    truth = _true_rel(seq, 0, 1)
+    good = verify_pose(vi, vj, truth)
+    assert good.consistency > 0.98 and good.overlap > 0.3 and good.photometric < 2
+    assert good.depth_ratio == pytest.approx(1.0, abs=2e-3)
+    turned = truth.copy()
+    c, s = np.cos(np.radians(10)), np.sin(np.radians(10))
+    turned[:3, :3] = np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]]) @ truth[:3, :3]
+    bad = verify_pose(vi, vj, turned)
+    assert bad.consistency < 0.8 or bad.photometric > 5
+    # a depth-scale error shows up as a depth ratio, and rescaled() corrects it
+    scaled = verify_pose(vi, vj, truth, 0.95)
+    assert scaled.depth_ratio == pytest.approx(1 / 0.95, rel=0.01)
+    t2, s2 = rescaled(truth, 0.95, scaled.depth_ratio)
+    assert s2 == pytest.approx(1.0, rel=0.01)
+    assert verify_pose(vi, vj, t2, s2).consistency > max(0.9, scaled.consistency)
+
+
+def test_trajectories_and_model_like_depth() -> None:
+    for kind in ("orbit", "walk", "pan"):
+        poses = trajectory_poses(kind, 8)
+        assert len(poses) == 8
+        for p in poses:
+            np.testing.assert_allclose(p[:3, :3].T @ p[:3, :3], np.eye(3), atol=1e-9)
+    pan = trajectory_poses("pan", 8)
+    assert all(np.allclose(p[:3, 3], pan[0][:3, 3]) for p in pan)  # pure rotation
+    depth = np.full((30, 40), 2.0, np.float32)
+    noisy, factor = model_like_depth(depth, 3, scale_error=0.1, distortion=0.03)
+    assert 0.9 <= factor <= 1.1
+    assert np.abs(noisy / (2.0 * factor) - 1).max() <= 0.03 + 1e-6
+    assert rotation_error_deg(np.eye(4), pan[0]) > 0
+
+
+def _register(seq, depth: str = "exact", **kw):
+    depths = [
+        model_like_depth(r.depth_m, 100 + k)[0] if depth == "model" else r.depth_m
+        for k, r in enumerate(seq.renders)
+    ]
+    frames = [
+        Frame(n, r.rgb, d, r.intrinsics) for n, r, d in zip(seq.names, seq.renders, depths, strict=True)
+    ]
+    reg = register_frames(frames, estimate_scale=depth == "model", **kw)
+    err = pose_errors(
+        [r.pose for r in seq.renders], depths, [r.intrinsics for r in seq.renders], reg.reference,
+        reg.poses, reg.scales, true_depths_m=[r.depth_m for r in seq.renders],
+    )  # fmt: skip
+    return reg, err
+
+
+@pytest.mark.slow
+def test_checker_orbit_registers_every_view_accurately() -> None:
+    seq = render_sequence("checker", "orbit", 12)
+    reg, err = _register(seq)
+    assert sorted(reg.poses) == list(range(12)), reg.left_out
+    assert err.max_rotation_deg <= 0.5
+    assert err.surface_median_m <= 0.01
+    assert len(reg.pairs) < 12 * 11 // 2  # not every pair
+    for p in reg.pairs:
+        if p.ok:
+            assert p.consistency >= 0.9 and np.isfinite(p.residual_m) and p.information.shape == (6, 6)
+    assert set(reg.pose_uncertainty) == set(reg.poses) and reg.pose_uncertainty[reg.reference] == (0.0, 0.0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("texture", "kind"), [("plain", "pan"), ("tiles", "walk"), ("plain", "orbit")])
+def test_hard_cases_never_accept_a_wrong_pose(texture: str, kind: str) -> None:
+    seq = render_sequence(texture, kind, 12)
+    reg, err = _register(seq)
+    assert err.max_rotation_deg <= 5.0, err.rotation_deg
+    assert len(reg.poses) + len(reg.left_out) == 12
+    assert all(reason for reason in reg.left_out.values())
+
+
+@pytest.mark.slow
+def test_model_like_depth_orbit() -> None:
+    seq = render_sequence("rich", "orbit", 12)
+    reg, err = _register(seq, "model")
+    assert len(reg.poses) == 12, reg.left_out
+    assert err.max_rotation_deg <= 2.0
+    assert err.surface_median_m <= 0.05
+    assert 0 < reg.scale_spread < 0.2
