@@ -20,12 +20,11 @@ import numpy as np
 from metrocli.camera.intrinsics import FocalSource, Intrinsics
 from metrocli.errors import MetroUsageError
 from metrocli.geometry.selfcal import CHECK_FOCAL_TOLERANCE, SelfCalResult, check_focal, self_calibrate
+from metrocli.geometry.selfcal.calibrate import DEFAULT_FOV_RANGE_DEG
 from metrocli.prediction import Prediction
 
 log = logging.getLogger("metrocli.pipeline.selfcal")
 
-#: Default horizontal field-of-view range (degrees) searched by ``--focal auto``.
-DEFAULT_FOV_RANGE_DEG = (20.0, 120.0)
 #: Metric3D clamps its depth here (metres); clamped pixels carry no geometry.
 MODEL_MAX_DEPTH_M = 300.0
 
