@@ -31,6 +31,8 @@ from pathlib import Path
 import numpy as np
 from benchlib import SHARED, child_peak_rss_gb, seeded_checkpoint
 
+from metrocli.model.spec import Precision
+
 SOURCE_PHOTO = SHARED / "exif-samples" / "jpg" / "mobile" / "HMD_Nokia_8.3_5G.jpg"
 STORED_SIZE = (4032, 3024)  # (width, height) as stored; displayed upright as 3024 x 4032
 LINES = [(500.0, 1200.0, 2500.0, 1300.0), (1512.0, 2000.0, 1600.0, 3500.0)]
@@ -60,35 +62,36 @@ def make_photo(folder: Path) -> Path:
     )
 
 
-def stages(photo_path: Path, weights: Path, precision: str) -> tuple[dict[str, float], float]:
+def stages(photo_path: Path, weights: Path, precision: Precision) -> tuple[dict[str, float], float]:
     """Seconds per stage of `metro measure` in this process, and the model loading time."""
     import torch
 
-    from metrocli.camera.photo import load_photo
     from metrocli.geometry.measure import measure_lines
-    from metrocli.model.factory import load_model
+    from metrocli.model.spec import ModelSpec
     from metrocli.pipeline.measure import MeasureResult
+    from metrocli.pipeline.provider import FocalMode, ModelDepth
 
+    provider = ModelDepth(ModelSpec(weights=weights, device="cpu", precision=precision), FocalMode())
     t0 = time.perf_counter()
-    model = load_model("vit-small", weights=weights, precision=precision)  # type: ignore[arg-type]
+    model = provider.model()
     load_s = time.perf_counter() - t0
     warm = np.random.default_rng(0).integers(0, 255, (480, 640, 3), dtype=np.uint8)
     model.predict(warm, (500.0, 500.0, 320.0, 240.0))
 
     times: dict[str, float] = {}
     t = time.perf_counter()
-    photo = load_photo(photo_path)
+    photo = provider.focal.load_photo(photo_path)
     times["photo (EXIF, decode, rotate)"] = time.perf_counter() - t
     with torch.inference_mode():
-        pred = model.predict(photo.image, photo.intrinsics, normals=False)  # as `metro measure`
-    times["preprocess"] = pred.timings_s["preprocess"]
-    times["forward"] = pred.timings_s["forward"]
-    times["postprocess (to 12 MP)"] = pred.timings_s["postprocess"]
+        depth = provider.provide(photo, normals=False)  # as `metro measure`
+    times["preprocess"] = depth.timings_s["preprocess"]
+    times["forward"] = depth.timings_s["forward"]
+    times["postprocess (to 12 MP)"] = depth.timings_s["postprocess"]
     t = time.perf_counter()
-    measurements = measure_lines(pred.depth, pred.intrinsics, LINES, confidence=pred.confidence)
+    measurements = measure_lines(depth.depth_m, depth.intrinsics, LINES, confidence=depth.confidence)
     times["measurement"] = time.perf_counter() - t
     t = time.perf_counter()
-    k = pred.intrinsics
+    k = depth.intrinsics
     result = MeasureResult(str(photo_path), k.fx, k.focal_source, tuple(measurements))
     print(json.dumps(result.to_dict()), file=io.StringIO())
     times["output (JSON)"] = time.perf_counter() - t

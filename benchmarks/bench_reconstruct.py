@@ -1,6 +1,6 @@
 """Multi-view reconstruction time: 6 photos at 1 MP with sensor depth, and the cost per added photo (3 vs 6).
 
-Renders the six room views of :mod:`metrocli.pipeline.multiview_samples` at 1152 x 864 (1.0 MP, one stored
+Renders the six room views of :mod:`metrocli.synth.multiview` at 1152 x 864 (1.0 MP, one stored
 with orientation 6), writes them as phone JPEGs with 16-bit depth PNGs, and times
 :func:`metrocli.pipeline.multiview.reconstruct_folder` (load + register + fuse + write; rendering is not
 timed) on the first 3 and on all 6 photos. Times (wall clock and CPU seconds of this process, all threads) are
@@ -33,11 +33,12 @@ def calibration_unit() -> float | None:
 
 def run(folder: Path, out: Path, repeat: int):
     from metrocli.pipeline.multiview import MultiviewOptions, reconstruct_folder
+    from metrocli.pipeline.provider import SensorDepth
 
     best, best_cpu, result = float("inf"), float("inf"), None
     for _ in range(repeat):
         t0, c0 = time.perf_counter(), time.process_time()
-        result = reconstruct_folder(folder, out, MultiviewOptions(depth_dir=folder, force=True))
+        result = reconstruct_folder(folder, out, SensorDepth(folder), MultiviewOptions(force=True))
         best = min(best, time.perf_counter() - t0)
         best_cpu = min(best_cpu, time.process_time() - c0)
     return best, best_cpu, result
@@ -52,14 +53,14 @@ def main() -> None:
 
     import open3d as o3d
 
-    from metrocli.pipeline.multiview_samples import (
+    from metrocli.synth import room_scene
+    from metrocli.synth.multiview import (
         ROOM_VIEWS,
         render_views,
         scene_metrics,
         to_world,
         write_views,
     )
-    from metrocli.synth import room_scene
 
     renders = render_views(args.width, args.height)
     tmp = Path(tempfile.mkdtemp(prefix="bench-reconstruct-"))
@@ -75,7 +76,7 @@ def main() -> None:
                 f"{n} photos at {args.width}x{args.height}: {times[n]:.2f} s wall, {cpu[n]:.2f} s CPU "
                 f"({stages}; {result.n_triangles} triangles, voxel {result.voxel_m * 100:.1f} cm)"
             )
-        mesh = o3d.io.read_triangle_mesh(str(tmp / "scene6.ply"))
+        mesh = o3d.io.read_triangle_mesh(tmp / "scene6.ply")
         m = scene_metrics(
             to_world(np.asarray(mesh.vertices), renders[0].pose),
             np.asarray(mesh.triangles),

@@ -5,6 +5,10 @@ Public API (imported lazily so that ``metro --help`` stays fast and torch-free):
     from metrocli import load_model, Prediction, MetroError
     model = load_model("vit-small")                # official weights from the cache or the hub
     pred = model.predict(image_rgb_uint8, (fx, fy, cx, cy))
+
+    from metrocli import ModelSpec, ModelDepth, SensorDepth, FocalMode, DepthMap
+    provider = ModelDepth(ModelSpec("vit-small"), FocalMode())  # what every command and pipeline uses
+    depth = provider.provide(provider.focal.load_photo("photo.jpg"))  # DepthMap
 """
 
 from __future__ import annotations
@@ -18,15 +22,33 @@ _LAZY = {
     "Prediction": "metrocli.prediction",
     "Intrinsics": "metrocli.camera.intrinsics",
     "MetroError": "metrocli.errors",
+    "ModelSpec": "metrocli.model.spec",
+    "ModelDepth": "metrocli.pipeline.provider",
+    "SensorDepth": "metrocli.pipeline.provider",
+    "FocalMode": "metrocli.pipeline.provider",
+    "DepthMap": "metrocli.pipeline.provider",
 }
 
 if TYPE_CHECKING:  # pragma: no cover
     from metrocli.camera.intrinsics import Intrinsics
     from metrocli.errors import MetroError
     from metrocli.model.factory import load_model
+    from metrocli.model.spec import ModelSpec
+    from metrocli.pipeline.provider import DepthMap, FocalMode, ModelDepth, SensorDepth
     from metrocli.prediction import Prediction
 
-__all__ = ["Intrinsics", "MetroError", "Prediction", "__version__", "load_model"]
+__all__ = [
+    "DepthMap",
+    "FocalMode",
+    "Intrinsics",
+    "MetroError",
+    "ModelDepth",
+    "ModelSpec",
+    "Prediction",
+    "SensorDepth",
+    "__version__",
+    "load_model",
+]
 
 
 def __getattr__(name: str) -> Any:

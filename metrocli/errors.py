@@ -50,3 +50,11 @@ class DatasetError(MetroError):
 
 class OutputError(MetroUsageError):
     """An output path cannot be used: a special file, a folder, an input of the command, unwritable, ..."""
+
+
+class DependencyError(MetroError):
+    """An optional dependency the request needs (an extra such as ``metrocli[onnx]``) is not installed."""
+
+
+class ExportError(MetroError):
+    """A model export failed, or the exported file does not reproduce the model; nothing was written."""

@@ -31,8 +31,3 @@ class Prediction:
     intrinsics: Intrinsics
     model: str = ""
     timings_s: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def depth_m(self) -> np.ndarray:
-        """Alias of :attr:`depth` (metres)."""
-        return self.depth

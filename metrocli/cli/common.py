@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from metrocli.errors import MetroError
+from metrocli.errors import MetroError, MetroUsageError
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from metrocli.camera.calibration import Calibration
+    from metrocli.model.spec import ModelSpec
+    from metrocli.pipeline.provider import FocalMode, ModelDepth, SensorDepth
 
 log = logging.getLogger("metrocli")
 _VERBOSITY = 0
@@ -40,15 +49,10 @@ def setup_logging(verbose: int) -> None:
     root.propagate = False
 
 
-def verbosity() -> int:
-    """The -v count of the running command."""
-    return _VERBOSITY
+_STDERR_CONSOLE: Console | None = None
 
 
-_STDERR_CONSOLE = None
-
-
-def stderr_console():  # -> rich.console.Console
+def stderr_console() -> Console:
     """The shared rich console on stderr (progress bars, warnings)."""
     global _STDERR_CONSOLE
     if _STDERR_CONSOLE is None or _STDERR_CONSOLE.file is not sys.stderr:
@@ -116,10 +120,16 @@ def json_option(func: Callable) -> Callable:
     )
 
 
-def _positive_float(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
-    if value is not None and not (math.isfinite(value) and value > 0):
-        raise click.BadParameter("must be a positive number", ctx=ctx, param=param)
-    return value
+def positive(what: str = "number") -> Callable[[click.Context, click.Parameter, Any], Any]:
+    """Click callback: the value (int or float, or None) must be finite and positive ("must be a positive
+    ``what``")."""
+
+    def check(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise click.BadParameter(f"must be a positive {what}", ctx=ctx, param=param)
+        return value
+
+    return check
 
 
 def _fov(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
@@ -130,66 +140,130 @@ def _fov(ctx: click.Context, param: click.Parameter, value: float | None) -> flo
     return value
 
 
-def focal_options(func: Callable) -> Callable:
-    """``--focal-px`` and ``--fov``: override the EXIF focal length (mutually exclusive)."""
-    func = click.option(
-        "--fov",
-        "fov_deg",
-        type=float,
-        default=None,
-        callback=_fov,
-        help="Horizontal field of view in degrees; overrides EXIF.",
-    )(func)
-    func = click.option(
-        "--focal-px",
-        "focal_px",
-        type=float,
-        default=None,
-        callback=_positive_float,
-        help="Focal length in pixels of the displayed photo; overrides EXIF.",
-    )(func)
-    return func
+def _wrap(func: Callable, build: Callable[[dict[str, Any]], None]) -> Callable:
+    """``func`` called with its keyword arguments rewritten by ``build`` (click options kept)."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            build(kwargs)
+        except MetroUsageError as exc:
+            raise click.UsageError(str(exc)) from None
+        return func(*args, **kwargs)
+
+    return wrapper
 
 
-def _apply_threads(_ctx: click.Context, _param: click.Parameter, value: int | None) -> int | None:
-    if value is not None:
-        from metrocli.model.runtime import set_threads
+def _calibration(intrinsics: str | None, camera_file: Path | None) -> Calibration | None:
+    """The user's full intrinsics (``--intrinsics`` or ``--camera``, not both), or None."""
+    from metrocli.camera.calibration import parse_intrinsics, read_camera_file
 
-        set_threads(value)
-    return value
+    if intrinsics is not None and camera_file is not None:
+        raise MetroUsageError("give --intrinsics or --camera, not both")
+    if intrinsics is not None:
+        return parse_intrinsics(intrinsics)
+    return read_camera_file(camera_file) if camera_file is not None else None
+
+
+def focal_options(*, auto: bool = True) -> Callable[[Callable], Callable]:
+    """``--focal-px``, ``--fov`` (override the EXIF focal length) and, with ``auto``, ``--focal exif|auto``.
+
+    The decorated command receives ``focal``: a :class:`~metrocli.pipeline.provider.FocalMode` (more than
+    one of them is a usage error).
+    """
+
+    def decorate(func: Callable) -> Callable:
+        def build(kwargs: dict[str, Any]) -> None:
+            from metrocli.pipeline.provider import FocalMode
+
+            focal_px, fov_deg = kwargs.pop("focal_px"), kwargs.pop("fov_deg")
+            calibration = _calibration(kwargs.pop("intrinsics"), kwargs.pop("camera_file"))
+            auto = kwargs.pop("focal_mode", "exif") == "auto"
+            kwargs["focal"] = FocalMode(focal_px, fov_deg, auto=auto, calibration=calibration)
+
+        func = _wrap(func, build)
+        if auto:
+            func = click.option(
+                "--focal",
+                "focal_mode",
+                type=click.Choice(["exif", "auto"]),
+                default="exif",
+                show_default=True,
+                help="auto: self-calibrate the focal length from the model's depth and normals (one forward; "
+                "for photos without EXIF, or to cross-check it). ViT models only.",
+            )(func)
+        func = click.option(
+            "--camera",
+            "camera_file",
+            type=click.Path(exists=True, dir_okay=False, path_type=Path),
+            default=None,
+            help="Intrinsics from a COLMAP cameras.txt or an OpenCV calibration YAML; overrides EXIF.",
+        )(func)
+        func = click.option(
+            "--intrinsics",
+            "intrinsics",
+            default=None,
+            metavar="FX,FY,CX,CY",
+            help="Full intrinsics in pixels of the displayed photo (an off-centre principal point, e.g. a "
+            "crop, is honoured); overrides EXIF.",
+        )(func)
+        func = click.option(
+            "--fov",
+            "fov_deg",
+            type=float,
+            default=None,
+            callback=_fov,
+            help="Horizontal field of view in degrees; overrides EXIF.",
+        )(func)
+        return click.option(
+            "--focal-px",
+            "focal_px",
+            type=float,
+            default=None,
+            callback=positive(),
+            help="Focal length in pixels of the displayed photo; overrides EXIF.",
+        )(func)
+
+    return decorate
 
 
 def model_options(func: Callable) -> Callable:
     """``--model``, ``--weights``, ``--device``, ``--precision``, ``--threads``: which Metric3D runs, and how.
 
-    The decorated command receives ``model_name``, ``weights`` (Path or None), ``device`` and ``precision``;
-    ``--threads`` (or ``METRO_THREADS``) sets torch's CPU threads as it is parsed.
+    The decorated command receives ``spec``: a :class:`~metrocli.model.spec.ModelSpec`.
     """
-    from pathlib import Path
-
     from metrocli.model.presets import PRESETS  # pure data, no torch
+    from metrocli.model.spec import DEVICES, PRECISIONS, ModelSpec
 
+    def build(kwargs: dict[str, Any]) -> None:
+        kwargs["spec"] = ModelSpec(
+            name=kwargs.pop("model_name"),
+            weights=kwargs.pop("weights"),
+            device=kwargs.pop("device"),
+            precision=kwargs.pop("precision"),
+            threads=kwargs.pop("threads"),
+        )
+
+    func = _wrap(func, build)
     func = click.option(
         "--threads",
         type=click.IntRange(min=1),
         default=None,
         envvar="METRO_THREADS",
-        expose_value=False,
-        callback=_apply_threads,
         help="CPU threads for the model [env METRO_THREADS; default: one per physical core].",
     )(func)
     func = click.option(
         "--precision",
-        type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
+        type=click.Choice(PRECISIONS),
         default="fp32",
         show_default=True,
-        help="Model arithmetic. bf16 is about 2.5x faster on CPUs with native bf16 (AMX / AVX512-BF16), "
-        "with depths within about 1% of fp32. auto: bf16 on such CPUs and on CUDA (fp16 on GPUs "
-        "without bf16), fp32 elsewhere.",
+        help="Model arithmetic. fp32 reproduces the official outputs; bf16 is 1.3-2.7x faster on CPUs with "
+        "native bf16 (AMX / AVX512-BF16); fp16 is for CUDA. auto: fp16 on CUDA; on the CPU the half "
+        "precision measured within 1% depth and 2 deg normals (p99) for this model and CPU, else fp32.",
     )(func)
     func = click.option(
         "--device",
-        type=click.Choice(["auto", "cpu", "cuda", "mps"]),
+        type=click.Choice(DEVICES),
         default="auto",
         show_default=True,
         help="Where the model runs (auto: CUDA, then MPS, then CPU).",
@@ -210,54 +284,24 @@ def model_options(func: Callable) -> Callable:
     )(func)
 
 
-def focal_auto_option(func: Callable) -> Callable:
-    """``--focal exif|auto``: auto self-calibrates the focal length from the predicted depth and normals."""
-    return click.option(
-        "--focal",
-        "focal_mode",
-        type=click.Choice(["exif", "auto"]),
-        default="exif",
-        show_default=True,
-        help="auto: self-calibrate the focal length from the model's depth and normals (one forward; "
-        "for photos without EXIF, or to cross-check it). ViT models only.",
-    )(func)
+def build_provider(
+    spec: ModelSpec, focal: FocalMode, *, sensor: Path | None = None, depth_scale: float | None = None
+) -> ModelDepth | SensorDepth:
+    """The depth provider of a command's options (:func:`~metrocli.pipeline.provider.make_provider`);
+    a broken rule (``--focal auto`` with sensor depth or a v1 model, ...) is a usage error."""
+    from metrocli.pipeline.provider import make_provider
 
-
-def check_focal_exclusive(focal_px: float | None, fov_deg: float | None, focal_mode: str = "exif") -> None:
-    """Usage error when more than one of --focal-px, --fov and --focal auto is given."""
-    given = [
-        name
-        for name, on in (
-            ("--focal-px", focal_px is not None),
-            ("--fov", fov_deg is not None),
-            ("--focal auto", focal_mode == "auto"),
-        )
-        if on
-    ]
-    if len(given) == 2:
-        raise click.UsageError(f"give {given[0]} or {given[1]}, not both")
-    if len(given) > 2:
-        raise click.UsageError(f"give only one of {', '.join(given)}")
-
-
-def _json_default(obj: Any) -> Any:
     try:
-        import numpy as np
-
-        if isinstance(obj, np.generic):
-            return obj.item()
-        if isinstance(obj, np.ndarray):
-            return obj.tolist()
-    except ImportError:  # pragma: no cover
-        pass
-    if hasattr(obj, "__fspath__"):
-        return str(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+        return make_provider(spec, focal, sensor=sensor, depth_scale=depth_scale)
+    except MetroUsageError as exc:
+        raise click.UsageError(str(exc)) from None
 
 
 def emit_json(obj: Any) -> None:
     """Print one JSON object as a line on stdout."""
-    click.echo(json.dumps(obj, default=_json_default, allow_nan=False))
+    from metrocli.pipeline.jsonsafe import json_ready
+
+    click.echo(json.dumps(json_ready(obj), allow_nan=False))
 
 
 @dataclass
@@ -322,17 +366,10 @@ def run_batch(
         else:
             report.ok(label)
 
-    if progress and len(items) > 1:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from metrocli.pipeline.progress import with_progress
 
-        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-        with Progress(*columns, console=stderr_console(), transient=True) as bar:
-            task = bar.add_task(description, total=len(items))
-            for item in items:
-                bar.update(task, description=f"{description} {name(item)}")
-                _one(item)
-                bar.advance(task)
-    else:
-        for item in items:
-            _one(item)
+    for item in with_progress(
+        items, description=description, name=name, enabled=progress, console=stderr_console()
+    ):
+        _one(item)
     return report

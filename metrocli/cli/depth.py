@@ -3,38 +3,37 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from metrocli.cli.common import (
-    check_focal_exclusive,
+    build_provider,
     emit_json,
-    focal_auto_option,
     focal_options,
     json_option,
     model_options,
     run_batch,
 )
 
-#: File extensions picked up when a folder is given instead of a photo.
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".heic", ".heif", ".tif", ".tiff", ".webp", ".bmp"})
+
+def parse_depth_range(text: str) -> tuple[float, float]:
+    """``"0.5,10"`` -> ``(0.5, 10.0)`` metres; a usage error unless 0 < NEAR < FAR."""
+    from metrocli.errors import MetroUsageError
+    from metrocli.io.maps import check_depth_range
+
+    parts = text.split(",")
+    try:
+        if len(parts) != 2:
+            raise ValueError(text)
+        return check_depth_range((float(parts[0]), float(parts[1])))
+    except (ValueError, MetroUsageError) as exc:
+        raise click.BadParameter(f"expected NEAR,FAR metres with 0 < NEAR < FAR, got {text!r}") from exc
 
 
-def expand_inputs(inputs: tuple[Path, ...]) -> list[Path]:
-    """Photos as given; folders replaced by their image files (sorted, not recursive, no hidden files)."""
-    photos: list[Path] = []
-    for item in inputs:
-        if item.is_dir():
-            photos.extend(
-                sorted(
-                    p
-                    for p in item.iterdir()
-                    if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and not p.name.startswith(".")
-                )
-            )
-        else:
-            photos.append(item)
-    return photos
+if TYPE_CHECKING:
+    from metrocli.model.spec import ModelSpec
+    from metrocli.pipeline.provider import FocalMode
 
 
 @click.command("depth")
@@ -48,23 +47,26 @@ def expand_inputs(inputs: tuple[Path, ...]) -> list[Path]:
     help="Output folder (created if needed).",
 )
 @model_options
-@focal_options
-@focal_auto_option
+@focal_options()
 @click.option(
     "--force", is_flag=True, help="Recompute photos whose outputs already exist (default: skip them)."
+)
+@click.option(
+    "--depth-range",
+    "depth_range",
+    default=None,
+    metavar="NEAR,FAR",
+    help="Fixed depth range of the previews' colours in metres (e.g. 0.5,10), so a batch compares "
+    "[default: each photo's own range].",
 )
 @json_option
 def depth(
     images: tuple[Path, ...],
     out_dir: Path,
-    model_name: str,
-    weights: Path | None,
-    focal_px: float | None,
-    fov_deg: float | None,
-    focal_mode: str,
-    device: str,
-    precision: str,
+    spec: ModelSpec,
+    focal: FocalMode,
     force: bool,
+    depth_range: str | None,
     as_json: bool,
 ) -> None:
     """Metric depth, normals and confidence of each IMAGE (photos or folders of photos).
@@ -75,30 +77,18 @@ def depth(
       STEM.normal.npy      float32 H x W x 3 camera-frame normals (ViT models only)
       STEM.confidence.npy  float32 depth confidence
       STEM.depth.png       16-bit millimetres (0 = invalid, clipped at 65.535 m)
-      STEM.preview.png     colourised depth beside colourised normals
+      STEM.preview.png     colourised depth (near red) beside normals ((n+1)/2: x right, y up,
+                           z towards you), above a colour bar in metres
       STEM.json            intrinsics (with their source), model, timings
-    Re-running skips photos whose outputs are complete (same photo, model, weights and
-    focal override); --force recomputes them.
+    In a folder, hidden files and these outputs (*.depth.*, *.normal.*, *.confidence.*,
+    *.preview.*) are not photos. Re-running skips photos whose outputs are complete (same
+    photo, model, weights, precision and focal mode); --force recomputes them.
     """
-    from metrocli.pipeline.depth import DepthOptions, DepthRunner, plan_stems
+    from metrocli.pipeline.depth import DepthRunner
+    from metrocli.pipeline.inputs import expand_inputs, plan_stems
 
-    check_focal_exclusive(focal_px, fov_deg, focal_mode)
-    if focal_mode == "auto":
-        from metrocli.model.presets import get_preset
-
-        if get_preset(model_name).family != "vit":
-            raise click.UsageError("--focal auto needs a ViT model: it uses the predicted normals")
-    options = DepthOptions(
-        model=model_name,
-        weights=weights,
-        device=device,  # type: ignore[arg-type]
-        precision=precision,  # type: ignore[arg-type]
-        focal_px=focal_px,
-        fov_deg=fov_deg,
-        focal_auto=focal_mode == "auto",
-        force=force,
-    )
-    runner = DepthRunner(options, out_dir)
+    span = parse_depth_range(depth_range) if depth_range is not None else None
+    runner = DepthRunner(build_provider(spec, focal), out_dir, force=force, depth_range_m=span)
     plan = plan_stems(expand_inputs(images))
     if not plan:
         raise click.UsageError("no photos found in the given folders")

@@ -5,10 +5,16 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from metrocli.cli.common import emit_json, model_options
+from metrocli.cli.common import build_provider, emit_json, model_options
+
+if TYPE_CHECKING:
+    from metrocli.evaluation.metrics import Crop
+    from metrocli.model.spec import ModelSpec
+    from metrocli.pipeline.evaluate import EvalReport
 
 #: Columns of the printed table: (metric key, header, format).
 _DEPTH_COLUMNS = (
@@ -36,7 +42,7 @@ def _cells(values: dict[str, float] | None, columns) -> list[str]:
     return out
 
 
-def format_table(report) -> str:
+def format_table(report: EvalReport) -> str:
     """The report as a plain-text table: one row per frame and a mean row."""
     columns = list(_DEPTH_COLUMNS)
     has_normals = report.mean_normal is not None
@@ -104,13 +110,10 @@ def format_table(report) -> str:
 )
 def eval_cmd(
     dataset: Path,
-    model_name: str,
-    weights: Path | None,
-    device: str,
-    precision: str,
+    spec: ModelSpec,
     max_depth_m: float | None,
     min_depth_m: float,
-    crop: str | None,
+    crop: Crop | None,
     limit: int | None,
     as_json: bool,
     output: Path | None,
@@ -127,18 +130,10 @@ def eval_cmd(
     from metrocli.atomic import write_text_atomic
     from metrocli.cli.common import BatchFailed
     from metrocli.pipeline.evaluate import EvalOptions, evaluate_dataset
+    from metrocli.pipeline.provider import FocalMode
 
-    options = EvalOptions(
-        model=model_name,
-        weights=weights,
-        device=device,
-        precision=precision,
-        min_depth_m=min_depth_m,
-        max_depth_m=max_depth_m,
-        crop=crop,
-        limit=limit,
-    )
-    report = evaluate_dataset(dataset, options)
+    options = EvalOptions(min_depth_m=min_depth_m, max_depth_m=max_depth_m, crop=crop, limit=limit)
+    report = evaluate_dataset(dataset, options, build_provider(spec, FocalMode()))
     data = report.to_dict()
     if output is not None:
         write_text_atomic(output, json.dumps(data, indent=2, allow_nan=False) + "\n")

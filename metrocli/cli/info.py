@@ -4,10 +4,25 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from metrocli.cli.common import check_focal_exclusive, emit_json, focal_options, json_option, run_batch
+from metrocli.cli.common import (
+    build_provider,
+    emit_json,
+    focal_options,
+    json_option,
+    model_options,
+    run_batch,
+)
+
+if TYPE_CHECKING:
+    from rich.console import JustifyMethod
+
+    from metrocli.camera.photo import PhotoInfo
+    from metrocli.model.spec import ModelSpec
+    from metrocli.pipeline.provider import FocalMode
 
 
 def _camera_name(make: str | None, model: str | None) -> str:
@@ -18,12 +33,12 @@ def _camera_name(make: str | None, model: str | None) -> str:
     return " ".join(part for part in (make, model) if part) or "-"
 
 
-def _table(infos: list) -> None:
+def _table(infos: list[PhotoInfo]) -> None:
     from rich.console import Console
     from rich.table import Table
 
     table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
-    for header, justify in (
+    columns: tuple[tuple[str, JustifyMethod], ...] = (
         ("file", "left"),
         ("width", "right"),
         ("height", "right"),
@@ -35,7 +50,8 @@ def _table(infos: list) -> None:
         ("cy", "right"),
         ("35mm eq.", "right"),
         ("fov_deg", "right"),
-    ):
+    )
+    for header, justify in columns:
         table.add_column(header, justify=justify, overflow="fold")
     for item in infos:
         k = item.intrinsics
@@ -59,35 +75,17 @@ def _table(infos: list) -> None:
 
 @click.command("info")
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
-@focal_options
+@focal_options(auto=False)
 @click.option(
     "--check-focal",
     is_flag=True,
     help="Cross-check the focal length against self-calibration from the model's depth and normals "
-    "(one forward per photo); disagreement beyond 10% is flagged.",
+    "(one forward per photo, with the model options below); disagreement beyond 10% is flagged.",
 )
-@click.option(
-    "--model", "model_name", default="vit-small", show_default=True, help="Model for --check-focal."
-)
-@click.option(
-    "--weights",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Checkpoint for --check-focal (default: the cached official one).",
-)
-@click.option(
-    "--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True
-)
+@model_options
 @json_option
 def info(
-    files: tuple[Path, ...],
-    focal_px: float | None,
-    fov_deg: float | None,
-    check_focal: bool,
-    model_name: str,
-    weights: Path | None,
-    device: str,
-    as_json: bool,
+    files: tuple[Path, ...], focal: FocalMode, check_focal: bool, spec: ModelSpec, as_json: bool
 ) -> None:
     """Show size, orientation, camera and intrinsics of photos.
 
@@ -103,18 +101,23 @@ def info(
       metro info --json --fov 70 photo.jpg
       metro info --check-focal IMG_0042.jpg
     """
-    check_focal_exclusive(focal_px, fov_deg)
     from metrocli.camera.photo import describe_photo
 
-    rows: list = []
+    rows: list[PhotoInfo] = []
     checks: list[tuple[Path, str]] = []
-    focal_checker = _FocalChecker(model_name, weights, device) if check_focal else None
+    provider = None
+    if check_focal:
+        from metrocli.pipeline.provider import FocalMode
+
+        provider = build_provider(spec, FocalMode(auto=True))
 
     def work(path: Path) -> None:
-        item = describe_photo(path, focal_px=focal_px, fov_deg=fov_deg)
-        record = item.to_dict()
-        if focal_checker is not None:
-            check = focal_checker.check(path, focal_px, fov_deg)
+        item = describe_photo(path, focal_px=focal.focal_px, fov_deg=focal.fov_deg)
+        record: dict[str, Any] = item.to_dict()
+        if provider is not None:
+            from metrocli.pipeline.provider import check_photo_focal
+
+            check = check_photo_focal(focal.load_photo(path), provider)
             record["focal_check"] = check.to_dict()
             checks.append((path, check.message))
         if as_json:
@@ -128,26 +131,3 @@ def info(
         for path, message in checks:
             click.echo(f"{path}: {message}")
     report.finish()
-
-
-class _FocalChecker:
-    """Loads the model once (on first use) for ``--check-focal`` and checks one photo at a time."""
-
-    def __init__(self, model_name: str, weights: Path | None, device: str) -> None:
-        from metrocli.model.presets import get_preset
-
-        if get_preset(model_name).family != "vit":
-            raise click.UsageError("--check-focal needs a ViT model: it uses the predicted normals")
-        self.model_name, self.weights, self.device = model_name, weights, device
-        self._model = None
-
-    def check(self, path: Path, focal_px: float | None, fov_deg: float | None):
-        from metrocli.camera.photo import load_photo
-        from metrocli.pipeline.selfcal import check_photo_focal
-
-        if self._model is None:
-            from metrocli.model.factory import load_model
-
-            self._model = load_model(self.model_name, weights=self.weights, device=self.device)
-        photo = load_photo(path, focal_px=focal_px, fov_deg=fov_deg)
-        return check_photo_focal(photo, model=self._model)

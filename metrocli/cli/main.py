@@ -17,6 +17,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "reconstruct": ("metrocli.cli.reconstruct:reconstruct", "Metric 3D mesh of one photo or a folder."),
     "weights": ("metrocli.cli.weights:weights", "List, download, locate and verify model weights."),
     "eval": ("metrocli.cli.eval:eval_cmd", "Evaluate depth accuracy against ground truth."),
+    "finetune": ("metrocli.cli.finetune:finetune", "Fine-tune Metric3D on your own RGB-D data."),
+    "export": ("metrocli.cli.export:export", "Export a model to ONNX (onnxruntime, TensorRT, ...)."),
 }
 
 

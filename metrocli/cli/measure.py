@@ -4,20 +4,28 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from metrocli.cli.common import (
-    check_focal_exclusive,
+    build_provider,
     emit_json,
     error_line,
-    focal_auto_option,
     focal_options,
     json_option,
     model_options,
+    positive,
 )
 from metrocli.errors import MetroError
+
+if TYPE_CHECKING:
+    from metrocli.io.units import LengthUnit
+    from metrocli.model.spec import ModelSpec
+    from metrocli.pipeline.measure import MeasureResult
+    from metrocli.pipeline.provider import FocalMode
 
 
 def _parse_lines(
@@ -68,10 +76,10 @@ def has_display() -> bool:
     "--depth-scale",
     type=float,
     default=None,
+    callback=positive("number of metres per unit"),
     help="Metres per unit of the --depth map (default 0.001 for PNG, 1 for .npy; KITTI: 0.00390625).",
 )
-@focal_options
-@focal_auto_option
+@focal_options()
 @model_options
 @click.option(
     "--annotate",
@@ -80,20 +88,23 @@ def has_display() -> bool:
     metavar="OUT.png",
     help="Also write the photo with the lines and their lengths drawn on it (PNG).",
 )
+@click.option(
+    "--units",
+    type=click.Choice(["m", "cm", "mm", "in", "ft"]),
+    default=None,
+    help="Show lengths in this unit (table, picture; the JSON keeps metres and adds distance/uncertainty "
+    "in it) [default: table in m and cm, picture in m, or cm when all lines are under 1 m].",
+)
 @json_option
 def measure(
     photo: Path,
     lines: list[tuple[float, float, float, float]],
     depth_file: Path | None,
     depth_scale: float | None,
-    focal_px: float | None,
-    fov_deg: float | None,
-    focal_mode: str,
-    model_name: str,
-    weights: Path | None,
-    device: str,
-    precision: str,
+    focal: FocalMode,
+    spec: ModelSpec,
     annotate: Path | None,
+    units: LengthUnit | None,
     as_json: bool,
 ) -> None:
     """Measure real distances between points of PHOTO.
@@ -109,9 +120,6 @@ def measure(
     Example:
       metro measure room.jpg --line 412,388,860,402 --line 860,402,905,530 --annotate room-measured.png
     """
-    check_focal_exclusive(focal_px, fov_deg, focal_mode)
-    if depth_scale is not None and not (math.isfinite(depth_scale) and depth_scale > 0):
-        raise click.BadParameter("must be a positive number of metres per unit", param_hint="--depth-scale")
     if not lines and not has_display():
         raise click.UsageError(
             "give at least one --line U1,V1,U2,V2 (no display for the interactive picker: "
@@ -119,24 +127,13 @@ def measure(
         )
     from metrocli.pipeline.measure import open_session
 
+    provider = build_provider(spec, focal, sensor=depth_file, depth_scale=depth_scale)
     try:
-        session = open_session(
-            photo,
-            depth_file=depth_file,
-            depth_scale=depth_scale,
-            focal_px=focal_px,
-            fov_deg=fov_deg,
-            model_name=model_name,
-            weights=weights,
-            device=device,
-            precision=precision,
-            lines=lines,
-            focal_auto=focal_mode == "auto",
-        )
+        session = open_session(photo, provider, lines=lines)
         if lines:
             measurements = session.measure(lines)
         else:
-            from metrocli.io.picker import pick_and_measure
+            from metrocli.cli.picker import pick_and_measure
 
             measurements = pick_and_measure(session)
             if not measurements:
@@ -145,41 +142,53 @@ def measure(
         if annotate is not None:
             from metrocli.io.annotate import write_annotated
 
-            annotated = str(write_annotated(annotate, session.photo.image, measurements))
+            annotated = str(write_annotated(annotate, session.photo.image, measurements, units))
         result = session.result(measurements, annotated)
     except MetroError as exc:
         # one clean line and the error's exit code (2 for points outside the photo, 1 otherwise)
         error_line(str(exc))
         raise click.exceptions.Exit(exc.exit_code) from None
     if as_json:
-        emit_json(result.to_dict())
+        emit_json(with_units(result.to_dict(), units) if units else result.to_dict())
     else:
-        _print_table(result)
+        _print_table(result, units)
 
 
-def _print_table(result) -> None:
+def with_units(doc: dict[str, Any], unit: LengthUnit) -> dict[str, Any]:
+    """The measure JSON with ``unit`` and each measurement's ``distance`` and ``uncertainty`` in it added
+    (``distance_m`` and ``uncertainty_m`` stay)."""
+    from metrocli.io.units import to_unit
+
+    out = {**doc, "unit": unit}
+    out["measurements"] = [
+        {**m, "distance": to_unit(m["distance_m"], unit), "uncertainty": to_unit(m["uncertainty_m"], unit)}
+        for m in doc["measurements"]
+    ]
+    return out
+
+
+def _print_table(result: MeasureResult, unit: LengthUnit | None = None) -> None:
     from rich.console import Console
     from rich.table import Table
 
     from metrocli.io.annotate import format_uncertainty
+    from metrocli.io.units import format_length
 
-    console = Console(file=click.get_text_stream("stdout"), width=160, highlight=False, soft_wrap=True)
+    console = Console(file=sys.stdout, width=160, highlight=False, soft_wrap=True)
     console.print(
         f"{result.image}: focal {result.focal_px:.1f} px ({result.focal_source}), "
         f"depth from {result.depth_source}"
     )
     table = Table(show_edge=False, pad_edge=False)
-    for name, justify in (
-        ("#", "right"),
-        ("from (px)", "right"),
-        ("to (px)", "right"),
-        ("from (m)", "right"),
-        ("to (m)", "right"),
-        ("distance (m)", "right"),
-        ("distance (cm)", "right"),
-        ("± (1σ)", "right"),
+    for name in (
+        "#",
+        "from (px)",
+        "to (px)",
+        "from (m)",
+        "to (m)",
+        *((f"distance ({unit})", f"± 1σ ({unit})") if unit else ("distance (m)", "distance (cm)", "± (1σ)")),
     ):
-        table.add_column(name, justify=justify, no_wrap=True)
+        table.add_column(name, justify="right", no_wrap=True)
     for i, m in enumerate(result.measurements, start=1):
         table.add_row(
             str(i),
@@ -187,9 +196,14 @@ def _print_table(result) -> None:
             f"{m.to_px[0]:g}, {m.to_px[1]:g}",
             ", ".join(f"{x:+.3f}" for x in m.from_m),
             ", ".join(f"{x:+.3f}" for x in m.to_m),
-            f"{m.distance_m:.3f}",
-            f"{m.distance_m * 100:.1f}",
-            format_uncertainty(m.uncertainty_m),
+            *(
+                (
+                    format_length(m.distance_m, unit, with_unit=False),
+                    format_length(m.uncertainty_m, unit, with_unit=False),
+                )
+                if unit
+                else (f"{m.distance_m:.3f}", f"{m.distance_m * 100:.1f}", format_uncertainty(m.uncertainty_m))
+            ),
         )
     console.print(table)
     if result.error_model:

@@ -3,33 +3,28 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from metrocli.cli.common import (
-    check_focal_exclusive,
+    BatchReport,
+    build_provider,
     emit_json,
-    focal_auto_option,
     focal_options,
     json_option,
     model_options,
+    positive,
     run_batch,
     stderr_console,
 )
 
-
-def _positive_int(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:
-    if value is not None and value <= 0:
-        raise click.BadParameter("must be a positive number of triangles", ctx=ctx, param=param)
-    return value
-
-
-def _positive_float(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
-    import math
-
-    if value is not None and not (math.isfinite(value) and value > 0):
-        raise click.BadParameter("must be a positive number of metres", ctx=ctx, param=param)
-    return value
+if TYPE_CHECKING:
+    from metrocli.model.spec import ModelSpec
+    from metrocli.pipeline.multiview import MultiviewOptions, ScaleReference
+    from metrocli.pipeline.provider import DepthProvider, FocalMode
+    from metrocli.pipeline.separate import SeparateOptions
+    from metrocli.pipeline.single import MeshMethod
 
 
 @click.command("reconstruct")
@@ -61,7 +56,7 @@ def _positive_float(ctx: click.Context, param: click.Parameter, value: float | N
     "--voxel-m",
     type=float,
     default=None,
-    callback=_positive_float,
+    callback=positive("number of metres"),
     help="TSDF voxel size in metres for a folder [default: from the scene extent, about 1 cm in a room].",
 )
 @click.option(
@@ -77,8 +72,7 @@ def _positive_float(ctx: click.Context, param: click.Parameter, value: float | N
     help="Metric scale of the scene: the first photo's depth, or the geometric mean over all photos.",
 )
 @model_options
-@focal_options
-@focal_auto_option
+@focal_options()
 @click.option("--points-only", is_flag=True, help="Single photo / --separate: write the point cloud.")
 @click.option(
     "--mesh",
@@ -89,7 +83,24 @@ def _positive_float(ctx: click.Context, param: click.Parameter, value: float | N
     help="Single photo / --separate: pixel-grid mesh or screened Poisson.",
 )
 @click.option(
-    "--simplify", type=int, default=None, callback=_positive_int, help="Target triangle count of the mesh."
+    "--simplify",
+    type=int,
+    default=None,
+    callback=positive("number of triangles"),
+    help="Target triangle count of the mesh.",
+)
+@click.option(
+    "--cameras",
+    is_flag=True,
+    help="Folder with a .glb output: draw each registered photo's camera as a frustum mesh.",
+)
+@click.option(
+    "--export",
+    "export",
+    type=(click.Choice(["colmap"]), click.Path(file_okay=False, path_type=Path)),
+    default=None,
+    metavar="colmap DIR",
+    help="Folder: also write the scene as a COLMAP model (cameras.txt, images.txt, points3D.txt) in DIR.",
 )
 @json_option
 def reconstruct(
@@ -101,17 +112,14 @@ def reconstruct(
     force: bool,
     voxel_m: float | None,
     per_photo_scale: bool | None,
-    scale_ref: str,
-    model_name: str,
-    weights: Path | None,
-    device: str,
-    precision: str,
-    focal_px: float | None,
-    fov_deg: float | None,
-    focal_mode: str,
+    scale_ref: ScaleReference,
+    spec: ModelSpec,
+    focal: FocalMode,
     points_only: bool,
-    mesh_method: str,
+    mesh_method: MeshMethod,
     simplify: int | None,
+    cameras: bool,
+    export: tuple[str, Path] | None,
     as_json: bool,
 ) -> None:
     """Metric 3D of INPUT: a photo, or a folder of photos of one scene.
@@ -121,42 +129,37 @@ def reconstruct(
     INPUT a folder:  the photos (sorted by name) are registered in any order, fused (TSDF) into one mesh in
                      the camera frame of the first photo, in metres; OUT.json beside OUT holds each photo's
                      pose (4x4 camera-to-first-camera), intrinsics, focal source and depth scale, and the
-                     photos left out with the reason.
+                     photos left out with the reason. A .glb holds every registered photo's camera
+                     (--cameras: also a frustum mesh each); --export colmap DIR writes a COLMAP model.
     --separate:      one mesh per photo into the folder -o; re-running skips finished photos (--force redoes).
     --focal auto:    every photo's focal length is self-calibrated from its own prediction (model depth
                      only); a photo with a flat objective keeps its EXIF/default focal length, with a
                      warning. --json reports focal_source and focal_uncertainty_px per photo.
     """
-    check_focal_exclusive(focal_px, fov_deg, focal_mode)
-    if focal_mode == "auto":
-        from metrocli.model.presets import get_preset
+    from metrocli.pipeline.multiview import MultiviewOptions
+    from metrocli.pipeline.separate import SeparateOptions
 
-        if depth_file is not None or depth_dir is not None:
-            raise click.UsageError(
-                "--focal auto needs the model's depth and normals, not sensor depth (--depth/--depth-dir)"
-            )
-        if get_preset(model_name).family != "vit":
-            raise click.UsageError("--focal auto needs a ViT model: it uses the predicted normals")
-    if input_path.is_dir():
-        if depth_file is not None:
-            raise click.UsageError("--depth is for a single photo; use --depth-dir with a folder")
-        if separate:
-            _separate(input_path, out_path, locals())
-        else:
-            if points_only or mesh_method != "grid":
-                raise click.UsageError(
-                    "--points-only and --mesh are for single photos and --separate; a folder is fused by TSDF"
-                )
-            _folder(input_path, out_path, locals())
-        return
+    if input_path.is_dir() and depth_file is not None:
+        raise click.UsageError("--depth is for a single photo; use --depth-dir with a folder")
+    if cameras and (separate or not input_path.is_dir()):
+        raise click.UsageError("--cameras is for a folder fused into one .glb scene")
+    if export is not None and (separate or not input_path.is_dir()):
+        raise click.UsageError("--export colmap is for a folder fused into one scene")
+    provider = build_provider(spec, focal, sensor=depth_file or depth_dir)
     if separate:
-        _separate(input_path, out_path, locals())
-        return
-    if depth_file is None and depth_dir is not None:
-        from metrocli.pipeline.multiview import find_depth_file
-
-        depth_file = find_depth_file(input_path, depth_dir)
-    _single(input_path, out_path, depth_file, locals())
+        options = SeparateOptions(points_only, mesh_method, simplify, force)
+        _separate(input_path, out_path, provider, options, as_json)
+    elif input_path.is_dir():
+        if points_only or mesh_method != "grid":
+            raise click.UsageError(
+                "--points-only and --mesh are for single photos and --separate; a folder is fused by TSDF"
+            )
+        folder = MultiviewOptions(
+            voxel_m, per_photo_scale, scale_ref, simplify=simplify, force=force, cameras=cameras
+        )
+        _folder(input_path, out_path, provider, folder, as_json, export[1] if export else None)
+    else:
+        _single(input_path, out_path, provider, SeparateOptions(points_only, mesh_method, simplify), as_json)
 
 
 def _focal_text(focal_px: float, source: str, uncertainty_px: float | None) -> str:
@@ -165,25 +168,13 @@ def _focal_text(focal_px: float, source: str, uncertainty_px: float | None) -> s
     return f"{focal_px:.1f}{sigma} px {source}"
 
 
-def _single(photo: Path, out_path: Path, depth_file: Path | None, a: dict) -> None:
+def _single(photo: Path, out_path: Path, provider: DepthProvider, o: SeparateOptions, as_json: bool) -> None:
     from metrocli.pipeline.single import reconstruct_photo
 
     result = reconstruct_photo(
-        photo,
-        out_path,
-        depth_file=depth_file,
-        points_only=a["points_only"],
-        mesh_method=a["mesh_method"],
-        simplify=a["simplify"],
-        focal_px=a["focal_px"],
-        fov_deg=a["fov_deg"],
-        model_name=a["model_name"],
-        weights=a["weights"],
-        device=a["device"],
-        precision=a["precision"],
-        focal_auto=a["focal_mode"] == "auto",
+        photo, out_path, provider, points_only=o.points_only, mesh_method=o.mesh_method, simplify=o.simplify
     )
-    if a["as_json"]:
+    if as_json:
         emit_json(result.to_dict())
     else:
         what = (
@@ -195,29 +186,17 @@ def _single(photo: Path, out_path: Path, depth_file: Path | None, a: dict) -> No
         click.echo(f"{photo}: {result.output} ({what}, focal {focal})")
 
 
-def _separate(inputs: Path, out_dir: Path, a: dict) -> None:
-    from metrocli.pipeline.multiview import SeparateJob, SeparateOptions
+def _separate(
+    inputs: Path, out_dir: Path, provider: DepthProvider, options: SeparateOptions, as_json: bool
+) -> None:
+    from metrocli.pipeline.separate import SeparateJob
 
-    options = SeparateOptions(
-        depth_dir=a["depth_dir"],
-        points_only=a["points_only"],
-        mesh_method=a["mesh_method"],  # type: ignore[arg-type]
-        simplify=a["simplify"],
-        focal_px=a["focal_px"],
-        fov_deg=a["fov_deg"],
-        model_name=a["model_name"],
-        weights=a["weights"],
-        device=a["device"],
-        precision=a["precision"],
-        force=a["force"],
-        focal_auto=a["focal_mode"] == "auto",
-    )
-    job = SeparateJob(inputs, out_dir, options)
+    job = SeparateJob(inputs, out_dir, provider, options)
     job.prepare()
 
     def work(item: tuple[Path, str]) -> None:
         result = job.run(item)
-        if a["as_json"]:
+        if as_json:
             emit_json(result.to_dict())
         else:
             note = " (skipped: exists)" if result.skipped else ""
@@ -229,26 +208,18 @@ def _separate(inputs: Path, out_dir: Path, a: dict) -> None:
     report.finish()
 
 
-def _folder(folder: Path, out_path: Path, a: dict) -> None:
-    from metrocli.cli.common import BatchReport
-    from metrocli.pipeline.multiview import MultiviewJob, MultiviewOptions
+def _folder(
+    folder: Path,
+    out_path: Path,
+    provider: DepthProvider,
+    options: MultiviewOptions,
+    as_json: bool,
+    colmap_dir: Path | None = None,
+) -> None:
+    from metrocli.pipeline.colmap_export import export_colmap
+    from metrocli.pipeline.multiview import MultiviewJob
 
-    options = MultiviewOptions(
-        depth_dir=a["depth_dir"],
-        voxel_m=a["voxel_m"],
-        per_photo_scale=a["per_photo_scale"],
-        scale_reference=a["scale_ref"],  # type: ignore[arg-type]
-        simplify=a["simplify"],
-        model_name=a["model_name"],
-        weights=a["weights"],
-        device=a["device"],
-        precision=a["precision"],
-        force=a["force"],
-        focal_px=a["focal_px"],
-        fov_deg=a["fov_deg"],
-        focal_auto=a["focal_mode"] == "auto",
-    )
-    job = MultiviewJob(folder, out_path, options)
+    job = MultiviewJob(folder, out_path, provider, options)
     result = job.up_to_date()
     report = BatchReport(what="photo")
     if result is None:
@@ -256,8 +227,10 @@ def _folder(folder: Path, out_path: Path, a: dict) -> None:
         report = run_batch(job.photos, job.load, name=str, what="photo", description="loading")
         with stderr_console().status("registering and fusing"):
             result = job.finish()
-    if a["as_json"]:
-        emit_json(result.to_dict())
+    if colmap_dir is not None:
+        export_colmap(result.json_path, colmap_dir)
+    if as_json:
+        emit_json({**result.to_dict(), **({"colmap": str(colmap_dir)} if colmap_dir else {})})
     else:
         note = " (skipped: up to date)" if result.skipped else ""
         left = f", {len(result.left_out)} left out" if result.left_out else ""
@@ -268,7 +241,9 @@ def _folder(folder: Path, out_path: Path, a: dict) -> None:
         )
         for name, why in sorted(result.left_out.items()):
             click.echo(f"  left out {name}: {why}")
-        if a["focal_mode"] == "auto":
+        if colmap_dir is not None:
+            click.echo(f"  COLMAP model: {colmap_dir}")
+        if provider.focal.auto:
             for name, rec in result.focals.items():
                 focal = _focal_text(rec["focal_px"], rec["focal_source"], rec.get("focal_uncertainty_px"))
                 click.echo(f"  focal {name}: {focal}")

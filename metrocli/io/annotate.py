@@ -2,8 +2,9 @@
 
 Each line is drawn anti-aliased (rendered supersampled, then downsampled) in its own colour over a dark
 halo, so it reads on bright and dark backgrounds; its ends get round markers, and its length ("1.234 m
-± 6.2 cm") sits in a rounded label box with a dark translucent background beside the line's middle, kept
-inside the picture. Line width, marker and font size scale with the photo's size.
+± 0.062 m": one unit for the whole picture, value and uncertainty alike) sits in a rounded label box with
+a dark translucent background beside the line's middle, kept inside the picture. Line width, marker and
+font size scale with the photo's size.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 
 from metrocli.atomic import atomic_path
 from metrocli.geometry.measure import Measurement
+from metrocli.io.units import LengthUnit, format_with_uncertainty, picture_unit
 
 #: Line colours, cycled (bright, distinct, readable on dark halos).
 PALETTE = ((255, 214, 10), (0, 224, 255), (255, 92, 138), (120, 255, 120), (255, 150, 40), (190, 140, 255))
@@ -42,8 +44,11 @@ def format_uncertainty(uncertainty_m: float) -> str:
     return f"{uncertainty_m * 1000:.1f} mm"
 
 
-def label_text(m: Measurement) -> str:
-    """The label of one measurement: ``"1.234 m ± 6.2 cm"``."""
+def label_text(m: Measurement, unit: LengthUnit | None = None) -> str:
+    """The label of one measurement: ``"1.234 m ± 6.2 cm"``; with a ``unit`` both in it:
+    ``"1.234 m ± 0.062 m"``."""
+    if unit is not None:
+        return format_with_uncertainty(m.distance_m, m.uncertainty_m, unit)
     return f"{format_distance(m.distance_m)} ± {format_uncertainty(m.uncertainty_m)}"
 
 
@@ -152,9 +157,13 @@ def _place_label(
     return best
 
 
-def annotate_image(rgb: np.ndarray, measurements: Sequence[Measurement]):
-    """A PIL RGB image of the photo (H, W, 3) uint8 with every measurement drawn and labelled."""
+def annotate_image(rgb: np.ndarray, measurements: Sequence[Measurement], unit: LengthUnit | None = None):
+    """A PIL RGB image of the photo (H, W, 3) uint8 with every measurement drawn and labelled, all in
+    ``unit`` (default :func:`~metrocli.io.units.picture_unit`: metres, or centimetres when every length is
+    shorter than 1 m)."""
     from PIL import Image, ImageDraw
+
+    unit = unit or picture_unit(m.distance_m for m in measurements)
 
     base = Image.fromarray(np.asarray(rgb, dtype=np.uint8)[..., :3], "RGB").convert("RGBA")
     w, h = base.size
@@ -177,7 +186,7 @@ def annotate_image(rgb: np.ndarray, measurements: Sequence[Measurement]):
     ]
     labels = []
     for i, m in enumerate(measurements):
-        text = label_text(m)
+        text = label_text(m, unit)
         if len(measurements) > 1:
             text = f"{i + 1}: {text}"
         left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
@@ -211,11 +220,14 @@ def annotate_image(rgb: np.ndarray, measurements: Sequence[Measurement]):
 
 
 def write_annotated(
-    path: str | os.PathLike[str], rgb: np.ndarray, measurements: Sequence[Measurement]
+    path: str | os.PathLike[str],
+    rgb: np.ndarray,
+    measurements: Sequence[Measurement],
+    unit: LengthUnit | None = None,
 ) -> Path:
     """Write the annotated photo (see :func:`annotate_image`) as a PNG at ``path``, atomically."""
     path = Path(path)
-    image = annotate_image(rgb, measurements)
+    image = annotate_image(rgb, measurements, unit)
     with atomic_path(path) as tmp:
         image.save(tmp, format="PNG", optimize=False)
     return path

@@ -6,21 +6,34 @@ Point clouds (:class:`~metrocli.geometry.pointcloud.PointCloud`)
     present. Open3D, MeshLab, CloudCompare and trimesh read the PLY (:func:`read_ply_vertices` reads it
     back). ``.obj`` / ``.glb``: trimesh (positions and colours).
 Meshes (:class:`~metrocli.geometry.mesh.Mesh`)
-    ``.ply``: Open3D (binary, vertex normals and colours). ``.obj`` / ``.glb``: trimesh, with vertex normals
-    and colours.
+    ``.ply``: trimesh, binary little-endian: ``x y z`` and ``nx ny nz`` float32, ``red green blue alpha``
+    uchar, faces as int32 index lists. ``.obj``: trimesh, text with :data:`OBJ_DIGITS` decimals (micrometres),
+    vertex normals and colours. ``.glb``: trimesh, with vertex normals and colours.
 
-Coordinates are the photo's camera frame, metres: x right, y down, z forward (OpenCV).
+Frames, metres everywhere:
+    PLY, PCD and OBJ are in the photo's camera frame (OpenCV): x right, y down, z forward.
+    GLB is in glTF's axes (y up, the camera looking down -z): the one transform :func:`to_gltf_axes`,
+    ``(x, y, z) -> (x, -y, -z)`` (a rotation of 180 degrees about x), applied to positions and normals.
+    ``cameras`` (:class:`CameraView`) become glTF perspective camera nodes whose matrices are the photo's
+    pose in the same axes (:func:`gltf_camera_matrix`), so a viewer opens the scene from the photo's
+    viewpoint; ``frustums`` adds one small pyramid mesh per camera (``--cameras``).
 """
 
 from __future__ import annotations
 
+import json
+import math
 import os
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from metrocli.atomic import atomic_path
+from metrocli.camera.intrinsics import Intrinsics
 from metrocli.errors import MetroUsageError, ReconstructionError
 from metrocli.geometry.mesh import Mesh
 from metrocli.geometry.pointcloud import PointCloud
@@ -30,6 +43,37 @@ if TYPE_CHECKING:
 
 POINT_CLOUD_SUFFIXES = (".ply", ".pcd", ".obj", ".glb")
 MESH_SUFFIXES = (".ply", ".obj", ".glb")
+
+#: Decimals of OBJ coordinates and normals (metres: 1e-6 m).
+OBJ_DIGITS = 6
+
+#: The one transform from the camera frame (OpenCV: x right, y down, z forward) to glTF's axes (y up,
+#: the camera looking down -z): ``(x, y, z) -> (x, -y, -z)``, a rotation of 180 degrees about x.
+GLTF_FROM_CAMERA = np.diag([1.0, -1.0, -1.0])
+
+
+def to_gltf_axes(xyz: np.ndarray) -> np.ndarray:
+    """(N, 3) positions or normals in the camera frame -> glTF axes (:data:`GLTF_FROM_CAMERA`), float64."""
+    return np.asarray(xyz, np.float64) @ GLTF_FROM_CAMERA.T
+
+
+def gltf_camera_matrix(pose_camera_to_reference: np.ndarray) -> np.ndarray:
+    """The 4x4 glTF node matrix of a camera whose pose (camera -> reference, both OpenCV frames) is given:
+    ``F @ pose @ F`` with ``F`` = :data:`GLTF_FROM_CAMERA`, since both the scene and glTF's camera convention
+    (looking down -z, y up) differ from OpenCV's by the same ``F``. The reference camera is the identity."""
+    f = np.eye(4)
+    f[:3, :3] = GLTF_FROM_CAMERA
+    return f @ np.asarray(pose_camera_to_reference, np.float64) @ f
+
+
+@dataclass(frozen=True)
+class CameraView:
+    """A photo's camera to place in a GLB: its name, intrinsics and 4x4 pose (camera -> reference frame,
+    OpenCV axes, metres)."""
+
+    name: str
+    intrinsics: Intrinsics
+    pose_camera_to_reference: np.ndarray
 
 
 def _suffix(path: Path, allowed: tuple[str, ...], what: str) -> str:
@@ -89,8 +133,34 @@ def read_ply_vertices(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
     return out
 
 
-def write_point_cloud(path: str | os.PathLike[str], cloud: PointCloud) -> Path:
-    """Write ``cloud`` to ``path`` (format by extension, see the module docstring), atomically."""
+def read_mesh_vertices(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray | None]:
+    """Vertices (N, 3) float64 in the camera frame (OpenCV axes, metres; a GLB is turned back from glTF axes,
+    its camera frustums left out) and their RGB colours (N, 3) uint8 or None, of a mesh written by
+    :func:`write_mesh`."""
+    import trimesh
+
+    path = Path(path)
+    loaded: Any = trimesh.load(path, process=False)
+    if isinstance(loaded, trimesh.Scene):
+        loaded = loaded.geometry.get("scene") or next(iter(loaded.geometry.values()))
+    vertices = np.asarray(loaded.vertices, np.float64)
+    if path.suffix.lower() == ".glb":
+        vertices = to_gltf_axes(vertices)  # the transform is its own inverse
+    colors = None
+    if getattr(loaded.visual, "kind", None) == "vertex":
+        colors = np.asarray(loaded.visual.vertex_colors, np.uint8)[:, :3]
+    return vertices, colors
+
+
+def write_point_cloud(
+    path: str | os.PathLike[str],
+    cloud: PointCloud,
+    *,
+    cameras: Sequence[CameraView] = (),
+    frustums: bool = False,
+) -> Path:
+    """Write ``cloud`` to ``path`` (format by extension, see the module docstring), atomically. ``cameras``
+    and ``frustums`` go into a GLB only."""
     path = Path(path)
     suffix = _suffix(path, POINT_CLOUD_SUFFIXES, "point cloud")
     with atomic_path(path) as tmp:
@@ -108,46 +178,124 @@ def write_point_cloud(path: str | os.PathLike[str], cloud: PointCloud) -> Path:
                 colors = np.concatenate(
                     [cloud.colors, np.full((len(cloud), 1), 255, np.uint8)], axis=1
                 ).astype(np.uint8)
-            trimesh.PointCloud(np.asarray(cloud.points, np.float64), colors=colors).export(str(tmp))
+            if suffix == ".glb":
+                points = to_gltf_axes(cloud.points)
+                _write_glb(tmp, trimesh.PointCloud(points, colors=colors), points, cameras, frustums)
+            else:
+                trimesh.PointCloud(np.asarray(cloud.points, np.float64), colors=colors).export(str(tmp))
     return path
 
 
-def write_mesh(path: str | os.PathLike[str], mesh: Mesh) -> Path:
-    """Write ``mesh`` with vertex normals and colours to ``path`` (.ply / .obj / .glb), atomically."""
+def write_mesh(
+    path: str | os.PathLike[str],
+    mesh: Mesh,
+    *,
+    cameras: Sequence[CameraView] = (),
+    frustums: bool = False,
+) -> Path:
+    """Write ``mesh`` with vertex normals and colours to ``path`` (.ply / .obj / .glb; float32 binary PLY),
+    atomically. ``cameras`` and ``frustums`` go into a GLB only (see the module docstring)."""
+    import trimesh
+
     path = Path(path)
     suffix = _suffix(path, MESH_SUFFIXES, "mesh")
     with atomic_path(path) as tmp:
+        colors = None
+        if mesh.vertex_colors is not None:
+            colors = np.concatenate(
+                [mesh.vertex_colors, np.full((len(mesh.vertices), 1), 255, np.uint8)], axis=1
+            )
+        vertices = np.asarray(mesh.vertices, np.float64)
+        normals = np.asarray(mesh.vertex_normals, np.float64)
+        if suffix == ".glb":
+            vertices, normals = to_gltf_axes(vertices), to_gltf_axes(normals)
+        tm = trimesh.Trimesh(
+            vertices=vertices,
+            faces=np.asarray(mesh.triangles, np.int64),
+            vertex_normals=normals,
+            vertex_colors=colors,
+            process=False,
+        )
         if suffix == ".ply":
-            import open3d as o3d
-
-            ok = o3d.io.write_triangle_mesh(
-                tmp,
-                mesh.to_open3d(),
-                write_ascii=False,
-                compressed=False,
-                write_vertex_normals=True,
-                write_vertex_colors=mesh.vertex_colors is not None,
-                write_triangle_uvs=False,
-            )
-            if not ok:
-                raise OSError(f"Open3D could not write {path}")
+            tm.export(str(tmp), file_type="ply", encoding="binary", vertex_normal=True)
+        elif suffix == ".obj":
+            tm.export(str(tmp), include_normals=True, include_color=True, digits=OBJ_DIGITS)
         else:
-            import trimesh
-
-            colors = None
-            if mesh.vertex_colors is not None:
-                colors = np.concatenate(
-                    [mesh.vertex_colors, np.full((len(mesh.vertices), 1), 255, np.uint8)], axis=1
-                )
-            tm = trimesh.Trimesh(
-                vertices=np.asarray(mesh.vertices, np.float64),
-                faces=np.asarray(mesh.triangles, np.int64),
-                vertex_normals=np.asarray(mesh.vertex_normals, np.float64),
-                vertex_colors=colors,
-                process=False,
-            )
-            if suffix == ".obj":
-                tm.export(str(tmp), include_normals=True, include_color=True)
-            else:
-                tm.export(str(tmp))
+            _write_glb(tmp, tm, vertices, cameras, frustums)
     return path
+
+
+def _frustum(camera: CameraView, depth_m: float) -> tuple[np.ndarray, np.ndarray]:
+    """Vertices (glTF axes) and triangles of a pyramid from the camera centre to the image corners at
+    ``depth_m``, both windings so that it shows from either side."""
+    k = camera.intrinsics
+    corners = np.array([[0, 0], [k.width, 0], [k.width, k.height], [0, k.height]], np.float64)
+    rays = np.column_stack([(corners[:, 0] - k.cx) / k.fx, (corners[:, 1] - k.cy) / k.fy, np.ones(4)])
+    local = np.vstack([np.zeros(3), rays * depth_m])
+    pose = np.asarray(camera.pose_camera_to_reference, np.float64)
+    world = local @ pose[:3, :3].T + pose[:3, 3]
+    sides = np.array([[0, 1, 2], [0, 2, 3], [0, 3, 4], [0, 4, 1]])
+    return to_gltf_axes(world), np.vstack([sides, sides[:, ::-1]])
+
+
+def _glb_scene(geometry: Any, cameras: Sequence[CameraView], frustums: bool, extent_m: float) -> Any:
+    """A trimesh scene of ``geometry`` (already in glTF axes) and, with ``frustums``, one pyramid per camera
+    (a tenth of the scene's extent deep)."""
+    import trimesh
+
+    scene = trimesh.Scene()
+    scene.add_geometry(geometry, geom_name="scene")
+    if frustums:
+        depth_m = max(0.05, 0.1 * extent_m)
+        for cam in cameras:
+            verts, faces = _frustum(cam, depth_m)
+            colors = np.tile(np.array([255, 140, 0, 255], np.uint8), (len(verts), 1))
+            tm = trimesh.Trimesh(verts, faces, vertex_colors=colors, process=False)
+            scene.add_geometry(tm, geom_name=f"frustum {cam.name}")
+    return scene
+
+
+def _add_gltf_cameras(glb: bytes, cameras: Sequence[CameraView]) -> bytes:
+    """``glb`` with one perspective camera node per camera (matrix :func:`gltf_camera_matrix`) added to its
+    scene (trimesh writes at most one camera)."""
+    magic, version, _ = struct.unpack_from("<4sII", glb, 0)
+    json_len, json_type = struct.unpack_from("<I4s", glb, 12)
+    if magic != b"glTF" or version != 2 or json_type != b"JSON":
+        raise OSError("trimesh wrote an unexpected GLB layout")
+    doc = json.loads(glb[20 : 20 + json_len])
+    rest = glb[20 + json_len :]
+    doc.setdefault("cameras", [])
+    doc.setdefault("nodes", [])
+    scene = doc["scenes"][doc.get("scene", 0)]
+    scene.setdefault("nodes", [])
+    for cam in cameras:
+        k = cam.intrinsics
+        doc["cameras"].append(
+            {
+                "name": cam.name,
+                "type": "perspective",
+                "perspective": {
+                    "yfov": 2.0 * math.atan(k.height / (2.0 * k.fy)),
+                    "aspectRatio": k.width / k.height,
+                    "znear": 0.01,
+                },
+            }
+        )
+        matrix = gltf_camera_matrix(cam.pose_camera_to_reference)
+        doc["nodes"].append(
+            {"name": cam.name, "camera": len(doc["cameras"]) - 1, "matrix": matrix.T.ravel().tolist()}
+        )
+        scene["nodes"].append(len(doc["nodes"]) - 1)
+    text = json.dumps(doc, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 4)
+    body = struct.pack("<I4s", len(text), b"JSON") + text + rest
+    return struct.pack("<4sII", b"glTF", 2, 12 + len(body)) + body
+
+
+def _write_glb(
+    tmp: Path, geometry: Any, points: np.ndarray, cameras: Sequence[CameraView], frustums: bool
+) -> None:
+    """Write ``geometry`` (glTF axes) with the cameras as a GLB to ``tmp``."""
+    extent = float(np.ptp(points, axis=0).max()) if len(points) else 1.0
+    glb = _glb_scene(geometry, cameras, frustums, extent).export(file_type="glb")
+    tmp.write_bytes(_add_gltf_cameras(glb, cameras) if cameras else glb)

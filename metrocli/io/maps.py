@@ -3,11 +3,14 @@
 Files written for one photo with stem ``S`` (all atomically, see :mod:`metrocli.atomic`):
 
 - ``S.depth.npy``       (H, W) float32 metres, 0 where invalid
-- ``S.normal.npy``      (H, W, 3) float32 unit normals, camera frame (x right, y down, z forward); not written
-  for depth-only models
-- ``S.confidence.npy``  (H, W) float32 depth confidence (model-specific scale)
+- ``S.normal.npy``      (H, W, 3) float32 unit normals, camera frame (x right, y down, z forward), each turned
+  towards the camera (``n · ray <= 0``, like the PLY normals); not written for depth-only models
+- ``S.confidence.npy``  (H, W) float32 depth confidence: the network's raw confidence channel (ViT) or logit
+  (ConvNeXt), unbounded, higher is more confident, comparable only between outputs of one model
 - ``S.depth.png``       (H, W) 16-bit millimetres, clipped to 65.535 m, 0 = invalid
-- ``S.preview.png``     colourised depth (Turbo, near = red) beside colourised normals
+- ``S.preview.png``     colourised depth (Turbo, near = red) beside colourised normals (``(n + 1) / 2`` with x
+  right, y up, z towards the viewer), above a colour bar labelled in metres; the depth colours span the
+  photo's own range, or a fixed ``depth_range_m`` (``--depth-range NEAR,FAR``) so that a batch compares
 - ``S.json``            intrinsics (with their source), model, timings, depth statistics, file names
 """
 
@@ -24,6 +27,7 @@ from typing import Any, Literal
 import numpy as np
 
 from metrocli.atomic import atomic_path, write_text_atomic
+from metrocli.camera.intrinsics import Intrinsics
 from metrocli.errors import MetroUsageError
 from metrocli.geometry.sampling import valid_depth_mask
 from metrocli.prediction import Prediction
@@ -32,6 +36,8 @@ from metrocli.prediction import Prediction
 PNG_MAX_DEPTH_M = 65.535
 #: Longest side of a preview panel (px); larger maps are downscaled for the preview only.
 PREVIEW_MAX_SIDE_PX = 1280
+#: Height of the colour bar strip under a preview (px).
+COLOUR_BAR_HEIGHT_PX = 28
 #: Pixels per block when converting depth to 16-bit millimetres.
 PNG_BLOCK_PIXELS = 1 << 20
 
@@ -51,12 +57,45 @@ def turbo(x: np.ndarray) -> np.ndarray:
     return _turbo_lut()[np.rint(x * 255.0).astype(np.intp)]
 
 
-def colourise_depth(depth_m: np.ndarray, invalid_rgb: tuple[int, int, int] = (0, 0, 0)) -> np.ndarray:
+def auto_depth_range(depth_m: np.ndarray) -> tuple[float, float] | None:
+    """``(near_m, far_m)`` of the preview colours of a depth map: its inverse depth's 2nd and 98th
+    percentiles over valid pixels; None without valid depth."""
+    depth_m = np.asarray(depth_m, dtype=np.float64)
+    valid = valid_depth_mask(depth_m, max_depth_m=math.inf)
+    if not valid.any():
+        return None
+    lo, hi = np.percentile(1.0 / depth_m[valid], [2.0, 98.0])
+    return float(1.0 / hi), float(1.0 / lo)
+
+
+def check_depth_range(depth_range_m: tuple[float, float]) -> tuple[float, float]:
+    """``(near_m, far_m)`` as floats; MetroUsageError unless ``0 < near < far`` (finite)."""
+    near, far = (float(v) for v in depth_range_m)
+    if not (math.isfinite(near) and math.isfinite(far) and 0 < near < far):
+        raise MetroUsageError(
+            f"the depth range must be NEAR,FAR metres with 0 < NEAR < FAR, got {near},{far}"
+        )
+    return near, far
+
+
+def _depth_scale(depth_m: np.ndarray, near_m: float, far_m: float) -> np.ndarray:
+    """Position of depths in the colour scale: 1 at ``near_m``, 0 at ``far_m``, linear in inverse depth,
+    clipped (equal ends: 0.5)."""
+    inv = 1.0 / np.asarray(depth_m, np.float64)
+    lo, hi = 1.0 / far_m, 1.0 / near_m
+    return np.clip((inv - lo) / (hi - lo), 0.0, 1.0) if hi > lo else np.full_like(inv, 0.5)
+
+
+def colourise_depth(
+    depth_m: np.ndarray,
+    invalid_rgb: tuple[int, int, int] = (0, 0, 0),
+    depth_range_m: tuple[float, float] | None = None,
+) -> np.ndarray:
     """(H, W) depth in metres -> (H, W, 3) uint8 RGB.
 
-    Inverse depth is normalised between its 2nd and 98th percentile over valid pixels and mapped through
-    :func:`turbo` (its [0.05, 0.95] part), so near is red and far is blue. Invalid pixels (0, negative,
-    NaN, inf) get ``invalid_rgb``.
+    Inverse depth is normalised between ``depth_range_m`` (near, far; default :func:`auto_depth_range`: the
+    photo's own 2nd and 98th percentiles) and mapped through :func:`turbo` (its [0.05, 0.95] part), so near
+    is red and far is blue. Invalid pixels (0, negative, NaN, inf) get ``invalid_rgb``.
     """
     depth_m = np.asarray(depth_m, dtype=np.float64)
     if depth_m.ndim != 2:
@@ -64,13 +103,43 @@ def colourise_depth(depth_m: np.ndarray, invalid_rgb: tuple[int, int, int] = (0,
     valid = valid_depth_mask(depth_m, max_depth_m=math.inf)
     out = np.empty((*depth_m.shape, 3), np.uint8)
     out[:] = invalid_rgb
-    if not valid.any():
+    span = depth_range_m if depth_range_m is not None else auto_depth_range(depth_m)
+    if span is None:
         return out
-    inv = 1.0 / depth_m[valid]
-    lo, hi = np.percentile(inv, [2.0, 98.0])
-    scale = np.clip((inv - lo) / (hi - lo), 0.0, 1.0) if hi > lo else np.full_like(inv, 0.5)
-    out[valid] = turbo(0.05 + 0.9 * scale)  # stay off turbo's dark ends: black means invalid
+    out[valid] = turbo(0.05 + 0.9 * _depth_scale(depth_m[valid], *span))  # black stays "invalid"
     return out
+
+
+def _metres_label(depth_m: float) -> str:
+    if depth_m < 1:
+        return f"{depth_m:.2f} m"
+    return f"{depth_m:.1f} m" if depth_m < 9.95 else f"{depth_m:.0f} m"
+
+
+def colour_bar(width: int, near_m: float, far_m: float, height: int = COLOUR_BAR_HEIGHT_PX) -> np.ndarray:
+    """(height, width, 3) uint8: the depth colour scale from ``near_m`` (left, red) to ``far_m`` (right,
+    blue), as :func:`colourise_depth` colours it, with tick labels in metres (as many as fit)."""
+    from PIL import Image, ImageDraw
+
+    xs = (np.arange(width) + 0.5) / width  # 0 = near, 1 = far, linear in inverse depth
+    inv = 1.0 / near_m + xs * (1.0 / far_m - 1.0 / near_m)
+    strip = turbo(0.05 + 0.9 * _depth_scale(1.0 / inv, near_m, far_m))
+    bar_h = max(4, height // 3)
+    out = np.zeros((height, width, 3), np.uint8)
+    out[:bar_h] = strip[None]
+    image = Image.fromarray(out)
+    draw = ImageDraw.Draw(image)
+    n_ticks = min(6, width // 64 + 1)
+    for i in range(n_ticks):
+        x = 0.0 if n_ticks == 1 else i / (n_ticks - 1)
+        label = _metres_label(1.0 / (1.0 / near_m + x * (1.0 / far_m - 1.0 / near_m)))
+        text_w = draw.textlength(label)
+        px = round(x * (width - 1))
+        draw.line([(px, 0), (px, bar_h + 1)], fill=(255, 255, 255))
+        draw.text(
+            (min(max(0, px - text_w / 2), max(0, width - text_w)), bar_h + 2), label, fill=(255, 255, 255)
+        )
+    return np.asarray(image)
 
 
 def colourise_normals(normal: np.ndarray, invalid_rgb: tuple[int, int, int] = (0, 0, 0)) -> np.ndarray:
@@ -162,19 +231,36 @@ def _sample(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return array[rows[:, None], cols[None, :]]
 
 
-def preview_image(depth_m: np.ndarray, normal: np.ndarray | None, max_side: int = PREVIEW_MAX_SIDE_PX):
-    """(h, w·k, 3) uint8: colourised depth, and beside it the colourised normals when given.
+def preview_image(
+    depth_m: np.ndarray,
+    normal: np.ndarray | None,
+    max_side: int = PREVIEW_MAX_SIDE_PX,
+    *,
+    depth_range_m: tuple[float, float] | None = None,
+    with_colour_bar: bool = False,
+):
+    """(h, w·k, 3) uint8: colourised depth, and beside it the colourised normals when given; with
+    ``with_colour_bar`` a :data:`COLOUR_BAR_HEIGHT_PX` strip below with the depth scale in metres.
 
-    Maps larger than ``max_side`` are sampled down (nearest) before they are colourised, so the preview of
-    a 12 MP prediction costs a few MB, not GB.
+    ``depth_range_m``: fixed (near, far) metres of the colours (default: the map's own range, see
+    :func:`colourise_depth`). Maps larger than ``max_side`` are sampled down (nearest) before they are
+    colourised, so the preview of a 12 MP prediction costs a few MB, not GB.
     """
     depth_m = np.asarray(depth_m)
     height, width = depth_m.shape[:2]
     size = preview_size(height, width, max_side)
-    panels = [colourise_depth(_sample(depth_m, size))]
+    small = _sample(depth_m, size)
+    span = depth_range_m if depth_range_m is not None else auto_depth_range(small)
+    panels = [colourise_depth(small, depth_range_m=span)]
     if normal is not None:
         panels.append(colourise_normals(_sample(np.asarray(normal), size)))
-    return np.concatenate(panels, axis=1)
+    image = np.concatenate(panels, axis=1)
+    if not with_colour_bar:
+        return image
+    strip = np.zeros((COLOUR_BAR_HEIGHT_PX, image.shape[1], 3), np.uint8)
+    if span is not None:
+        strip[:, : size[1]] = colour_bar(size[1], *span)
+    return np.concatenate([image, strip], axis=0)
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+-]")
@@ -242,14 +328,26 @@ def depth_stats(depth_m: np.ndarray) -> dict[str, float | int | None]:
     }
 
 
+def towards_camera(normal: np.ndarray, intrinsics: Intrinsics) -> np.ndarray:
+    """(H, W, 3) float32 normals each turned to face the camera (``n · ray <= 0`` along the pixel's ray), the
+    sign convention of every normal metrocli writes."""
+    from metrocli.geometry.backproject import pixel_rays
+    from metrocli.geometry.normals import orient_towards_camera
+
+    return orient_towards_camera(normal, pixel_rays(intrinsics))
+
+
 def write_depth_outputs(
     out_dir: str | Path,
     stem: str,
     prediction: Prediction,
     *,
     extra: Mapping[str, Any] | None = None,
+    depth_range_m: tuple[float, float] | None = None,
 ) -> dict[str, Path]:
     """Write all output files of one prediction (see the module docstring); returns kind -> path.
+
+    ``depth_range_m``: fixed (near, far) metres of the preview's depth colours (default: the photo's own).
 
     ``extra`` is merged into the JSON sidecar (e.g. the source photo, weights, warnings). The JSON is written
     last, so its presence marks a complete set (used to resume batches).
@@ -260,11 +358,14 @@ def write_depth_outputs(
     depth = np.asarray(prediction.depth, dtype=np.float32)
     written: dict[str, Path] = {}
     written["depth"] = write_npy(paths["depth"], depth)
+    normal = None
     if prediction.normal is not None:
-        written["normal"] = write_npy(paths["normal"], np.asarray(prediction.normal, dtype=np.float32))
+        normal = towards_camera(prediction.normal, prediction.intrinsics)
+        written["normal"] = write_npy(paths["normal"], normal)
     written["confidence"] = write_npy(paths["confidence"], np.asarray(prediction.confidence, np.float32))
     written["depth_png"] = write_png(paths["depth_png"], depth_to_png_mm(depth))
-    written["preview"] = write_png(paths["preview"], preview_image(depth, prediction.normal))
+    preview = preview_image(depth, normal, depth_range_m=depth_range_m, with_colour_bar=True)
+    written["preview"] = write_png(paths["preview"], preview)
     meta: dict[str, Any] = {
         "model": prediction.model,
         "width": int(depth.shape[1]),

@@ -151,6 +151,8 @@ class DepthBinHead(nn.Module):
         # the decoder's channels-last maps) and a few thousand pixels at a time, so that the temporaries stay
         # in cache: the expectation of each chunk is a matrix-vector product.
         flat = logits.permute(0, 2, 3, 1).reshape(b * h * w, DEPTH_BINS)
+        if flat.requires_grad:  # training: the same expectation, differentiable (no out= buffer)
+            return (flat.float().softmax(dim=-1) @ self.bins_m).view(b, h, w).unsqueeze(1)
         depth = torch.empty(b * h * w, dtype=torch.float32, device=logits.device)
         for start in range(0, flat.shape[0], BIN_CHUNK):
             stop = start + BIN_CHUNK
@@ -382,7 +384,14 @@ class DPTGRUDecoder(nn.Module):
         self.to(memory_format=torch.channels_last)
         self.register_load_state_dict_post_hook(_channels_last_after_load)
 
-    def forward(self, tokens: list[Tensor], grid: tuple[int, int]) -> dict[str, Tensor]:
+    def forward(
+        self, tokens: list[Tensor], grid: tuple[int, int], *, sequence: bool = False
+    ) -> dict[str, Tensor]:
+        """See the class docstring. ``sequence=True`` (training) also returns the per-iteration outputs of
+        the official training decoder, stacked along a new first axis of length ``iters + 1`` (the initial
+        estimate upsampled bilinearly, then every iteration's convex-upsampled state): ``depth_seq``
+        (N, B, 1, H, W), ``confidence_seq`` (N, B, 1, H, W) and ``normal_seq`` (N, B, 4, H, W: unit normal +
+        kappa)."""
         h, w = grid
         lo, hi = self.depth_range_m
         p = self.num_prefix_tokens
@@ -412,15 +421,28 @@ class DPTGRUDecoder(nn.Module):
             net.append(hidden)
             gates.append(gate_conv(context))
 
+        ups: list[Tensor] = []
+        if sequence:
+            size = (UPSAMPLE * state.shape[2], UPSAMPLE * state.shape[3])
+            ups.append(F.interpolate(state.float(), size=size, mode="bilinear", align_corners=True))
         for _ in range(self.iters):
             net = self.update.step(net, gates, state)
             state = state + self.update.delta_head(net[0])
-        full = convex_upsample(state, self.update.upmask(net[0]))
+            if sequence:
+                ups.append(convex_upsample(state, self.update.upmask(net[0])))
+        full = ups[-1] if sequence else convex_upsample(state, self.update.upmask(net[0]))
 
         normal = normalise_normal(full[:, 2:])
-        return {
+        out = {
             "depth": clamp_depth(full[:, :1] * STATE_DEPTH_SCALE + hi, lo, hi),
             "confidence": full[:, 1:2],
             "normal": normal[:, :3],
             "normal_confidence": normal[:, 3:],
         }
+        if sequence:
+            out["depth_seq"] = torch.stack(
+                [clamp_depth(u[:, :1] * STATE_DEPTH_SCALE + hi, lo, hi) for u in ups]
+            )
+            out["confidence_seq"] = torch.stack([u[:, 1:2] for u in ups])
+            out["normal_seq"] = torch.stack([normalise_normal(u[:, 2:]) for u in ups])
+        return out

@@ -103,7 +103,7 @@ def load_model(
     t0 = time.perf_counter()
     model = _load_checkpoint(name, path).model
     model.to(dev)
-    model.precision = resolve_precision(precision, dev)
+    model.precision = resolve_precision(precision, dev, name)
     model.eval()
     log.info("loaded %s from %s on %s in %.1f s", name, path, dev, time.perf_counter() - t0)
     return model

@@ -15,13 +15,11 @@ from metrocli.model.dpt_gru import DPTGRUDecoder
 from metrocli.model.preprocess import (
     as_intrinsics,
     check_image,
-    metric_depth,
-    photo_normals,
     prepare,
-    unpad_resize,
+    to_prediction,
 )
 from metrocli.model.presets import Preset
-from metrocli.model.runtime import autocast_context, release_memory
+from metrocli.model.runtime import autocast_context, release_memory, resolve_precision
 from metrocli.model.spec import Precision
 from metrocli.model.vit import DinoV2Encoder
 from metrocli.prediction import Prediction
@@ -84,7 +82,7 @@ class Metric3D(nn.Module):
         (B, 1, H, W); ViT models also ``normal`` (B, 3, H, W) and ``normal_confidence`` (B, 1, H, W)
         (channels 0-2 and 3 of the official ``prediction_normal``).
         """
-        with autocast_context(self.precision, x.device):
+        with autocast_context(resolve_precision(self.precision, x.device, self.preset.name), x.device):
             out = self.net(x)
         if not isinstance(out, Mapping) or "depth" not in out:
             raise TypeError(
@@ -135,24 +133,15 @@ class Metric3D(nn.Module):
         if device.type == "cpu":
             release_memory()  # the activations' heap pages, before the full-size outputs are allocated
         t2 = time.perf_counter()
-        with torch.inference_mode():
-            depth = metric_depth(out["depth"], canon, intr.fx)[0, 0].cpu().numpy()
-            confidence = unpad_resize(out["confidence"], canon)[0, 0].cpu().numpy()
-            normal = normal_conf = None
-            if normals and out.get("normal") is not None:
-                normal = photo_normals(out["normal"], canon)[0].cpu().numpy()
-            if normals and out.get("normal_confidence") is not None:
-                normal_conf = unpad_resize(out["normal_confidence"], canon)[0, 0].cpu().numpy()
+        prediction = to_prediction(
+            out,
+            canon,
+            intr,
+            model=self.preset.name,
+            normals=normals,
+            timings_s={"preprocess": t1 - t0, "forward": t2 - t1},
+        )
         del out
         if device.type == "cpu":
             release_memory()  # the upsampling's full-size temporaries
-        t3 = time.perf_counter()
-        return Prediction(
-            depth=depth.astype(np.float32, copy=False),
-            normal=None if normal is None else normal.astype(np.float32, copy=False),
-            confidence=confidence.astype(np.float32, copy=False),
-            normal_confidence=None if normal_conf is None else normal_conf.astype(np.float32, copy=False),
-            intrinsics=intr,
-            model=self.preset.name,
-            timings_s={"preprocess": t1 - t0, "forward": t2 - t1, "postprocess": t3 - t2},
-        )
+        return prediction

@@ -11,6 +11,7 @@ the de-canonical transform ``depth * fx * scale / 1000`` clamped to [0, 300] m; 
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import cv2
@@ -22,6 +23,7 @@ from torch import Tensor
 from metrocli.camera.intrinsics import Intrinsics
 from metrocli.errors import ImageError, MetroUsageError
 from metrocli.model.presets import CANONICAL_FOCAL_PX, RGB_MEAN, RGB_STD
+from metrocli.prediction import Prediction
 
 #: Largest metric depth kept by the official post-processing (metres).
 MAX_DEPTH_M = 300.0
@@ -155,3 +157,43 @@ def photo_normals(normal: Tensor, canon: CanonicalInput) -> Tensor:
             block = image[top : top + rows]
             block.div_(torch.linalg.vector_norm(block, dim=-1, keepdim=True).clamp_min_(1e-12))
     return n
+
+
+def to_prediction(
+    out: dict[str, Tensor],
+    canon: CanonicalInput,
+    intrinsics: Intrinsics,
+    *,
+    model: str,
+    normals: bool,
+    timings_s: dict[str, float],
+) -> Prediction:
+    """The photo-sized, metric :class:`Prediction` of canonical network outputs (the official
+    post-processing, for any backend).
+
+    Args:
+        out: ``depth``, ``confidence`` and (ViT) ``normal`` / ``normal_confidence`` tensors (1, C, h, w)
+            of the padded canonical input ``canon``, on any device.
+        intrinsics: of the photo (its ``fx`` de-canonicalises the depth).
+        model: preset name recorded in the prediction.
+        normals: False leaves ``normal`` and ``normal_confidence`` None (skips their upsampling).
+        timings_s: stage timings so far; ``postprocess`` is added.
+    """
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        depth = metric_depth(out["depth"], canon, intrinsics.fx)[0, 0].cpu().numpy()
+        confidence = unpad_resize(out["confidence"], canon)[0, 0].cpu().numpy()
+        normal = normal_conf = None
+        if normals and out.get("normal") is not None:
+            normal = photo_normals(out["normal"], canon)[0].cpu().numpy()
+        if normals and out.get("normal_confidence") is not None:
+            normal_conf = unpad_resize(out["normal_confidence"], canon)[0, 0].cpu().numpy()
+    return Prediction(
+        depth=depth.astype(np.float32, copy=False),
+        normal=None if normal is None else normal.astype(np.float32, copy=False),
+        confidence=confidence.astype(np.float32, copy=False),
+        normal_confidence=None if normal_conf is None else normal_conf.astype(np.float32, copy=False),
+        intrinsics=intrinsics,
+        model=model,
+        timings_s={**timings_s, "postprocess": time.perf_counter() - t0},
+    )

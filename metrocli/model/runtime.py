@@ -14,14 +14,10 @@ from pathlib import Path
 import torch
 
 from metrocli.errors import MetroUsageError
+from metrocli.model.precision_rule import DeviceKind, ResolvedPrecision, auto_precision, cpu_kind
 from metrocli.model.spec import Precision
 
 log = logging.getLogger("metrocli.model")
-
-#: /proc/cpuinfo flags of x86 CPUs with native bf16 arithmetic (AMX tiles, AVX512-BF16 dot products).
-X86_BF16_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})
-#: /proc/cpuinfo feature of ARM CPUs with the BF16 extension (ARMv8.6: BFDOT, BFMMLA).
-ARM_BF16_FEATURE = "bf16"
 
 
 def cpu_flags(cpuinfo: str) -> frozenset[str]:
@@ -35,41 +31,42 @@ def cpu_flags(cpuinfo: str) -> frozenset[str]:
 
 
 @functools.cache
-def cpu_native_bf16(cpuinfo_path: Path = Path("/proc/cpuinfo")) -> bool:
-    """True when this machine's CPU has native bf16 arithmetic (AMX-BF16 / AVX512-BF16 / ARM BF16).
-
-    Read from ``cpuinfo_path`` (Linux); False where it cannot be read (bf16 is then emulated and slower than
-    float32, so ``precision="auto"`` keeps float32).
-    """
+def this_cpu_kind(cpuinfo_path: Path = Path("/proc/cpuinfo")) -> DeviceKind:
+    """The :func:`~metrocli.model.precision_rule.cpu_kind` of this machine's CPU (``cpu-amx``,
+    ``cpu-avx512bf16``, ``cpu-arm-bf16`` or ``cpu``), read from ``cpuinfo_path``; ``cpu`` where it cannot be
+    read (no native bf16 assumed, so ``precision="auto"`` keeps float32)."""
     try:
-        flags = cpu_flags(cpuinfo_path.read_text(errors="replace"))
+        return cpu_kind(cpu_flags(cpuinfo_path.read_text(errors="replace")))
     except OSError:
-        return False
-    return bool(flags & X86_BF16_FLAGS) or ARM_BF16_FEATURE in flags
+        return "cpu"
 
 
-def resolve_precision(precision: Precision, device: torch.device) -> Precision:
-    """``auto`` -> the fastest precision that is native on ``device``; other values unchanged.
+def resolve_precision(precision: Precision, device: torch.device, preset: str) -> ResolvedPrecision:
+    """``auto`` -> the precision of ``preset`` on ``device`` that is fastest without giving away fidelity;
+    other values unchanged.
 
-    CPU: ``bf16`` where the CPU has native bf16 arithmetic (:func:`cpu_native_bf16`: AMX / AVX512-BF16 /
-    ARM BF16), else ``fp32`` (emulated bf16 is slower than float32). CUDA: ``fp16`` on every GPU (on an H200
-    it runs as fast as bf16 and stays about 10x closer to fp32: median relative depth error 1.3e-4 against
-    1.3e-3, issue #17). Other devices (MPS): ``fp32``.
+    CPU: the measured rule :func:`metrocli.model.precision_rule.auto_precision` for this CPU's kind
+    (:func:`this_cpu_kind`): a half precision only where it is native, measured within the fidelity
+    bounds (depth p99 <= 1%, normals p99 <= 2 deg, no pixel beyond 5 deg) and measurably faster, else
+    fp32. Today that is bf16 for ViT-S on CPUs with AVX512-BF16 or AMX, and fp32 for ViT-L (whose bf16
+    normals move by up to 19 deg) and for every unmeasured preset.
+    CUDA: ``fp16`` for every preset (on an H200 it runs as fast as bf16 and stays about 10x closer to
+    fp32: median relative depth error 1.3e-4 against 1.3e-3, normals at most 0.23 deg; issue #17).
+    Other devices (MPS): ``fp32``.
     """
     if precision != "auto":
         return precision
     if device.type == "cpu":
-        return "bf16" if cpu_native_bf16() else "fp32"
+        return auto_precision(this_cpu_kind(), preset)
     if device.type == "cuda":
         return "fp16"
     return "fp32"
 
 
-def autocast_context(precision: Precision, device: torch.device) -> contextlib.AbstractContextManager:
-    """The autocast that runs code on ``device`` at ``precision`` (``auto``: see :func:`resolve_precision`):
+def autocast_context(precision: ResolvedPrecision, device: torch.device) -> contextlib.AbstractContextManager:
+    """The autocast that runs code on ``device`` at ``precision`` (resolved: see :func:`resolve_precision`):
     ``bf16`` / ``fp16`` autocast, or autocast disabled for ``fp32`` (so that an enclosing autocast does not
     apply either)."""
-    precision = resolve_precision(precision, device)
     if precision == "fp32":
         return torch.autocast(device_type=device.type, enabled=False)
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16

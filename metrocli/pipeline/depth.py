@@ -1,15 +1,15 @@
-"""`metro depth` as a library: photos -> Metric3D -> depth/normal/confidence maps, previews and JSON sidecars.
+"""`metro depth` as a library: photos -> depth provider -> depth/normal/confidence maps, previews, sidecars.
 
 Usage::
 
-    runner = DepthRunner(DepthOptions(model="vit-small"), out_dir)
+    runner = DepthRunner(ModelDepth(ModelSpec("vit-small")), out_dir)
     runner.prepare()                          # one-line WeightsError now, not once per photo
-    for photo, stem in plan_stems(paths):
+    for photo, stem in plan_stems(expand_inputs(paths)):
         result = runner.run(photo, stem)
 
-The model is imported and loaded lazily (torch is only imported when a photo needs it). Outputs of a photo are
-written atomically and its JSON sidecar last, so a re-run skips photos whose outputs are complete (same photo,
-model, weights and focal override) unless ``force``.
+The model is loaded lazily by the provider (torch is only imported when a photo needs it). Outputs of a photo
+are written atomically and its JSON sidecar last, so a re-run skips photos whose outputs are complete (same
+photo and same provider settings: model, weights, precision, focal mode) unless ``force``.
 """
 
 from __future__ import annotations
@@ -19,29 +19,12 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from metrocli.io.maps import output_paths, safe_stem
+from metrocli.pipeline.provider import DepthProvider, ModelDepth
 
 log = logging.getLogger("metrocli.pipeline.depth")
-
-Device = Literal["auto", "cpu", "cuda", "mps"]
-Precision = Literal["auto", "fp32", "bf16", "fp16"]
-
-
-@dataclass(frozen=True)
-class DepthOptions:
-    """What `metro depth` runs: model preset, weights file (None = cached official), device, precision,
-    focal override (pixels or horizontal FOV in degrees) and whether to recompute complete outputs."""
-
-    model: str = "vit-small"
-    weights: Path | None = None
-    device: Device = "auto"
-    precision: Precision = "fp32"
-    focal_px: float | None = None
-    fov_deg: float | None = None
-    focal_auto: bool = False
-    force: bool = False
 
 
 @dataclass(frozen=True)
@@ -68,48 +51,41 @@ class DepthResult:
         }
 
 
-def plan_stems(photos: list[Path]) -> list[tuple[Path, str]]:
-    """Pair each photo with a unique, safe output stem (``a/x.jpg`` and ``b/x.jpg`` -> ``x``, ``x-2``)."""
-    used: set[str] = set()
-    plan = []
-    for photo in photos:
-        base = safe_stem(photo.name)
-        stem, k = base, 2
-        while stem.lower() in used:
-            stem, k = f"{base}-{k}", k + 1
-        used.add(stem.lower())
-        plan.append((photo, stem))
-    return plan
-
-
 class DepthRunner:
-    """Runs the model over photos one at a time, loading it once (lazily) for the whole batch."""
+    """Runs a depth provider over photos one at a time (the model is loaded once, lazily, by the provider).
 
-    def __init__(self, options: DepthOptions, out_dir: str | Path) -> None:
-        self.options = options
+    ``force``: recompute photos whose outputs are complete. ``depth_range_m``: fixed (near, far) metres of
+    the previews' depth colours (default: each photo's own range).
+    """
+
+    def __init__(
+        self,
+        provider: DepthProvider,
+        out_dir: str | Path,
+        *,
+        force: bool = False,
+        depth_range_m: tuple[float, float] | None = None,
+    ) -> None:
+        self.provider = provider
         self.out_dir = Path(out_dir)
-        self._model = None
-        self._weights_path: Path | None = None
-        self.device: str | None = None
-        self.precision: str | None = None
-        self._warned_no_normals = False
+        self.force = force
+        self.depth_range_m = depth_range_m
 
     # -- resume -------------------------------------------------------------------------------------------
     def existing(self, photo: Path, stem: str) -> DepthResult | None:
-        """The complete outputs of a previous run for this photo with the same model and weights, or None."""
-        if self.options.force:
+        """The complete outputs of a previous run for this photo with the same provider settings, or None."""
+        if self.force:
             return None
         paths = output_paths(self.out_dir, stem)
         try:
             meta = json.loads(paths["json"].read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return None
-        if not isinstance(meta, dict) or meta.get("model") != self.options.model:
+        if not isinstance(meta, dict) or meta.get("photo") != str(photo):
             return None
-        wanted_weights = str(self.options.weights) if self.options.weights else None
-        if meta.get("weights_arg") != wanted_weights or meta.get("photo") != str(photo):
+        if meta.get("provider") != self.provider.key():
             return None
-        if meta.get("focal_override") != self._focal_override():
+        if meta.get("preview_depth_range_m") != (list(self.depth_range_m) if self.depth_range_m else None):
             return None
         names = meta.get("files")
         if not isinstance(names, dict):
@@ -126,51 +102,13 @@ class DepthRunner:
             depth_median_m=(meta.get("depth") or {}).get("median_m"),
         )
 
-    def _focal_override(self) -> dict[str, float | bool | None]:
-        override: dict[str, float | bool | None] = {
-            "focal_px": self.options.focal_px,
-            "fov_deg": self.options.fov_deg,
-        }
-        if self.options.focal_auto:
-            override["auto"] = True
-        return override
-
-    # -- model --------------------------------------------------------------------------------------------
     def prepare(self) -> None:
-        """Resolve the weights and load the model now (one clear error instead of one per photo)."""
-        self.model()
-
-    def model(self):
-        """The loaded Metric3D model (loaded on first call)."""
-        if self._model is None:
-            from metrocli.model.weights import resolve_weights
-
-            self._weights_path = resolve_weights(self.options.model, self.options.weights)
-            from metrocli.model.factory import load_model, resolve_device
-
-            self.device = str(resolve_device(self.options.device))
-            start = time.perf_counter()
-            self._model = load_model(
-                self.options.model,
-                weights=self._weights_path,
-                device=self.device,
-                precision=self.options.precision,
-            )
-            self.precision = str(getattr(self._model, "precision", self.options.precision))
-            log.info(
-                "loaded %s from %s on %s (%s) in %.1f s",
-                self.options.model,
-                self._weights_path,
-                self.device,
-                self.precision,
-                time.perf_counter() - start,
-            )
-        return self._model
+        """Load the model now (one clear error instead of one per photo)."""
+        self.provider.prepare()
 
     # -- one photo ----------------------------------------------------------------------------------------
     def run(self, photo_path: str | Path, stem: str | None = None) -> DepthResult:
-        """Predict and write all outputs of one photo; returns what was written (or found complete)."""
-        from metrocli.camera.photo import load_photo
+        """Compute and write all outputs of one photo; returns what was written (or found complete)."""
         from metrocli.io.maps import depth_stats, write_depth_outputs
 
         photo_path = Path(photo_path)
@@ -179,36 +117,30 @@ class DepthRunner:
         if done is not None:
             return done
         t0 = time.perf_counter()
-        photo = load_photo(photo_path, focal_px=self.options.focal_px, fov_deg=self.options.fov_deg)
+        photo = self.provider.focal.load_photo(photo_path)
         t_load = time.perf_counter() - t0
-        model = self.model()
-        prediction = model.predict(photo.image, photo.intrinsics)
-        selfcal = None
-        if self.options.focal_auto:
-            from metrocli.pipeline.selfcal import self_calibrated_prediction
-
-            calibrated = self_calibrated_prediction(prediction, photo.intrinsics)
-            prediction, selfcal = calibrated.prediction, calibrated.to_dict()
-        if prediction.normal is None and not self._warned_no_normals:
-            log.warning("%s predicts depth only: no .normal.npy files are written", self.options.model)
-            self._warned_no_normals = True
+        depth = self.provider.provide(photo)
+        prediction = depth.to_prediction()
         t1 = time.perf_counter()
-        extra = {
+        model = self.provider if isinstance(self.provider, ModelDepth) else None
+        extra: dict[str, Any] = {
             "photo": str(photo_path),
-            "weights": str(self._weights_path),
-            "weights_arg": str(self.options.weights) if self.options.weights else None,
-            "focal_override": self._focal_override(),
-            "device": self.device,
-            "precision": self.precision,
+            "provider": self.provider.key(),
+            "weights": str(model.weights_path) if model else None,
+            "device": model.device if model else None,
+            "precision": model.precision if model else None,
             "orientation": photo.orientation,
             "stored_size": list(photo.stored_size),
             "camera": {"make": photo.make, "model": photo.model},
             "warnings": list(photo.warnings),
             "timings_s": {"load_photo": t_load, **prediction.timings_s},
+            "preview_depth_range_m": list(self.depth_range_m) if self.depth_range_m else None,
         }
-        if selfcal is not None:
-            extra["selfcal"] = selfcal
-        files = write_depth_outputs(self.out_dir, stem, prediction, extra=extra)
+        if depth.selfcal is not None:
+            extra["selfcal"] = depth.selfcal.to_dict()
+        files = write_depth_outputs(
+            self.out_dir, stem, prediction, extra=extra, depth_range_m=self.depth_range_m
+        )
         log.debug("wrote %s outputs in %.2f s", stem, time.perf_counter() - t1)
         return DepthResult(
             photo=photo_path,

@@ -12,12 +12,11 @@ Normal metrics use every pixel with a ground-truth normal (where the model predi
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 
@@ -37,11 +36,15 @@ from metrocli.evaluation.dataset import (
 from metrocli.evaluation.metrics import (
     DEPTH_METRICS,
     NORMAL_METRICS,
+    Crop,
     crop_mask,
     depth_metrics,
     mean_metrics,
     normal_metrics,
 )
+from metrocli.pipeline.jsonsafe import json_ready
+from metrocli.pipeline.progress import with_progress
+from metrocli.pipeline.provider import DepthProvider
 from metrocli.prediction import Prediction
 
 log = logging.getLogger("metrocli.pipeline.evaluate")
@@ -52,16 +55,12 @@ Predictor = Callable[[np.ndarray, Intrinsics], Prediction]
 
 @dataclass(frozen=True)
 class EvalOptions:
-    """Model and protocol of an evaluation. ``max_depth_m=None``: by dataset (10 m indoor, 80 m outdoor);
+    """Protocol of an evaluation. ``max_depth_m=None``: by dataset (10 m indoor, 80 m outdoor);
     ``crop=None``: by dataset (Eigen crop for NYU, Garg crop for KITTI, none otherwise)."""
 
-    model: str = "vit-small"
-    weights: Path | None = None
-    device: str = "auto"
-    precision: str = "fp32"
     min_depth_m: float = DEFAULT_MIN_DEPTH_M
     max_depth_m: float | None = None
-    crop: str | None = None
+    crop: Crop | None = None
     limit: int | None = None
 
 
@@ -94,29 +93,33 @@ class EvalReport:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready report (NaN -> None)."""
+        return json_ready(
+            {
+                "dataset": self.dataset,
+                "root": str(self.root),
+                "model": self.model,
+                "weights": self.weights,
+                "min_depth_m": self.min_depth_m,
+                "max_depth_m": self.max_depth_m,
+                "cap": self.cap_reason,
+                "crop": self.crop,
+                "frames": len(self.samples),
+                "mean": {"depth": self.mean_depth, "normal": self.mean_normal},
+                "samples": [
+                    {"name": s.name, "depth": s.depth, "normal": s.normal, "seconds": s.seconds}
+                    for s in self.samples
+                ],
+                "failed": [{"name": n, "error": e} for n, e in self.failed],
+            }
+        )
 
-        def clean(d: dict[str, float] | None) -> dict[str, Any] | None:
-            if d is None:
-                return None
-            return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in d.items()}
 
-        return {
-            "dataset": self.dataset,
-            "root": str(self.root),
-            "model": self.model,
-            "weights": self.weights,
-            "min_depth_m": self.min_depth_m,
-            "max_depth_m": self.max_depth_m,
-            "cap": self.cap_reason,
-            "crop": self.crop,
-            "frames": len(self.samples),
-            "mean": {"depth": clean(self.mean_depth), "normal": clean(self.mean_normal)},
-            "samples": [
-                {"name": s.name, "depth": clean(s.depth), "normal": clean(s.normal), "seconds": s.seconds}
-                for s in self.samples
-            ],
-            "failed": [{"name": n, "error": e} for n, e in self.failed],
-        }
+def _crop(name: str) -> Crop:
+    """``name`` as a :data:`Crop`; MetroUsageError for an unknown one."""
+    for crop in get_args(Crop):
+        if name == crop:
+            return crop
+    raise MetroUsageError(f"unknown crop {name!r}; choose none, eigen or garg")
 
 
 def _choose_cap(dataset: Dataset, options: EvalOptions) -> tuple[float, str]:
@@ -130,7 +133,7 @@ def _choose_cap(dataset: Dataset, options: EvalOptions) -> tuple[float, str]:
 
 
 def evaluate_sample(
-    sample: Sample, predict: Predictor, *, min_depth_m: float, max_depth_m: float, crop: str = "none"
+    sample: Sample, predict: Predictor, *, min_depth_m: float, max_depth_m: float, crop: Crop = "none"
 ) -> SampleResult:
     """Predict one frame and score it against its ground truth."""
     start = time.perf_counter()
@@ -144,7 +147,7 @@ def evaluate_sample(
     fx, fy, cx, cy = sample.cam_in
     intrinsics = Intrinsics(fx, fy, cx, cy, w, h, "user")
     prediction = predict(rgb, intrinsics)
-    region = crop_mask((h, w), crop)  # type: ignore[arg-type]
+    region = crop_mask((h, w), crop)
     depth = depth_metrics(prediction.depth, gt, min_depth_m=min_depth_m, max_depth_m=max_depth_m, mask=region)
     normal = None
     gt_normal = load_normal_gt(sample)
@@ -155,25 +158,32 @@ def evaluate_sample(
     return SampleResult(sample.name, depth, normal, time.perf_counter() - start)
 
 
-def model_predictor(options: EvalOptions) -> Predictor:
-    """Load the model of ``options`` (weights resolved first, so a missing file is one clear error)."""
-    from metrocli.model.weights import resolve_weights
+def provider_predictor(provider: DepthProvider) -> Predictor:
+    """``predict`` of a depth provider (prepared now, so missing weights are one clear error up front)."""
+    from metrocli.camera.photo import Photo
 
-    weights = resolve_weights(options.model, options.weights)
-    from metrocli.model.factory import load_model
+    provider.prepare()
 
-    model = load_model(options.model, weights=weights, device=options.device, precision=options.precision)
-    return model.predict
+    def predict(image: np.ndarray, intrinsics: Intrinsics) -> Prediction:
+        h, w = image.shape[:2]
+        frame = Photo(
+            Path("frame"), image, intrinsics, orientation=1, stored_size=(w, h), make=None, model=None
+        )
+        return provider.provide(frame).to_prediction()
+
+    return predict
 
 
 def evaluate_dataset(
     folder: str | Path,
     options: EvalOptions,
+    provider: DepthProvider | None = None,
     *,
     predict: Predictor | None = None,
     progress: bool = True,
 ) -> EvalReport:
-    """Evaluate ``options.model`` (or ``predict``) on the dataset in ``folder``.
+    """Evaluate ``provider`` (normally :class:`~metrocli.pipeline.provider.ModelDepth`), or ``predict``, on
+    the dataset in ``folder``; one of the two must be given.
 
     A frame that cannot be read is recorded in ``failed`` and the others go on; DatasetError when the folder
     or its annotations are unusable, or when no frame could be evaluated.
@@ -188,15 +198,16 @@ def evaluate_dataset(
     dataset = load_dataset(folder)
     samples = dataset.samples[: options.limit] if options.limit else dataset.samples
     max_depth_m, reason = _choose_cap(dataset, options)
-    crop = options.crop or default_crop(dataset.name)
-    if crop not in ("none", "eigen", "garg"):
-        raise MetroUsageError(f"unknown crop {crop!r}; choose none, eigen or garg")
+    crop = _crop(options.crop or default_crop(dataset.name))
     if options.min_depth_m >= max_depth_m:
         raise MetroUsageError(
             f"--min-depth {options.min_depth_m} must be below the depth cap {max_depth_m} m"
         )
+    key: dict[str, Any] = provider.key() if provider is not None else {}
     if predict is None:
-        predict = model_predictor(options)
+        if provider is None:
+            raise MetroUsageError("evaluate_dataset needs a depth provider or a predict function")
+        predict = provider_predictor(provider)
     results: list[SampleResult] = []
     failed: list[tuple[str, str]] = []
 
@@ -211,28 +222,16 @@ def evaluate_dataset(
             log.error("%s", exc)
             failed.append((sample.name, str(exc)))
 
-    if progress and len(samples) > 1:
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-        with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
-            task = bar.add_task("eval", total=len(samples))
-            for sample in samples:
-                bar.update(task, description=f"eval {sample.name}")
-                one(sample)
-                bar.advance(task)
-    else:
-        for sample in samples:
-            one(sample)
+    for sample in with_progress(samples, description="eval", name=lambda s: s.name, enabled=progress):
+        one(sample)
     if not results:
         raise DatasetError(f"no frame of {dataset.root} could be evaluated")
     with_normals = [r.normal for r in results if r.normal is not None]
     return EvalReport(
         dataset=dataset.name,
         root=dataset.root,
-        model=options.model,
-        weights=str(options.weights) if options.weights else None,
+        model=str(key.get("model", "custom")),
+        weights=key.get("weights"),
         min_depth_m=options.min_depth_m,
         max_depth_m=max_depth_m,
         cap_reason=reason,

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from metrocli.errors import MetroUsageError
+from metrocli.camera.photo import Photo
 from metrocli.geometry.measure import Line, Measurement, check_point, measure_lines
-from metrocli.pipeline.source import DepthSource, depth_source_for_photo
+from metrocli.pipeline.provider import DepthMap, DepthProvider
 
 
 @dataclass(frozen=True)
@@ -53,8 +52,8 @@ class MeasureResult:
 class MeasureSession:
     """A photo with its depth, ready to measure any number of lines."""
 
-    photo: Any
-    source: DepthSource
+    photo: Photo
+    depth: DepthMap
 
     def check(self, lines: Sequence[Line]) -> None:
         """Usage error naming the first point that is outside the photo."""
@@ -62,29 +61,28 @@ class MeasureSession:
 
     def measure(self, lines: Sequence[Line]) -> list[Measurement]:
         """Measurements of ``lines`` (displayed-photo pixels), by ``measure_lines``."""
-        pred = self.source.prediction
         return measure_lines(
-            pred.depth,
-            pred.intrinsics,
+            self.depth.depth_m,
+            self.depth.intrinsics,
             lines,
-            confidence=None if self.source.from_sensor else pred.confidence,
-            error=self.source.error,
+            confidence=self.depth.confidence,
+            error=self.depth.error,
         )
 
     def result(self, measurements: Sequence[Measurement], annotated: str | None = None) -> MeasureResult:
-        k = self.source.prediction.intrinsics
+        k = self.depth.intrinsics
         return MeasureResult(
             image=str(self.photo.path),
             focal_px=float(k.fx),
             focal_source=str(k.focal_source),
             measurements=tuple(measurements),
-            depth_source=self.source.prediction.model,
-            error_model=self.source.error.description,
+            depth_source=self.depth.label,
+            error_model=self.depth.error.description,
             annotated=annotated,
         )
 
 
-def check_lines(lines: Sequence[Line], photo: Any) -> None:
+def check_lines(lines: Sequence[Line], photo: Photo) -> None:
     """Raise :class:`~metrocli.errors.MetroUsageError` for the first end point outside ``photo``."""
     k = photo.intrinsics
     for i, (u1, v1, u2, v2) in enumerate(lines, start=1):
@@ -93,89 +91,36 @@ def check_lines(lines: Sequence[Line], photo: Any) -> None:
 
 
 def open_session(
-    photo_path: str | os.PathLike[str],
-    *,
-    depth_file: str | os.PathLike[str] | None = None,
-    depth_scale: float | None = None,
-    focal_px: float | None = None,
-    fov_deg: float | None = None,
-    model_name: str = "vit-small",
-    weights: str | os.PathLike[str] | None = None,
-    device: str = "cpu",
-    precision: str = "fp32",
-    lines: Sequence[Line] = (),
-    focal_auto: bool = False,
+    photo_path: str | os.PathLike[str], provider: DepthProvider, *, lines: Sequence[Line] = ()
 ) -> MeasureSession:
     """Load the photo, check ``lines`` against its size (before any model runs), and get its depth.
 
-    With ``focal_auto`` the focal length is self-calibrated from the model's depth and normals
-    (:func:`metrocli.pipeline.selfcal.self_calibrated_prediction`; model depth only).
+    Measuring needs depth only: the model's normals are not upsampled (except for ``--focal auto``, which
+    self-calibrates from them).
     """
-    from metrocli.camera.photo import load_photo
-
-    photo = load_photo(photo_path, focal_px=focal_px, fov_deg=fov_deg)
+    photo = provider.focal.load_photo(photo_path)
     check_lines(lines, photo)
-    if focal_auto and depth_file is not None:
-        raise MetroUsageError(
-            "--focal auto needs the model's depth and normals, not a sensor depth map (--depth)"
-        )
-    source = depth_source_for_photo(
-        photo,
-        depth_file=depth_file,
-        depth_scale=depth_scale,
-        model_name=model_name,
-        weights=weights,
-        device=device,
-        precision=precision,
-        normals=focal_auto,  # measuring needs depth only; self-calibration needs the normals
-    )
-    if focal_auto:
-        from metrocli.pipeline.selfcal import self_calibrated_prediction
-
-        calibrated = self_calibrated_prediction(source.prediction, photo.intrinsics)
-        source = replace(source, prediction=calibrated.prediction)
-    return MeasureSession(photo, source)
+    return MeasureSession(photo, provider.provide(photo, normals=False))
 
 
 def measure_photo(
     photo_path: str | os.PathLike[str],
     lines: Sequence[Line],
+    provider: DepthProvider,
     *,
-    depth_file: str | os.PathLike[str] | None = None,
-    depth_scale: float | None = None,
-    focal_px: float | None = None,
-    fov_deg: float | None = None,
-    model_name: str = "vit-small",
-    weights: str | os.PathLike[str] | None = None,
-    device: str = "cpu",
-    precision: str = "fp32",
     annotate: str | os.PathLike[str] | None = None,
-    focal_auto: bool = False,
 ) -> MeasureResult:
     """Measure the lines ``(u1, v1, u2, v2)`` (displayed-photo pixels, floats allowed) on a photo.
 
-    Depth comes from the model (``model_name``/``weights``/``device``/``precision``) or from the sensor map
-    ``depth_file`` (``depth_scale`` metres per unit). With ``annotate`` a PNG of the photo with the lines and
-    their lengths is written there (atomically).
+    Depth (and the focal length) come from ``provider`` (:mod:`metrocli.pipeline.provider`). With
+    ``annotate`` a PNG of the photo with the lines and their lengths is written there (atomically).
 
     Raises:
         MetroUsageError: a point outside the photo (before the model runs).
         MeasurementError: a point without valid depth.
         ImageError / DepthMapError / WeightsError: unreadable inputs.
     """
-    session = open_session(
-        photo_path,
-        depth_file=depth_file,
-        depth_scale=depth_scale,
-        focal_px=focal_px,
-        fov_deg=fov_deg,
-        model_name=model_name,
-        weights=weights,
-        device=device,
-        precision=precision,
-        lines=lines,
-        focal_auto=focal_auto,
-    )
+    session = open_session(photo_path, provider, lines=lines)
     measurements = session.measure(lines)
     annotated = None
     if annotate is not None:

@@ -4,14 +4,13 @@ The network runs once with the photo's current intrinsics (EXIF, or the default 
 is proportional to the focal length it was given, its normals do not depend on it.
 :func:`self_calibrate_prediction` searches the focal length that makes the two agree
 (:mod:`metrocli.geometry.selfcal`) and :func:`apply_focal` rescales the prediction to it, without
-re-running the network. The model is imported lazily: nothing here loads torch unless a model is run.
+re-running the network. Nothing here runs the model: :class:`metrocli.pipeline.provider.ModelDepth` does.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import os
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -52,15 +51,13 @@ def self_calibrate_prediction(
 
     The depth is taken as computed with ``prediction.intrinsics.fx``; the fallback (flat objective) is
     ``fallback_focal_px`` or that focal length. Raises :class:`MetroUsageError` when the prediction has no
-    predicted normals (depth-only models, sensor depth: their normals are derived from the depth itself).
+    predicted normals (depth-only models; sensor depth is refused earlier, see
+    :func:`metrocli.pipeline.provider.check_focal_auto`).
     """
-    from metrocli.pipeline.source import SENSOR_MODEL_NAME
-
-    if prediction.normal is None or prediction.model == SENSOR_MODEL_NAME:
-        what = "sensor depth" if prediction.model == SENSOR_MODEL_NAME else f"model {prediction.model!r}"
+    if prediction.normal is None:
         raise MetroUsageError(
-            f"--focal auto needs predicted surface normals, which {what} does not provide; "
-            "use a ViT model (e.g. vit-small) or give --focal-px/--fov"
+            f"--focal auto needs predicted surface normals, which model {prediction.model!r} does not "
+            "provide; use a ViT model (e.g. vit-small) or give --focal-px/--fov"
         )
     intr = prediction.intrinsics
     return self_calibrate(
@@ -80,24 +77,24 @@ def self_calibrate_prediction(
 
 
 @dataclass(frozen=True)
-class SelfCalibrated:
-    """A photo's prediction at its self-calibrated focal length.
+class FocalCalibration:
+    """The outcome of ``--focal auto`` for one photo.
 
     Attributes:
-        prediction: depth rescaled to ``selfcal.focal_px``; ``intrinsics.focal_source`` is
-            ``"self-calibrated"`` (or the photo's own source when the self-calibration fell back).
+        intrinsics: what the photo's depth is now computed with; ``focal_source`` is ``"self-calibrated"``
+            (or the photo's own source when the self-calibration fell back).
         selfcal: the search result (focal, uncertainty, flatness, warning).
         photo_intrinsics: the photo's intrinsics before self-calibration (EXIF, user or default).
     """
 
-    prediction: Prediction
+    intrinsics: Intrinsics
     selfcal: SelfCalResult
     photo_intrinsics: Intrinsics
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready summary."""
+        """JSON-ready summary (the ``selfcal`` record of ``metro depth`` sidecars)."""
         return {
-            "intrinsics": self.prediction.intrinsics.to_dict(),
+            "intrinsics": self.intrinsics.to_dict(),
             "photo_focal_px": self.photo_intrinsics.fx,
             "photo_focal_source": self.photo_intrinsics.focal_source,
             "selfcal": self.selfcal.to_dict(),
@@ -111,13 +108,12 @@ class SelfCalibrated:
         ``photo_focal_px``/``photo_focal_source`` the photo's own (EXIF or default) focal length and
         ``disagreement`` the estimate relative to it (``estimate / photo - 1``; None after a fallback).
         """
-        intr = self.prediction.intrinsics
         ratio, _ = check_focal(self.photo_intrinsics.fx, self.selfcal)
         sc = self.selfcal
         sigma = None if sc.fallback or not math.isfinite(sc.uncertainty_px) else sc.uncertainty_px
         return {
-            "focal_px": intr.fx,
-            "focal_source": intr.focal_source,
+            "focal_px": self.intrinsics.fx,
+            "focal_source": self.intrinsics.focal_source,
             "uncertainty_px": sigma,
             "estimate_px": sc.estimate_px if math.isfinite(sc.estimate_px) else None,
             "fallback": sc.fallback,
@@ -127,6 +123,29 @@ class SelfCalibrated:
             "photo_focal_source": self.photo_intrinsics.focal_source,
             "disagreement": ratio if math.isfinite(ratio) else None,
         }
+
+
+@dataclass(frozen=True)
+class SelfCalibrated:
+    """A photo's prediction at its self-calibrated focal length (``selfcal``, ``photo_intrinsics``: see
+    :class:`FocalCalibration`)."""
+
+    prediction: Prediction
+    selfcal: SelfCalResult
+    photo_intrinsics: Intrinsics
+
+    @property
+    def calibration(self) -> FocalCalibration:
+        """The calibration without the arrays."""
+        return FocalCalibration(self.prediction.intrinsics, self.selfcal, self.photo_intrinsics)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary (:meth:`FocalCalibration.to_dict`)."""
+        return self.calibration.to_dict()
+
+    def report(self) -> dict[str, Any]:
+        """Flat JSON-ready summary (:meth:`FocalCalibration.report`)."""
+        return self.calibration.report()
 
 
 def self_calibrated_prediction(
@@ -153,35 +172,6 @@ def self_calibrated_prediction(
     else:
         prediction = apply_focal(prediction, result.focal_px, "self-calibrated")
     return SelfCalibrated(prediction=prediction, selfcal=result, photo_intrinsics=photo_intrinsics)
-
-
-def predict_self_calibrated(
-    photo: Any,
-    *,
-    model: Any = None,
-    model_name: str = "vit-small",
-    weights: str | os.PathLike[str] | None = None,
-    device: str = "cpu",
-    precision: str = "fp32",
-    fov_range_deg: tuple[float, float] = DEFAULT_FOV_RANGE_DEG,
-) -> SelfCalibrated:
-    """``--focal auto`` for one loaded photo: one forward, then self-calibration (no second forward).
-
-    Args:
-        photo: a :class:`metrocli.camera.photo.Photo`; its intrinsics (EXIF or default) are what the network
-            is run with, and the fallback when the objective is flat.
-        model: an already loaded :class:`~metrocli.model.metric3d.Metric3D` (batches), else one is loaded with
-            ``model_name``/``weights``/``device``/``precision`` (:func:`metrocli.model.factory.load_model`).
-        fov_range_deg: horizontal field-of-view range (degrees) searched.
-    Raises:
-        WeightsError: model weights unavailable; MetroUsageError: the model predicts no normals.
-    """
-    if model is None:
-        from metrocli.model.factory import load_model
-
-        model = load_model(model_name, weights=weights, device=device, precision=precision)
-    prediction = model.predict(photo.image, photo.intrinsics)
-    return self_calibrated_prediction(prediction, photo.intrinsics, fov_range_deg=fov_range_deg)
 
 
 @dataclass(frozen=True)
@@ -222,29 +212,6 @@ class FocalCheck:
             "is_off": self.is_off,
             "tolerance": self.tolerance,
         }
-
-
-def check_photo_focal(
-    photo: Any,
-    *,
-    model: Any = None,
-    model_name: str = "vit-small",
-    weights: str | os.PathLike[str] | None = None,
-    device: str = "cpu",
-    precision: str = "fp32",
-    fov_range_deg: tuple[float, float] = DEFAULT_FOV_RANGE_DEG,
-) -> FocalCheck:
-    """Cross-check a photo's focal length (EXIF, user or default) against self-calibration (one forward)."""
-    calibrated = predict_self_calibrated(
-        photo,
-        model=model,
-        model_name=model_name,
-        weights=weights,
-        device=device,
-        precision=precision,
-        fov_range_deg=fov_range_deg,
-    )
-    return focal_check(calibrated.photo_intrinsics, calibrated.selfcal)
 
 
 def focal_check(photo_intrinsics: Intrinsics, selfcal: SelfCalResult) -> FocalCheck:

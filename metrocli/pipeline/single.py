@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from metrocli.geometry.pointcloud import CleanOptions
+from metrocli.pipeline.provider import DepthProvider, ModelDepth, surface_normals, validity_confidence
 from metrocli.prediction import Prediction
 
 log = logging.getLogger("metrocli.pipeline.single")
+
+MeshMethod = Literal["grid", "poisson"]
 
 #: Largest grid mesh built by default (vertices); larger photos are meshed on every n-th pixel.
 DEFAULT_MAX_VERTICES = 3_000_000
@@ -53,9 +56,9 @@ class ReconstructResult:
     depth_source: str
     stride: int = 1
     focal_uncertainty_px: float | None = None
-    selfcal: dict | None = None
+    selfcal: dict[str, Any] | None = None
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (``focal_uncertainty_px`` and ``selfcal`` only with ``focal_auto``)."""
         out = dict(self.__dict__)
         if self.selfcal is None:
@@ -66,23 +69,15 @@ class ReconstructResult:
 def reconstruct_photo(
     photo_path: str | os.PathLike[str],
     out_path: str | os.PathLike[str],
+    provider: DepthProvider,
     *,
-    depth_file: str | os.PathLike[str] | None = None,
-    depth_scale: float | None = None,
     points_only: bool = False,
-    mesh_method: Literal["grid", "poisson"] = "grid",
+    mesh_method: MeshMethod = "grid",
     simplify: int | None = None,
-    focal_px: float | None = None,
-    fov_deg: float | None = None,
-    model_name: str = "vit-small",
-    weights: str | os.PathLike[str] | None = None,
-    device: str = "cpu",
-    precision: str = "fp32",
     clean: CleanOptions = CleanOptions(),
     poisson_depth: int = 9,
     max_vertices: int | None = DEFAULT_MAX_VERTICES,
     prediction: Prediction | None = None,
-    focal_auto: bool = False,
 ) -> ReconstructResult:
     """Reconstruct one photo in 3D and write a point cloud or a mesh to ``out_path`` (atomically).
 
@@ -90,31 +85,35 @@ def reconstruct_photo(
         photo_path: the photo (EXIF orientation and focal length are honoured).
         out_path: output file; the extension picks the format: point clouds ``.ply`` (with colour, normal
             and confidence per point) / ``.pcd`` / ``.obj`` / ``.glb``; meshes ``.ply`` / ``.obj`` / ``.glb``.
-        depth_file, depth_scale: sensor depth instead of the model (see :mod:`metrocli.io.sensor_depth`).
+        provider: where depth and the focal length come from (:mod:`metrocli.pipeline.provider`); with
+            ``--focal auto`` the focal length is self-calibrated from the prediction (a flat objective falls
+            back to the photo's focal length with a warning).
         points_only: write the cleaned point cloud instead of a mesh.
         mesh_method: ``"grid"`` (pixel-grid triangulation, default) or ``"poisson"`` (screened Poisson,
             trimmed by density); see :mod:`metrocli.geometry.mesh`.
         simplify: target triangle count (quadric decimation), or None.
-        focal_px, fov_deg: override the EXIF focal length.
-        model_name, weights, device, precision: the model (ignored with ``depth_file`` or ``prediction``).
         clean: flying-pixel removal thresholds (:class:`CleanOptions`).
         poisson_depth: octree depth of the Poisson solver.
         max_vertices: grid meshes of larger photos use every n-th pixel to stay below this; None = all.
-        prediction: an already computed :class:`Prediction` of this photo (skips the depth step), computed
-            with the photo's intrinsics.
-        focal_auto: self-calibrate the focal length from the prediction's depth and normals
-            (:func:`metrocli.pipeline.selfcal.self_calibrated_prediction`; a flat objective falls back to the
-            photo's focal length with a warning). Needs predicted normals: not with ``depth_file``.
+        prediction: an already computed model :class:`Prediction` of this photo (skips the forward), made
+            with the photo's intrinsics; ``provider`` must then be a :class:`ModelDepth`.
     Returns:
         :class:`ReconstructResult`.
     Raises:
         ImageError, DepthMapError, WeightsError: unreadable inputs; MetroUsageError: unsupported output
         extension or bad option; ReconstructionError: no usable depth in the photo.
     """
-    from metrocli.camera.photo import load_photo
+    import numpy as np
+
     from metrocli.errors import MetroUsageError, ReconstructionError
     from metrocli.geometry.pointcloud import point_cloud_from_depth
-    from metrocli.io.geometry_io import MESH_SUFFIXES, POINT_CLOUD_SUFFIXES, write_mesh, write_point_cloud
+    from metrocli.io.geometry_io import (
+        MESH_SUFFIXES,
+        POINT_CLOUD_SUFFIXES,
+        CameraView,
+        write_mesh,
+        write_point_cloud,
+    )
 
     out_path = Path(out_path)
     allowed = POINT_CLOUD_SUFFIXES if points_only else MESH_SUFFIXES
@@ -128,63 +127,54 @@ def reconstruct_photo(
         raise MetroUsageError(f"unknown mesh method {mesh_method!r}; use grid or poisson")
     if simplify is not None and simplify <= 0:
         raise MetroUsageError(f"--simplify must be a positive triangle count, got {simplify}")
-    if focal_auto and depth_file is not None:
-        raise MetroUsageError(
-            "--focal auto needs the model's depth and normals, not a sensor depth map (--depth)"
-        )
 
-    photo = load_photo(photo_path, focal_px=focal_px, fov_deg=fov_deg)
+    photo = provider.focal.load_photo(photo_path)
     if prediction is None:
-        from metrocli.pipeline.source import depth_for_photo
-
-        prediction = depth_for_photo(
-            photo,
-            depth_file=depth_file,
-            depth_scale=depth_scale,
-            model_name=model_name,
-            weights=weights,
-            device=device,
-            precision=precision,
-        )
-    selfcal = None
-    if focal_auto:
-        from metrocli.pipeline.selfcal import self_calibrated_prediction
-
-        calibrated = self_calibrated_prediction(prediction, photo.intrinsics, label=photo.path.name)
-        prediction, selfcal = calibrated.prediction, calibrated.report()
-    k = prediction.intrinsics
+        depth = provider.provide(photo)
+    elif isinstance(provider, ModelDepth):
+        depth = provider.from_prediction(prediction, photo)
+    else:
+        raise MetroUsageError(f"{photo.path}: a model prediction was given but depth comes from sensor maps")
+    selfcal = depth.selfcal.report() if depth.selfcal is not None else None
+    k = depth.intrinsics
     rgb = photo.image
-    if rgb.shape[:2] != prediction.depth.shape:
+    if rgb.shape[:2] != depth.depth_m.shape:
         raise ReconstructionError(
-            f"{photo.path}: depth is {prediction.depth.shape[1]}x{prediction.depth.shape[0]} "
+            f"{photo.path}: depth is {depth.depth_m.shape[1]}x{depth.depth_m.shape[0]} "
             f"but the photo is {rgb.shape[1]}x{rgb.shape[0]}"
         )
-    confidence = prediction.confidence  # sensor depth: 1 where it has depth
+    normal = surface_normals(depth)
+    confidence = validity_confidence(depth)
     cloud = point_cloud_from_depth(
-        prediction.depth,
+        depth.depth_m,
         k,
         rgb=rgb,
-        normal=prediction.normal,
+        normal=normal,
         confidence=confidence,
         options=clean,
         fill_normals=points_only or mesh_method == "poisson",
     )
     if len(cloud) < 3:
         raise ReconstructionError(f"{photo.path}: no valid depth to reconstruct ({len(cloud)} points)")
-    common = {
-        "photo": str(photo.path),
-        "output": str(out_path),
-        "n_points": len(cloud),
-        "focal_px": float(k.fx),
-        "focal_source": str(k.focal_source),
-        "depth_source": prediction.model,
-    }
-    if selfcal is not None:
-        common.update(focal_uncertainty_px=selfcal["uncertainty_px"], selfcal=selfcal)
+    points = ReconstructResult(
+        photo=str(photo.path),
+        output=str(out_path),
+        kind="points",
+        method="points",
+        n_points=len(cloud),
+        n_vertices=0,
+        n_triangles=0,
+        focal_px=float(k.fx),
+        focal_source=str(k.focal_source),
+        depth_source=depth.label,
+        focal_uncertainty_px=selfcal["uncertainty_px"] if selfcal is not None else None,
+        selfcal=selfcal,
+    )
+    camera = (CameraView(photo.path.name, k, np.eye(4)),)  # a GLB opens from the photo's viewpoint
     if points_only:
-        write_point_cloud(out_path, cloud)
+        write_point_cloud(out_path, cloud, cameras=camera)
         log.info("%s: %d points -> %s", photo.path.name, len(cloud), out_path)
-        return ReconstructResult(kind="points", method="points", n_vertices=0, n_triangles=0, **common)
+        return points
 
     from metrocli.geometry.mesh import auto_stride, grid_mesh, poisson_mesh
     from metrocli.geometry.mesh import simplify as simplify_mesh
@@ -193,10 +183,10 @@ def reconstruct_photo(
     if mesh_method == "grid":
         stride = auto_stride(k.width, k.height, max_vertices)
         mesh = grid_mesh(
-            prediction.depth,
+            depth.depth_m,
             k,
             rgb=rgb,
-            normal=prediction.normal,
+            normal=normal,
             confidence=confidence,
             options=clean,
             stride=stride,
@@ -207,7 +197,7 @@ def reconstruct_photo(
         raise ReconstructionError(f"{photo.path}: no surface could be meshed (depth too sparse)")
     if simplify is not None:
         mesh = simplify_mesh(mesh, simplify)
-    write_mesh(out_path, mesh)
+    write_mesh(out_path, mesh, cameras=camera)
     log.info(
         "%s: %s mesh, %d vertices, %d triangles -> %s",
         photo.path.name,
@@ -216,11 +206,11 @@ def reconstruct_photo(
         len(mesh.triangles),
         out_path,
     )
-    return ReconstructResult(
+    return replace(
+        points,
         kind="mesh",
         method=mesh_method,
         n_vertices=len(mesh.vertices),
         n_triangles=len(mesh.triangles),
         stride=stride,
-        **common,
     )

@@ -13,9 +13,12 @@ from click.testing import CliRunner
 from PIL import Image
 
 from metrocli.cli.common import run_cli
-from metrocli.cli.depth import expand_inputs
 from metrocli.cli.main import cli
-from metrocli.pipeline.depth import DepthOptions, DepthRunner, plan_stems
+from metrocli.io.maps import COLOUR_BAR_HEIGHT_PX
+from metrocli.model.spec import ModelSpec
+from metrocli.pipeline.depth import DepthRunner
+from metrocli.pipeline.inputs import expand_inputs, plan_stems
+from metrocli.pipeline.provider import FocalMode, ModelDepth
 
 # A photo name crafted to climb out of the output folder (backslashes are ordinary characters on POSIX).
 CRAFTED = "..\\..\\..\\escaped.png"
@@ -105,7 +108,9 @@ def test_outputs_reproduce_the_official_pipeline(run, fixtures_dir: Path) -> Non
     expected_mm = np.clip(np.round(depth.astype(np.float64) * 1000), 0, 65535)
     assert np.abs(png.astype(np.float64) - expected_mm).max() <= 1
     preview = Image.open(out / "escaped.preview.png")
-    assert preview.size == (1280, 480) and preview.mode == "RGB"
+    assert (
+        preview.size == (1280, 480 + COLOUR_BAR_HEIGHT_PX) and preview.mode == "RGB"
+    )  # maps over a colour bar
     meta = json.loads((out / "escaped.json").read_text())
     assert meta["model"] == "vit-small" and meta["intrinsics"]["cx"] == 320.0
     assert meta["intrinsics"]["focal_source"] == "user" and meta["timings_s"]["forward"] > 0
@@ -129,16 +134,18 @@ def test_rerun_resumes_without_recomputing(run, tmp_path: Path) -> None:
     assert run_cli(cli, ["depth", *forced]) == 1
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
     # Outputs count as done only for the same photo, model, weights and focal override.
-    same = DepthOptions(weights=run["weights"], focal_px=520.0)
+    same = ModelDepth(ModelSpec(weights=run["weights"]), FocalMode(focal_px=520.0))
     assert DepthRunner(same, out).existing(run["good"], "escaped") is not None
     for other in (
-        DepthOptions(weights=run["weights"], focal_px=600.0),
-        DepthOptions(weights=run["weights"]),
-        DepthOptions(weights=run["weights"], focal_px=520.0, model="vit-large"),
-        DepthOptions(focal_px=520.0),
+        ModelDepth(ModelSpec(weights=run["weights"]), FocalMode(focal_px=600.0)),
+        ModelDepth(ModelSpec(weights=run["weights"])),
+        ModelDepth(ModelSpec("vit-large", weights=run["weights"]), FocalMode(focal_px=520.0)),
+        ModelDepth(ModelSpec(), FocalMode(focal_px=520.0)),
     ):
         assert DepthRunner(other, out).existing(run["good"], "escaped") is None
     assert DepthRunner(same, out).existing(run["good"].with_name("other.png"), "escaped") is None
+    # a fixed preview depth range redoes the previews
+    assert DepthRunner(same, out, depth_range_m=(0.5, 10.0)).existing(run["good"], "escaped") is None
 
 
 def test_unsafe_checkpoint_is_refused(tmp_path: Path, fixtures_dir: Path, capsys) -> None:
@@ -174,6 +181,8 @@ def test_usage_errors(tmp_path: Path, fixtures_dir: Path) -> None:
     assert run_cli(cli, ["depth", photo]) == 2  # -o is required
     assert run_cli(cli, ["depth", photo, "-o", str(tmp_path), "--model", "vit-huge"]) == 2
     assert run_cli(cli, ["depth", photo, "-o", str(tmp_path), "--focal-px", "-3"]) == 2
+    for bad in ("10,0.5", "0,3", "1", "a,b"):
+        assert run_cli(cli, ["depth", photo, "-o", str(tmp_path), "--depth-range", bad]) == 2
 
 
 def test_expand_inputs_and_unique_stems(tmp_path: Path) -> None:

@@ -13,10 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 
 from metrocli.cli.main import cli
-from metrocli.model.runtime import cpu_native_bf16
+from metrocli.model.runtime import resolve_precision
 
 CHUNK = 12
 
@@ -26,7 +27,7 @@ def test_every_corpus_file_through_depth(exif_samples: Path, seeded_weights, tmp
     files = sorted(p for p in exif_samples.rglob("*") if p.is_file())
     assert len(files) > 90
     weights = seeded_weights("vit-small")
-    expected_precision = "bf16" if cpu_native_bf16() else "fp32"
+    expected_precision = resolve_precision("auto", torch.device("cpu"), "vit-small")
     produced: dict[str, tuple[int, int]] = {}
     failures: list[str] = []
     for start in range(0, len(files), CHUNK):

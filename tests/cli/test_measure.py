@@ -10,11 +10,10 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
+import metrocli.synth as synth
+import metrocli.synth.samples as samples
 from metrocli.cli.common import run_cli
 from metrocli.cli.main import cli
-
-synth = pytest.importorskip("metrocli.synth")
-samples = pytest.importorskip("metrocli.synth.samples")
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +71,41 @@ def test_table_output(room: dict) -> None:
     assert "1.140" in out and "114.0" in out  # table length: metres and centimetres
     assert "0.740" in out and "74.0" in out  # table width
     assert "distance (m)" in out and "±" in out
+
+
+def test_units(room: dict) -> None:
+    result = invoke(room["photo"], "--depth", room["png"], "--units", "in", *room["args"])
+    assert result.exit_code == 0, result.output
+    assert "distance (in)" in result.output and "44.9" in result.output  # 1.140 m = 44.88 in
+    result = invoke(room["photo"], "--depth", room["png"], "--units", "ft", "--json", *room["args"])
+    obj = json.loads(result.output)
+    assert obj["unit"] == "ft"
+    for m in obj["measurements"]:
+        assert m["distance"] == pytest.approx(m["distance_m"] / 0.3048)
+        assert m["uncertainty"] == pytest.approx(m["uncertainty_m"] / 0.3048)
+    assert invoke(room["photo"], "--depth", room["png"], "--units", "yd", *room["args"]).exit_code == 2
+
+
+def test_intrinsics_and_camera_file(room: dict, tmp_path: Path) -> None:
+    from PIL import Image
+
+    base = json.loads(invoke(room["photo"], "--depth", room["png"], "--json", *room["args"]).output)
+    w, h = Image.open(room["photo"]).size  # stored upright (orientation 1)
+    f = base["focal_px"]
+    args = ["--depth", room["png"], "--json", *room["args"]]
+    same = json.loads(invoke(room["photo"], *args, "--intrinsics", f"{f},{f},{w / 2},{h / 2}").output)
+    assert same["focal_source"] == "user"
+    for a, b in zip(same["measurements"], base["measurements"], strict=True):
+        assert a["from_m"] == pytest.approx(b["from_m"]) and a["distance_m"] == pytest.approx(b["distance_m"])
+    shifted = json.loads(invoke(room["photo"], *args, "--intrinsics", f"{f},{f},{w / 2 + 40},{h / 2}").output)
+    assert shifted["measurements"][0]["from_m"][0] != pytest.approx(base["measurements"][0]["from_m"][0])
+    cameras = tmp_path / "cameras.txt"
+    cameras.write_text(f"1 PINHOLE {w} {h} {f} {f} {w / 2 + 40} {h / 2}\n")
+    from_file = json.loads(invoke(room["photo"], *args, "--camera", str(cameras)).output)
+    assert from_file["measurements"] == shifted["measurements"]
+    both = invoke(room["photo"], *args, "--camera", str(cameras), "--intrinsics", "1,1,1,1")
+    assert both.exit_code == 2 and "not both" in both.output
+    assert invoke(room["photo"], *args, "--intrinsics", "1,2,3").exit_code == 2
 
 
 def test_json_schema_and_values(room: dict, tmp_path: Path) -> None:

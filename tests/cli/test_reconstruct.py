@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from metrocli.cli.common import run_cli
 from metrocli.cli.main import cli
-from metrocli.pipeline.multiview_samples import ROOM_VIEWS, render_views, write_views
+from metrocli.synth.multiview import ROOM_VIEWS, render_views, write_views
 
 NAMES = [v.name for v in ROOM_VIEWS[:4]]
 

@@ -16,7 +16,7 @@ from PIL import Image
 
 from metrocli.cli.common import run_cli
 from metrocli.cli.main import cli
-from metrocli.pipeline.multiview_samples import ROOM_VIEWS, render_views, write_views
+from metrocli.synth.multiview import ROOM_VIEWS, render_views, write_views
 
 
 @pytest.fixture(scope="module")

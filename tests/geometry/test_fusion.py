@@ -14,7 +14,7 @@ from metrocli.io.geometry_io import write_mesh
 
 @pytest.fixture(scope="module")
 def renders():
-    from metrocli.pipeline.multiview_samples import render_views
+    from metrocli.synth.multiview import render_views
 
     return render_views(320, 240)[:3]
 
@@ -25,8 +25,8 @@ def _frames(renders) -> list[FusionFrame]:
 
 
 def test_fused_mesh_lies_on_the_true_surfaces(renders) -> None:
-    from metrocli.pipeline.multiview_samples import scene_metrics, to_world
     from metrocli.synth import room_scene
+    from metrocli.synth.multiview import scene_metrics, to_world
 
     mesh = fuse_tsdf(_frames(renders), voxel_m=0.02)
     verts = np.asarray(mesh.vertices)

@@ -131,13 +131,13 @@ def test_pose_graph_spreads_loop_error() -> None:
 
 @pytest.fixture(scope="module")
 def room_renders():
-    from metrocli.pipeline.multiview_samples import render_views
+    from metrocli.synth.multiview import render_views
 
     return render_views(320, 240)
 
 
 def _frames(renders, factors=None):
-    from metrocli.pipeline.multiview_samples import ROOM_VIEWS
+    from metrocli.synth.multiview import ROOM_VIEWS
 
     factors = np.ones(len(renders)) if factors is None else factors
     return [

@@ -7,12 +7,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import metrocli.synth as synth
 from metrocli.geometry.measure import measure_lines
 from metrocli.geometry.mesh import grid_mesh
 from metrocli.geometry.normals import depth_edges, known_normals, normals_from_depth
 from metrocli.geometry.pointcloud import point_cloud_from_depth
-
-synth = pytest.importorskip("metrocli.synth")
 
 #: (35 mm-equivalent focal length, eye, target): ultra-wide, main and tele views of the room.
 VIEWS = {

@@ -292,6 +292,7 @@ ANALYTIC = [f"{kind}-{lens}" for kind in ("room", "street") for lens in (13, 26,
 SAMPLES = ["room_01", "room_03", "street_02", "street_03"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("view", "kind"),
     # the synth sample views with the hardest (smooth) depth error only

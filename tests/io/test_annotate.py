@@ -68,3 +68,17 @@ def test_labels_stay_inside_and_do_not_overlap() -> None:
     lines = [m(5, 5, 295, 5), m(5, 10, 295, 12), m(100, 100, 110, 104)]
     img = np.asarray(annotate_image(rgb, lines))
     assert img.shape == (200, 300, 3)
+
+
+def test_labels_of_a_picture_share_one_unit() -> None:
+    from metrocli.io.units import format_with_uncertainty
+
+    a, b = m(0, 0, 1, 1, 1.18, 0.062), m(0, 0, 1, 1, 0.78, 0.05)
+    assert label_text(a, "m") == "1.180 m ± 0.062 m" and label_text(b, "m") == "0.780 m ± 0.050 m"
+    assert label_text(b, "in") == format_with_uncertainty(0.78, 0.05, "in") == "30.7 in ± 2.0 in"
+    # the picture in inches differs from the one in the default unit (metres here)
+    rgb = np.zeros((300, 400, 3), np.uint8)
+    lines = [m(50, 250, 350, 250, 1.18, 0.062), m(200, 40, 200, 200, 0.78, 0.05)]
+    metres = np.asarray(annotate_image(rgb, lines))
+    np.testing.assert_array_equal(metres, np.asarray(annotate_image(rgb, lines, "m")))
+    assert (np.asarray(annotate_image(rgb, lines, "in")) != metres).any()

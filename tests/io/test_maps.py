@@ -86,13 +86,21 @@ def test_write_depth_outputs_roundtrip(tmp_path: Path, normals: bool) -> None:
     assert depth.dtype == np.float32 and depth.shape == (12, 16)
     np.testing.assert_array_equal(depth, pred.depth)
     if normals:
-        np.testing.assert_array_equal(np.load(files["normal"]), pred.normal)
+        # written towards the camera (n · ray <= 0, as the PLY normals): the others are flipped
+        from metrocli.geometry.backproject import pixel_rays
+
+        rays = pixel_rays(pred.intrinsics)
+        away = np.einsum("hwi,hwi->hw", pred.normal, rays) > 0
+        assert 0 < away.sum() < away.size
+        expected = np.where(away[..., None], -pred.normal, pred.normal)
+        np.testing.assert_array_equal(np.load(files["normal"]), expected)
     png = np.asarray(Image.open(files["depth_png"]))
     assert png.dtype == np.uint16 and png.shape == (12, 16)
     assert png[0, 0] == 0 and png[0, 1] == 0 and png[1, 0] == 65535
     assert png[5, 5] == round(float(pred.depth[5, 5]) * 1000)
     preview = Image.open(files["preview"])
-    assert preview.mode == "RGB" and preview.size == ((32 if normals else 16), 12)
+    # the maps above a colour bar strip (metres)
+    assert preview.mode == "RGB" and preview.size == ((32 if normals else 16), 12 + maps.COLOUR_BAR_HEIGHT_PX)
     meta = json.loads(files["json"].read_text())
     assert meta["model"] == "vit-small" and meta["intrinsics"]["focal_source"] == "user"
     assert meta["intrinsics"]["fx"] == 20.0 and meta["timings_s"] == {"forward": 1.5}
@@ -159,3 +167,27 @@ def test_preview_of_a_large_map_samples_without_blending() -> None:
     colours = {tuple(c) for c in depth_panel.reshape(-1, 3)}
     assert len(colours) == 3  # near, far and invalid: nothing in between
     assert (preview[:, 40:] == maps.colourise_normals(normal[:1, :1])[0, 0]).all()
+
+
+def test_fixed_depth_range_makes_previews_comparable() -> None:
+    near = np.full((40, 200), 1.0, np.float32)
+    far = np.full((40, 200), 4.0, np.float32)
+    # each map alone spans its own range: one flat colour each, the same colour
+    np.testing.assert_array_equal(maps.colourise_depth(near), maps.colourise_depth(far))
+    fixed = (0.5, 10.0)
+    a, b = maps.colourise_depth(near, depth_range_m=fixed), maps.colourise_depth(far, depth_range_m=fixed)
+    assert a[0, 0, 0] > b[0, 0, 0] and b[0, 0, 2] > a[0, 0, 2]  # 1 m redder than 4 m
+    # the colour of a depth is the colour bar's at that depth (bar: near left, linear in inverse depth)
+    bar = maps.colour_bar(400, *fixed)
+    assert bar.shape == (maps.COLOUR_BAR_HEIGHT_PX, 400, 3)
+    x = (1 / 1.0 - 1 / 0.5) / (1 / 10.0 - 1 / 0.5)  # position of 1 m
+    np.testing.assert_allclose(bar[0, int(x * 400)].astype(int), a[0, 0].astype(int), atol=12)
+    assert int(bar[0, 2, 0]) - bar[0, 2, 2] > 100 and int(bar[0, -3, 2]) - bar[0, -3, 0] > 50  # red, blue
+    assert bar[maps.COLOUR_BAR_HEIGHT_PX // 3 + 2 :].max() > 200  # white labels under the strip
+    preview = maps.preview_image(near, None, depth_range_m=fixed, with_colour_bar=True)
+    assert preview.shape == (40 + maps.COLOUR_BAR_HEIGHT_PX, 200, 3)
+    np.testing.assert_array_equal(preview[:40], a)
+    with pytest.raises(MetroUsageError):
+        maps.check_depth_range((10.0, 0.5))
+    with pytest.raises(MetroUsageError):
+        maps.check_depth_range((0.0, 5.0))

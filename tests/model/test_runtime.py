@@ -9,12 +9,13 @@ import torch
 
 from metrocli.errors import MetroUsageError
 from metrocli.model import runtime
+from metrocli.model.precision_rule import cpu_kind
 from metrocli.model.runtime import (
     autocast_context,
     cpu_flags,
-    cpu_native_bf16,
     resolve_precision,
     set_threads,
+    this_cpu_kind,
 )
 
 SAPPHIRE_RAPIDS = """processor\t: 0
@@ -36,17 +37,29 @@ def test_cpu_flags_reads_x86_and_arm_feature_lines():
     assert cpu_flags("") == frozenset()
 
 
+ZEN4 = """processor\t: 0
+flags\t\t: fpu vme sse sse2 avx2 avx512f avx512bw avx512_bf16
+"""
+
+
 @pytest.mark.parametrize(
-    ("text", "native"), [(SAPPHIRE_RAPIDS, True), (SKYLAKE, False), (GRAVITON3, True), ("garbage", False)]
+    ("text", "kind"),
+    [
+        (SAPPHIRE_RAPIDS, "cpu-amx"),
+        (ZEN4, "cpu-avx512bf16"),
+        (SKYLAKE, "cpu"),
+        (GRAVITON3, "cpu-arm-bf16"),
+        ("garbage", "cpu"),
+    ],
 )
-def test_cpu_native_bf16_from_cpuinfo(tmp_path: Path, text: str, native: bool):
+def test_this_cpu_kind_from_cpuinfo(tmp_path: Path, text: str, kind: str):
     path = tmp_path / "cpuinfo"
     path.write_text(text)
-    assert cpu_native_bf16(path) is native
+    assert this_cpu_kind(path) == kind
 
 
-def test_cpu_native_bf16_is_false_without_cpuinfo(tmp_path: Path):
-    assert cpu_native_bf16(tmp_path / "missing") is False
+def test_this_cpu_kind_is_plain_cpu_without_cpuinfo(tmp_path: Path):
+    assert this_cpu_kind(tmp_path / "missing") == "cpu"
 
 
 def test_this_machine_matches_its_cpuinfo():
@@ -54,18 +67,26 @@ def test_this_machine_matches_its_cpuinfo():
     if not cpuinfo.is_file():
         pytest.skip("no /proc/cpuinfo")
     flags = cpu_flags(cpuinfo.read_text())
-    assert cpu_native_bf16() is bool({"amx_bf16", "avx512_bf16", "bf16"} & flags)
+    assert this_cpu_kind() == cpu_kind(flags)
 
 
-@pytest.mark.parametrize(("native", "expected"), [(True, "bf16"), (False, "fp32")])
-def test_auto_precision_on_the_cpu_follows_native_bf16(monkeypatch, native: bool, expected: str):
-    monkeypatch.setattr(runtime, "cpu_native_bf16", lambda: native)
+@pytest.mark.parametrize(
+    ("kind", "preset", "expected"),
+    [
+        ("cpu-avx512bf16", "vit-small", "bf16"),  # measured within the bounds and 1.3x faster
+        ("cpu-amx", "vit-small", "bf16"),
+        ("cpu-avx512bf16", "vit-large", "fp32"),  # bf16 moves some normals by 16-19 deg (issue #20)
+        ("cpu-amx", "vit-large", "fp32"),  # never measured on AMX: no fidelity is traded away unmeasured
+        ("cpu-avx512bf16", "convnext-tiny", "fp32"),
+        ("cpu", "vit-small", "fp32"),  # emulated bf16 is slower than float32
+    ],
+)
+def test_auto_precision_on_the_cpu_is_the_measured_rule(monkeypatch, kind: str, preset: str, expected: str):
+    monkeypatch.setattr(runtime, "this_cpu_kind", lambda: kind)
     cpu = torch.device("cpu")
-    assert resolve_precision("auto", cpu) == expected
+    assert resolve_precision("auto", cpu, preset) == expected
     for explicit in ("fp32", "bf16", "fp16"):
-        assert resolve_precision(explicit, cpu) == explicit
-    with autocast_context("auto", cpu):
-        assert torch.is_autocast_enabled("cpu") is native
+        assert resolve_precision(explicit, cpu, preset) == explicit
 
 
 def test_autocast_context_per_precision():
@@ -85,13 +106,14 @@ def test_auto_precision_elsewhere(monkeypatch, bf16_supported: bool, native: boo
     """CUDA: fp16 whether or not the GPU has bf16 (issue #17: as fast as bf16 on an H200 and ~10x closer to
     fp32), whatever the host CPU has; explicit choices stay; MPS: fp32."""
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16_supported)
-    monkeypatch.setattr(runtime, "cpu_native_bf16", lambda: native)
+    monkeypatch.setattr(runtime, "this_cpu_kind", lambda: "cpu-amx" if native else "cpu")
     cuda = torch.device("cuda")
-    assert resolve_precision("auto", cuda) == "fp16"
-    assert resolve_precision("auto", torch.device("cuda:1")) == "fp16"
-    for explicit in ("fp32", "bf16", "fp16"):
-        assert resolve_precision(explicit, cuda) == explicit
-    assert resolve_precision("auto", torch.device("mps")) == "fp32"
+    for preset in ("vit-small", "vit-large", "convnext-large"):
+        assert resolve_precision("auto", cuda, preset) == "fp16"
+        assert resolve_precision("auto", torch.device("cuda:1"), preset) == "fp16"
+        for explicit in ("fp32", "bf16", "fp16"):
+            assert resolve_precision(explicit, cuda, preset) == explicit
+        assert resolve_precision("auto", torch.device("mps"), preset) == "fp32"
 
 
 def test_set_threads_sets_and_validates():

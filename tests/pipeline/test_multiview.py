@@ -19,14 +19,10 @@ import numpy as np
 import pytest
 
 from metrocli.errors import DepthMapError, MetroUsageError, ReconstructionError
-from metrocli.pipeline.multiview import (
-    MultiviewJob,
-    MultiviewOptions,
-    find_depth_file,
-    list_photos,
-    reconstruct_folder,
-)
-from metrocli.pipeline.multiview_samples import ROOM_VIEWS, render_views, scene_metrics, to_world, write_views
+from metrocli.pipeline.inputs import find_depth_file, list_photos
+from metrocli.pipeline.multiview import MultiviewJob, MultiviewOptions, reconstruct_folder
+from metrocli.pipeline.provider import ModelDepth, SensorDepth
+from metrocli.synth.multiview import ROOM_VIEWS, render_views, scene_metrics, to_world, write_views
 
 FACTOR_SEED = 20261121
 
@@ -66,7 +62,7 @@ def test_six_views_with_sensor_depth(renders, tmp_path) -> None:
     folder = tmp_path / "room"
     write_views(folder, renders)
     out = tmp_path / "out" / "scene.ply"
-    result = reconstruct_folder(folder, out, MultiviewOptions(depth_dir=folder))
+    result = reconstruct_folder(folder, out, SensorDepth(folder))
     assert result.registered == tuple(v.name + ".jpg" for v in ROOM_VIEWS)
     assert result.left_out == {}
     assert result.reference == "mv_01.jpg"
@@ -88,7 +84,7 @@ def test_six_views_with_sensor_depth(renders, tmp_path) -> None:
 
     # resumable: an up-to-date output is not recomputed; --force recomputes
     stamp = out.stat().st_mtime_ns
-    again = reconstruct_folder(folder, out, MultiviewOptions(depth_dir=folder))
+    again = reconstruct_folder(folder, out, SensorDepth(folder))
     assert again.skipped and out.stat().st_mtime_ns == stamp
     assert again.registered == result.registered
 
@@ -99,8 +95,8 @@ def test_six_views_with_scaled_depth_recover_scales(renders, tmp_path) -> None:
     folder = tmp_path / "room"
     write_views(folder, renders, depth_factors=factors)
     out = tmp_path / "scene.ply"
-    options = MultiviewOptions(depth_dir=folder, per_photo_scale=True, voxel_m=0.02)  # default: 1.6 cm
-    result = reconstruct_folder(folder, out, options)
+    options = MultiviewOptions(per_photo_scale=True, voxel_m=0.02)  # default: 1.6 cm
+    result = reconstruct_folder(folder, out, SensorDepth(folder), options)
     assert result.left_out == {}
     for k, v in enumerate(ROOM_VIEWS):
         expected = factors[0] / factors[k]
@@ -132,7 +128,8 @@ def test_mean_scale_reference_and_left_out_photo(renders, tmp_path) -> None:
     result = reconstruct_folder(
         folder,
         out,
-        MultiviewOptions(depth_dir=folder, per_photo_scale=True, scale_reference="mean", voxel_m=0.03),
+        SensorDepth(folder),
+        MultiviewOptions(per_photo_scale=True, scale_reference="mean", voxel_m=0.03),
     )
     assert "aa_noise.jpg" in result.left_out and "overlap" in result.left_out["aa_noise.jpg"]
     assert result.reference == "mv_01.jpg"  # the first photo by name was left out
@@ -171,13 +168,13 @@ def test_list_photos_and_depth_pairing(tmp_path) -> None:
 def test_job_usage_errors(tmp_path) -> None:
     (tmp_path / "a.jpg").write_bytes(b"x")
     with pytest.raises(MetroUsageError, match="extension"):
-        MultiviewJob(tmp_path, tmp_path / "scene.xyz")
+        MultiviewJob(tmp_path, tmp_path / "scene.xyz", ModelDepth())
     with pytest.raises(MetroUsageError, match="voxel"):
-        MultiviewJob(tmp_path, tmp_path / "scene.ply", MultiviewOptions(voxel_m=-1.0))
+        MultiviewJob(tmp_path, tmp_path / "scene.ply", ModelDepth(), MultiviewOptions(voxel_m=-1.0))
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(MetroUsageError, match="no photos"):
-        MultiviewJob(empty, tmp_path / "scene.ply")
+        MultiviewJob(empty, tmp_path / "scene.ply", ModelDepth())
     with pytest.raises(MetroUsageError, match="not a folder"):
         list_photos(tmp_path / "a.jpg")
 
@@ -187,7 +184,7 @@ def test_fewer_than_two_readable_photos(tmp_path) -> None:
     write_views(tmp_path, small[:1], views=ROOM_VIEWS[:1])
     shutil.copy(tmp_path / "mv_01.jpg", tmp_path / "zz_broken.jpg")
     (tmp_path / "zz_broken.jpg").write_bytes(b"not a jpeg at all")
-    job = MultiviewJob(tmp_path, tmp_path / "out.ply", MultiviewOptions(depth_dir=tmp_path))
+    job = MultiviewJob(tmp_path, tmp_path / "out.ply", SensorDepth(tmp_path))
     job.load(job.photos[0])
     with pytest.raises(Exception, match="zz_broken"):
         job.load(job.photos[1])

@@ -19,10 +19,12 @@ from PIL import Image
 from metrocli.camera.intrinsics import centred
 from metrocli.camera.photo import load_photo
 from metrocli.errors import MetroUsageError
-from metrocli.pipeline.multiview import MultiviewJob, MultiviewOptions, SeparateJob, SeparateOptions
-from metrocli.pipeline.multiview_samples import ROOM_VIEWS, render_views, write_views
+from metrocli.model.spec import ModelSpec
+from metrocli.pipeline.multiview import MultiviewJob, MultiviewOptions
+from metrocli.pipeline.provider import FocalMode, ModelDepth, SensorDepth
 from metrocli.pipeline.single import reconstruct_photo
 from metrocli.prediction import Prediction
+from metrocli.synth.multiview import ROOM_VIEWS, render_views, write_views
 
 VIEWS = ROOM_VIEWS[:3]  # 26 mm, 13 mm (written without EXIF), 26 mm
 
@@ -54,6 +56,11 @@ def model_like(photo_path: Path, render) -> Prediction:
     )
 
 
+def auto_model(focal_auto: bool = True) -> ModelDepth:
+    """The model provider with (or without) --focal auto; the tests give its predictions."""
+    return ModelDepth(ModelSpec(), FocalMode(auto=focal_auto))
+
+
 def photo_paths(folder: Path) -> dict[str, Path]:
     return {
         p.stem: p for p in sorted(folder.iterdir()) if p.suffix in (".jpg", ".png") and ".depth" not in p.name
@@ -62,7 +69,7 @@ def photo_paths(folder: Path) -> dict[str, Path]:
 
 def run_folder(scene: dict, out: Path, focal_auto: bool):
     job = MultiviewJob(
-        scene["folder"], out, MultiviewOptions(focal_auto=focal_auto, voxel_m=0.03, force=True)
+        scene["folder"], out, auto_model(focal_auto), MultiviewOptions(voxel_m=0.03, force=True)
     )
     paths = photo_paths(scene["folder"])
     for photo in job.photos:
@@ -95,12 +102,15 @@ def test_folder_focal_auto_recovers_every_focal_and_records_it(scene: dict, tmp_
         assert abs(by_name[name]["selfcal"]["disagreement"]) < 0.02
     assert doc["options"]["focal"] == "auto"
     # resume: an up-to-date result reports the same focal lengths without recomputing
-    again = MultiviewJob(scene["folder"], out, MultiviewOptions(focal_auto=True, voxel_m=0.03)).up_to_date()
+    again = MultiviewJob(scene["folder"], out, auto_model(), MultiviewOptions(voxel_m=0.03)).up_to_date()
     assert again is not None and again.skipped
     assert again.focals["mv_02.png"]["focal_px"] == by_name["mv_02"]["focal_px"]
     assert again.focals["mv_02.png"]["focal_uncertainty_px"] == by_name["mv_02"]["focal_uncertainty_px"]
     # ... but not for the run without --focal auto (other options)
-    assert MultiviewJob(scene["folder"], out, MultiviewOptions(voxel_m=0.03)).up_to_date() is None
+    assert (
+        MultiviewJob(scene["folder"], out, auto_model(False), MultiviewOptions(voxel_m=0.03)).up_to_date()
+        is None
+    )
 
 
 def test_folder_without_focal_auto_cannot_place_the_photo_without_exif(scene: dict, tmp_path: Path) -> None:
@@ -122,7 +132,7 @@ def test_single_photo_focal_auto_gives_metric_geometry(scene: dict, tmp_path: Pa
     render = scene["renders"]["mv_02"]
     out = tmp_path / "one.ply"
     result = reconstruct_photo(
-        photo, out, points_only=True, prediction=model_like(photo, render), focal_auto=True
+        photo, out, auto_model(), points_only=True, prediction=model_like(photo, render)
     )
     assert result.focal_source == "self-calibrated"
     assert abs(result.focal_px / render.intrinsics.fx - 1) < 0.02
@@ -134,7 +144,7 @@ def test_single_photo_focal_auto_gives_metric_geometry(scene: dict, tmp_path: Pa
     assert abs(np.median(z) / np.median(true_z) - 1) < 0.03
     # without --focal auto the same photo is reconstructed at the default focal length: wrong scale
     plain = reconstruct_photo(
-        photo, tmp_path / "two.ply", points_only=True, prediction=model_like(photo, render)
+        photo, tmp_path / "two.ply", auto_model(False), points_only=True, prediction=model_like(photo, render)
     )
     assert plain.focal_source == "default" and "selfcal" not in plain.to_dict()
     z2 = np.asarray(o3d.io.read_point_cloud(str(tmp_path / "two.ply")).points)[:, 2]
@@ -152,7 +162,7 @@ def test_flat_wall_photo_falls_back_with_a_warning_naming_it(scene: dict, tmp_pa
     )
     with caplog.at_level(logging.WARNING, logger="metrocli.pipeline.selfcal"):
         result = reconstruct_photo(
-            photo, tmp_path / "wall.ply", points_only=True, prediction=wall, focal_auto=True
+            photo, tmp_path / "wall.ply", auto_model(), points_only=True, prediction=wall
         )
     assert result.focal_source == k.focal_source and result.focal_px == pytest.approx(k.fx)
     assert result.focal_uncertainty_px is None
@@ -162,21 +172,19 @@ def test_flat_wall_photo_falls_back_with_a_warning_naming_it(scene: dict, tmp_pa
 
 def test_focal_auto_refuses_sensor_depth_and_focal_overrides(scene: dict, tmp_path: Path) -> None:
     folder = scene["folder"]
+    # the rules are checked where the provider is built, once for every pipeline
     with pytest.raises(MetroUsageError, match="sensor"):
-        MultiviewJob(folder, tmp_path / "s.ply", MultiviewOptions(depth_dir=folder, focal_auto=True))
+        SensorDepth(folder, focal=FocalMode(auto=True))  # --depth-dir (folder, --separate)
     with pytest.raises(MetroUsageError, match="not both"):
-        MultiviewJob(folder, tmp_path / "s.ply", MultiviewOptions(focal_px=300.0, focal_auto=True))
+        FocalMode(focal_px=300.0, auto=True)
     with pytest.raises(MetroUsageError, match="sensor"):
-        SeparateJob(folder, tmp_path / "sep", SeparateOptions(depth_dir=folder, focal_auto=True))
-    photo = photo_paths(folder)["mv_01"]
-    with pytest.raises(MetroUsageError, match="sensor"):
-        reconstruct_photo(photo, tmp_path / "x.ply", depth_file=folder / "mv_01.depth.png", focal_auto=True)
+        SensorDepth(folder / "mv_01.depth.png", focal=FocalMode(auto=True))  # --depth (single photo)
 
 
 def test_given_prediction_must_match_the_photo(scene: dict, tmp_path: Path) -> None:
     from metrocli.errors import DepthMapError
 
-    job = MultiviewJob(scene["folder"], tmp_path / "s.ply", MultiviewOptions(focal_auto=True))
+    job = MultiviewJob(scene["folder"], tmp_path / "s.ply", auto_model())
     photo = job.photos[0]
     small = Prediction(
         np.ones((10, 10), np.float32), None, None, None, centred(10, 10, 10.0, "default"), "vit-small"

@@ -10,9 +10,9 @@ import pytest
 
 from metrocli.camera.intrinsics import centred
 from metrocli.errors import MetroUsageError
+from metrocli.pipeline.provider import FocalMode, SensorDepth, check_photo_focal
 from metrocli.pipeline.selfcal import (
     apply_focal,
-    check_photo_focal,
     focal_check,
     self_calibrate_prediction,
     self_calibrated_prediction,
@@ -112,17 +112,20 @@ def test_predictions_without_predicted_normals_are_refused(rendered) -> None:
     with pytest.raises(MetroUsageError, match="normals"):
         self_calibrate_prediction(replace(pred, normal=None, model="convnext-tiny"))
     with pytest.raises(MetroUsageError, match="sensor depth"):
-        self_calibrate_prediction(replace(pred, model="sensor"))
+        SensorDepth(
+            "depth.png", focal=FocalMode(auto=True)
+        )  # sensor depth is no Prediction: refused up front
 
 
 @pytest.mark.slow
 def test_check_photo_focal_runs_one_forward_of_the_seeded_model(seeded_weights, exif_samples) -> None:
     from metrocli.camera.photo import load_photo
-    from metrocli.model.factory import load_model
+    from metrocli.model.spec import ModelSpec
+    from metrocli.pipeline.provider import ModelDepth
 
     photo = load_photo(exif_samples / "jpg" / "Canon_40D.jpg")
-    model = load_model("vit-small", weights=seeded_weights("vit-small"))
-    check = check_photo_focal(photo, model=model)  # predict_self_calibrated + focal_check
+    model = ModelDepth(ModelSpec(weights=seeded_weights("vit-small"), device="cpu"), FocalMode(auto=True))
+    check = check_photo_focal(photo, model)  # one forward, self-calibrated + focal_check
     # seeded (not trained) weights: only the plumbing is checked, not the value
     assert check.photo_focal_px == photo.intrinsics.fx
     assert check.photo_focal_source == photo.intrinsics.focal_source

@@ -7,15 +7,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import metrocli.synth as synth
+import metrocli.synth.samples as samples
 from metrocli.errors import MeasurementError, MetroUsageError
 from metrocli.geometry.normals import depth_edges, known_normals
 from metrocli.io.geometry_io import read_ply_vertices
+from metrocli.model.spec import ModelSpec
 from metrocli.pipeline.measure import measure_photo
+from metrocli.pipeline.provider import ModelDepth, SensorDepth, surface_normals
 from metrocli.pipeline.single import reconstruct_photo
-from metrocli.pipeline.source import depth_for_photo
-
-synth = pytest.importorskip("metrocli.synth")
-samples = pytest.importorskip("metrocli.synth.samples")
 
 #: lens (35 mm equivalent), eye, target, EXIF orientation of the stored JPEG
 SHOTS = {
@@ -60,7 +60,7 @@ def test_measure_photo_with_sensor_depth(shots: dict, name: str, tmp_path: Path)
         float(np.linalg.norm(pts[a] - pts[b])) for a, b in zip(idx[::2], idx[1::2], strict=True)
     ]
     all_lines = [(*line["from_px"], *line["to_px"]) for line in lines] + pairs
-    result = measure_photo(photo, all_lines, depth_file=depth, annotate=tmp_path / "a.png")
+    result = measure_photo(photo, all_lines, SensorDepth(depth), annotate=tmp_path / "a.png")
     assert result.focal_source.startswith("exif")
     assert result.focal_px == pytest.approx(k.fx, rel=1e-6)
     measured = np.array([m.distance_m for m in result.measurements])
@@ -77,30 +77,37 @@ def test_measure_errors(shots: dict) -> None:
     _, _, photo, depth = shots["tele"]
     # outside points fail before any depth is computed (no weights exist here, so the model would fail)
     with pytest.raises(MetroUsageError, match=r"end point of line 1 \(400, 10\) is outside the 360x270"):
-        measure_photo(photo, [(10, 10, 400, 10)], weights="/nonexistent/weights.pth")
+        measure_photo(
+            photo, [(10, 10, 400, 10)], ModelDepth(ModelSpec(weights=Path("/nonexistent/weights.pth")))
+        )
     # the rendered room has a ceiling everywhere; make a hole of no depth
     sky = np.zeros((270, 360), np.float32)
     sky[:, 180:] = 2.0
     npy = Path(depth).with_suffix(".npy")
     np.save(npy, sky)
     with pytest.raises(MeasurementError, match=r"start point of line 1 \(20, 20\) has no valid depth"):
-        measure_photo(photo, [(20, 20, 300, 20)], depth_file=npy)
+        measure_photo(photo, [(20, 20, 300, 20)], SensorDepth(npy))
 
 
-def test_sensor_prediction(shots: dict) -> None:
+def test_sensor_depth_map(shots: dict) -> None:
+    """Sensor depth is a DepthMap of source "sensor": no model normals or confidence; its normals, where a
+    mesh needs them, are the geometry's depth-gradient normals."""
     from metrocli.camera.photo import load_photo
 
     _, view, photo_path, depth = shots["main-rotated"]
     photo = load_photo(photo_path)
-    pred = depth_for_photo(photo, depth_file=depth)
-    assert pred.model == "sensor"
-    assert pred.depth.shape == (270, 360) and pred.normal.shape == (270, 360, 3)
-    np.testing.assert_allclose(pred.depth, view.depth_m, atol=0.0005 + 1e-6)
-    assert set(np.unique(pred.confidence)) <= {0.0, 1.0}
-    assert np.isfinite(pred.normal).all()  # zero where undefined, never NaN
-    ok = known_normals(pred.normal)
+    dm = SensorDepth(depth).provide(photo)
+    assert dm.source == "sensor" and dm.label == "sensor" and dm.depth_file == depth
+    assert dm.normal is None and dm.confidence is None and dm.intrinsics == photo.intrinsics
+    assert dm.error.quantum_m == pytest.approx(0.001)
+    normal = surface_normals(dm)
+    assert normal is not None
+    assert dm.depth_m.shape == (270, 360) and normal.shape == (270, 360, 3)
+    np.testing.assert_allclose(dm.depth_m, view.depth_m, atol=0.0005 + 1e-6)
+    assert np.isfinite(normal).all()  # zero where undefined, never NaN
+    ok = known_normals(normal)
     assert ok.mean() > 0.9
-    cos = np.sum(pred.normal[ok] * view.normal[ok], axis=1)
+    cos = np.sum(normal[ok] * view.normal[ok], axis=1)
     assert np.median(np.degrees(np.arccos(np.clip(cos, -1, 1)))) < 3.0
 
 
@@ -112,7 +119,7 @@ def test_reconstruct_grid_mesh_matches_the_room(shots: dict, tmp_path: Path) -> 
     import open3d as o3d
 
     scene, view, photo, depth = shots["main-rotated"]
-    result = reconstruct_photo(photo, tmp_path / "room.ply", depth_file=depth)
+    result = reconstruct_photo(photo, tmp_path / "room.ply", SensorDepth(depth))
     assert result.kind == "mesh" and result.method == "grid" and result.depth_source == "sensor"
     mesh = o3d.io.read_triangle_mesh(str(tmp_path / "room.ply"))
     assert len(mesh.triangles) == result.n_triangles > 100_000
@@ -140,20 +147,28 @@ def test_reconstruct_points_poisson_simplify_formats(shots: dict, tmp_path: Path
     import trimesh
 
     scene, view, photo, depth = shots["tele"]
-    pts = reconstruct_photo(photo, tmp_path / "cloud.ply", depth_file=depth, points_only=True)
+    pts = reconstruct_photo(photo, tmp_path / "cloud.ply", SensorDepth(depth), points_only=True)
     props = read_ply_vertices(tmp_path / "cloud.ply")
     assert pts.kind == "points" and len(props["x"]) == pts.n_points
     assert {"nx", "red", "confidence"} <= set(props)
     xyz = np.stack([props["x"], props["y"], props["z"]], axis=1)
     assert scene.distance_m(_camera_to_world(view, xyz)).max() < 0.005
 
-    simple = reconstruct_photo(photo, tmp_path / "small.glb", depth_file=depth, simplify=5000)
+    simple = reconstruct_photo(photo, tmp_path / "small.glb", SensorDepth(depth), simplify=5000)
     assert simple.n_triangles <= 5000
     tm = trimesh.load(tmp_path / "small.glb", force="mesh")
     assert 0 < len(tm.faces) <= 5000
+    # the GLB is in glTF axes (x, -y, -z): y up, in front of the photo's glTF camera (its -z)
+    glb = trimesh.load(tmp_path / "small.glb", process=False)
+    np.testing.assert_allclose(glb.camera_transform, np.eye(4))
+    gl_verts = np.asarray(glb.geometry["scene"].vertices)
+    assert (gl_verts[:, 2] < 0).all()
+    assert scene.distance_m(_camera_to_world(view, gl_verts * [1, -1, -1])).max() < 0.005
+    up_in_camera = np.asarray(view.pose)[:3, :3].T @ [0.0, 0.0, 1.0]  # the room's up (world +z)
+    assert (up_in_camera * [1, -1, -1])[1] > np.cos(np.radians(30))
 
     poisson = reconstruct_photo(
-        photo, tmp_path / "poisson.ply", depth_file=depth, mesh_method="poisson", poisson_depth=7
+        photo, tmp_path / "poisson.ply", SensorDepth(depth), mesh_method="poisson", poisson_depth=7
     )
     mesh = o3d.io.read_triangle_mesh(str(tmp_path / "poisson.ply"))
     assert poisson.method == "poisson" and len(mesh.triangles) > 1000 and mesh.has_vertex_normals()
@@ -164,4 +179,4 @@ def test_reconstruct_points_poisson_simplify_formats(shots: dict, tmp_path: Path
     assert np.median(scene.distance_m(_camera_to_world(view, v))) < 0.01
 
     with pytest.raises(MetroUsageError, match="mesh"):
-        reconstruct_photo(photo, tmp_path / "x.pcd", depth_file=depth)
+        reconstruct_photo(photo, tmp_path / "x.pcd", SensorDepth(depth))

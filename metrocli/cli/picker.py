@@ -7,16 +7,21 @@ Enter (or closing the window) finishes. Clicks are converted back to pixels of t
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from metrocli.errors import MetroError, MetroUsageError
 from metrocli.geometry.measure import Measurement
 
+if TYPE_CHECKING:
+    from metrocli.pipeline.measure import MeasureSession
 
-def pick_and_measure(session: Any, *, max_size: tuple[int, int] = (1400, 900)) -> list[Measurement]:
+
+def pick_and_measure(
+    session: MeasureSession, *, max_size: tuple[int, int] = (1400, 900)
+) -> list[Measurement]:
     """Open the picker on ``session.photo`` and return the measurements of the picked lines.
 
-    ``session`` is a :class:`metrocli.pipeline.measure.MeasureSession`. Raises :class:`MetroUsageError` when
+    Raises :class:`MetroUsageError` when
     tkinter is not available or no window can be opened.
     """
     try:

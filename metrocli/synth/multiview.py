@@ -14,10 +14,16 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from metrocli.synth.render import Render
+    from metrocli.synth.scene import Scene
 
 
 @dataclass(frozen=True)
@@ -45,7 +51,9 @@ ROOM_VIEWS: tuple[MultiviewView, ...] = (
 
 
 @functools.lru_cache(maxsize=4)
-def render_views(width: int = 640, height: int = 480, views: tuple[MultiviewView, ...] = ROOM_VIEWS) -> tuple:
+def render_views(
+    width: int = 640, height: int = 480, views: tuple[MultiviewView, ...] = ROOM_VIEWS
+) -> tuple[Render, ...]:
     """Render the views (upright). Landscape ``width x height``; views stored rotated (orientation 5-8)
     are portrait (``height x width`` displayed), as a phone held upright. Returns a tuple of
     ``metrocli.synth.Render`` (cached: the same renders for the same arguments).
@@ -62,7 +70,7 @@ def render_views(width: int = 640, height: int = 480, views: tuple[MultiviewView
 
 def write_views(
     folder: str | os.PathLike[str],
-    renders: list,
+    renders: Sequence[Render],
     *,
     views: tuple[MultiviewView, ...] = ROOM_VIEWS,
     depth_factors: np.ndarray | None = None,
@@ -99,8 +107,8 @@ class SceneMetrics:
 def scene_metrics(
     vertices_world: np.ndarray,
     triangles: np.ndarray,
-    scene,
-    renders: list,
+    scene: Scene,
+    renders: Sequence[Render],
     *,
     tolerance_m: float = 0.05,
     stride: int = 7,
@@ -115,11 +123,12 @@ def scene_metrics(
     acc = scene.distance_m(verts)
     rs = o3d.t.geometry.RaycastingScene()
     rs.add_triangles(
-        o3d.core.Tensor(verts), o3d.core.Tensor(np.ascontiguousarray(np.asarray(triangles, np.uint32)))
+        o3d.core.Tensor.from_numpy(verts),
+        o3d.core.Tensor.from_numpy(np.ascontiguousarray(np.asarray(triangles, np.uint32))),
     )
     samples = np.concatenate([r.points_world()[::stride, ::stride].reshape(-1, 3) for r in renders])
     samples = samples[np.isfinite(samples).all(axis=1)].astype(np.float32)
-    dist = rs.compute_distance(o3d.core.Tensor(np.ascontiguousarray(samples))).numpy()
+    dist = rs.compute_distance(o3d.core.Tensor.from_numpy(np.ascontiguousarray(samples))).numpy()
     return SceneMetrics(
         float(np.median(acc)),
         float(np.percentile(acc, 90)),
