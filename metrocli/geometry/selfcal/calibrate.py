@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -258,7 +258,7 @@ def self_calibrate(
             grazing_focal_px=grazing_focal_px * sx,
         )
 
-    def give_up(reason: UntrustedReason, warning: str, **fields) -> SelfCalResult:
+    def give_up(reason: UntrustedReason, warning: str, **fields: Any) -> SelfCalResult:
         return SelfCalResult(
             focal_px=fallback,
             uncertainty_px=math.inf,
@@ -309,7 +309,7 @@ def self_calibrate(
     rel_sigma = math.hypot(math.expm1(spread), UNCERTAINTY_FLOOR_REL) if math.isfinite(spread) else math.inf
     samples = tuple((float(math.exp(g)), float(val)) for g, val in zip(grid, values, strict=True))
     at_edge = (x + log_f0) - grid[0] < 0.5 * step or grid[-1] - (x + log_f0) < 0.5 * step
-    fields = {
+    fields: dict[str, Any] = {
         "estimate_px": estimate,
         "samples": samples,
         "n_pixels": int(terms.weight.size),
