@@ -497,6 +497,11 @@ def test_clamped_depth_is_masked() -> None:
     no_clamp = depth[20:].copy()
     no_clamp[5, 7] = 180.0  # a single far pixel is geometry, not a clamp plateau
     np.testing.assert_array_equal(mask_clamped_depth(no_clamp), no_clamp)
+    near = depth.copy()
+    near[:20] = 6.0  # a near plateau is a fronto-parallel surface of exact depth
+    np.testing.assert_array_equal(mask_clamped_depth(near), near)
+    wall = np.full((100, 120), 80.0, np.float32)  # so is a map that is one plateau
+    np.testing.assert_array_equal(mask_clamped_depth(wall), wall)
 
 
 def test_public_api_takes_a_prediction() -> None:

@@ -50,6 +50,12 @@ MAX_TRUSTED_SIGMA_REL = 0.12
 CLAMP_REL = 2e-3
 CLAMP_MIN_SHARE = 0.002
 
+#: ... and only when that largest depth is at least this far (metres): the decoder's canonical clamp (200 m at
+#: 1000 px) lands at 60 m or more for any network input focal length above 300 px, while a constant depth
+#: nearer than this is a fronto-parallel surface (a plateau that covers almost all of the map is one too).
+CLAMP_MIN_DEPTH_M = 30.0
+CLAMP_MAX_SHARE = 0.98
+
 #: Why an estimate is not trusted (``SelfCalResult.reason``).
 UntrustedReason = Literal["too-few-pixels", "flat", "single-plane", "uncertain", "range-edge"]
 
@@ -358,8 +364,9 @@ def self_calibrate(
 
 
 def mask_clamped_depth(depth: np.ndarray) -> np.ndarray:
-    """``depth`` with the model's far clamp (sky) set to NaN: the largest depth of the map when at least
-    :data:`CLAMP_MIN_SHARE` of the valid pixels sit within :data:`CLAMP_REL` of it (the decoder clamps its
+    """``depth`` with the model's far clamp (sky) set to NaN: the largest depth of the map (at least
+    :data:`CLAMP_MIN_DEPTH_M`) when :data:`CLAMP_MIN_SHARE` to :data:`CLAMP_MAX_SHARE` of the valid pixels sit
+    within :data:`CLAMP_REL` of it (the decoder clamps its
     canonical depth, which lands anywhere once rescaled to the photo's focal length), dilated by a few pixels
     (the upsampled transition to the clamp is no geometry either)."""
     from scipy.ndimage import binary_dilation
@@ -368,8 +375,10 @@ def mask_clamped_depth(depth: np.ndarray) -> np.ndarray:
     if not valid.any():
         return depth
     top = float(np.max(depth[valid]))
+    if top < CLAMP_MIN_DEPTH_M:
+        return depth
     clamped = valid & (depth >= top * (1.0 - CLAMP_REL))
-    if clamped.sum() < CLAMP_MIN_SHARE * valid.sum():
+    if not CLAMP_MIN_SHARE * valid.sum() <= clamped.sum() <= CLAMP_MAX_SHARE * valid.sum():
         return depth
     grow = max(1, math.ceil(max(depth.shape) / 400))
     clamped = binary_dilation(clamped, iterations=2 * grow)
