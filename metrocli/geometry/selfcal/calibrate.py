@@ -39,6 +39,9 @@ DEFAULT_FOCAL_SIGMA_REL = 0.75
 #: that are correlated across the whole image; calibrated on benchmarks/bench_selfcal_honest.py).
 SPREAD_FACTOR = 1.5
 
+#: Near-single-plane scenes widen the spread by ``NEAR_PLANE_WIDENING / sqrt(1 - plane_share)`` (at least 1).
+NEAR_PLANE_WIDENING = 0.6
+
 #: The leave-region-out refits use at most this many pixels (a regular subset).
 BOOTSTRAP_PIXELS = 1_500
 
@@ -311,7 +314,7 @@ def self_calibrate(
     leverage = normal_leverage(terms)
     # A scene that is nearly one plane holds little evidence beyond that plane: widen by 1 / sqrt(1 - share).
     near_plane = 1.0 / math.sqrt(max(1.0 - terms.plane_share, 0.05))
-    spread = max(sigma_log, SPREAD_FACTOR * boot_log) * max(1.0, near_plane * 0.6)
+    spread = max(sigma_log, SPREAD_FACTOR * boot_log) * max(1.0, near_plane * NEAR_PLANE_WIDENING)
     rel_sigma = math.hypot(math.expm1(spread), UNCERTAINTY_FLOOR_REL) if math.isfinite(spread) else math.inf
     samples = tuple((float(math.exp(g)), float(val)) for g, val in zip(grid, values, strict=True))
     at_edge = (x + log_f0) - grid[0] < 0.5 * step or grid[-1] - (x + log_f0) < 0.5 * step
