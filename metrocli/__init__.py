@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _LAZY = {
-    "self_calibrate": ("metrocli.geometry.selfcal.calibrate", "calibrate_prediction"),
     "load_model": "metrocli.model.factory",
     "Prediction": "metrocli.prediction",
     "Intrinsics": "metrocli.camera.intrinsics",
@@ -33,7 +32,6 @@ _LAZY = {
 if TYPE_CHECKING:  # pragma: no cover
     from metrocli.camera.intrinsics import Intrinsics
     from metrocli.errors import MetroError
-    from metrocli.geometry.selfcal.calibrate import calibrate_prediction as self_calibrate
     from metrocli.model.factory import load_model
     from metrocli.model.spec import ModelSpec
     from metrocli.pipeline.provider import DepthMap, FocalMode, ModelDepth, SensorDepth
@@ -50,7 +48,6 @@ __all__ = [
     "SensorDepth",
     "__version__",
     "load_model",
-    "self_calibrate",
 ]
 
 
@@ -58,7 +55,5 @@ def __getattr__(name: str) -> Any:
     if name in _LAZY:
         import importlib
 
-        target = _LAZY[name]
-        module, attr = target if isinstance(target, tuple) else (target, name)
-        return getattr(importlib.import_module(module), attr)
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'metrocli' has no attribute {name!r}")

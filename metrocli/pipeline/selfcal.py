@@ -19,11 +19,12 @@ import numpy as np
 from metrocli.camera.intrinsics import FocalSource, Intrinsics
 from metrocli.errors import MetroUsageError
 from metrocli.geometry.selfcal import CHECK_FOCAL_TOLERANCE, SelfCalResult, check_focal, self_calibrate
-from metrocli.geometry.selfcal.calibrate import DEFAULT_FOV_RANGE_DEG
 from metrocli.prediction import Prediction
 
 log = logging.getLogger("metrocli.pipeline.selfcal")
 
+#: Default horizontal field-of-view range (degrees) searched by ``--focal auto``.
+DEFAULT_FOV_RANGE_DEG = (20.0, 120.0)
 #: Metric3D clamps its depth here (metres); clamped pixels carry no geometry.
 MODEL_MAX_DEPTH_M = 300.0
 
@@ -46,7 +47,6 @@ def self_calibrate_prediction(
     *,
     fov_range_deg: tuple[float, float] = DEFAULT_FOV_RANGE_DEG,
     fallback_focal_px: float | None = None,
-    fallback_sigma_rel: float | None = None,
 ) -> SelfCalResult:
     """Self-calibrate the focal length of one model prediction (pixels of ``prediction``'s image).
 
@@ -73,7 +73,6 @@ def self_calibrate_prediction(
         normal_confidence=prediction.normal_confidence,
         fov_range_deg=fov_range_deg,
         fallback_focal_px=fallback_focal_px,
-        fallback_sigma_rel=fallback_sigma_rel,
         max_depth_m=MODEL_MAX_DEPTH_M,
     )
 
@@ -163,13 +162,8 @@ def self_calibrated_prediction(
     ``label`` (e.g. the photo's name) when given.
     """
     photo_intrinsics = photo_intrinsics or prediction.intrinsics
-    from metrocli.geometry.measure import FOCAL_SIGMA_REL
-
     result = self_calibrate_prediction(
-        prediction,
-        fov_range_deg=fov_range_deg,
-        fallback_focal_px=photo_intrinsics.fx,
-        fallback_sigma_rel=FOCAL_SIGMA_REL.get(str(photo_intrinsics.focal_source)),
+        prediction, fov_range_deg=fov_range_deg, fallback_focal_px=photo_intrinsics.fx
     )
     if result.warning:
         log.warning("%s%s", f"{label}: " if label else "", result.warning)

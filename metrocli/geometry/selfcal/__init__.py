@@ -54,29 +54,7 @@ take differences, mask edges (inverse-depth curvature), creases (predicted norma
 and zero confidence, keep at most :data:`~.terms.MAX_SAMPLES` pixels. Each objective evaluation is then about
 fifteen vectorised operations and two small matrix products on those pixels: a coarse log-spaced scan of the
 FOV range (on at most :data:`~.calibrate.COARSE_SAMPLES` of them) and a bounded Brent refinement
-(``scipy.optimize.minimize_scalar``).
-
-Knowing when it is wrong (issue 15)
------------------------------------
-Model outputs have spatially correlated normal errors, which per-pixel statistics cannot see. So:
-
-- the model's far clamp (sky) is masked wherever the focal length put it
-  (:func:`.calibrate.mask_clamped_depth`);
-- surfaces within :data:`~.terms.GRAZING_DEG` of grazing are dropped (judged through the assumed camera, then
-  once more through the estimated one): the ground and façades along a street pulled the estimate towards
-  wide angles;
-- the default search range is 10-150 degrees horizontal (120 mm lenses, 77 mm portrait photos);
-- a scene whose depth is one plane (:data:`~.terms.SINGLE_PLANE_SHARE` of it within a few per cent of one
-  affine inverse depth; from the depth geometry, not the normals) is not trusted;
-- the uncertainty is the larger of a cluster-robust sandwich estimate and the spread of leave-one-region-out
-  refits (3 x 3 regions, jackknife, scaled by :data:`~.calibrate.SPREAD_FACTOR`), widened for
-  near-single-plane scenes, plus a 2 % floor; above :data:`~.calibrate.MAX_TRUSTED_SIGMA_REL` the
-  estimate is not trusted.
-
-An untrusted estimate returns the fallback focal length with its own wide sigma
-(:data:`~.calibrate.DEFAULT_FOCAL_SIGMA_REL` for the 65 degree default), ``trusted=False`` and a ``reason``
-(``too-few-pixels``, ``flat``, ``single-plane``, ``range-edge``, ``uncertain``). Figures:
-``benchmarks/bench_selfcal_honest.py``.
+(``scipy.optimize.minimize_scalar``). The uncertainty is a cluster-robust sandwich estimate plus a 2 % floor.
 
 Surfaces that are fronto-parallel (``n0x = n0y = 0``) or parallel to the optical axis (``n0z = 0``) carry no
 information; oblique surfaces (about 45 degrees to the optical axis) carry the most. When the scene has too
@@ -87,9 +65,8 @@ with a warning.
 from metrocli.geometry.selfcal.calibrate import (
     CHECK_FOCAL_TOLERANCE,
     SelfCalResult,
-    calibrate_prediction,
     check_focal,
     self_calibrate,
 )
 
-__all__ = ["CHECK_FOCAL_TOLERANCE", "SelfCalResult", "calibrate_prediction", "check_focal", "self_calibrate"]
+__all__ = ["CHECK_FOCAL_TOLERANCE", "SelfCalResult", "check_focal", "self_calibrate"]

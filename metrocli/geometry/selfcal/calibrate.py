@@ -6,61 +6,13 @@ See :mod:`metrocli.geometry.selfcal` for the method. numpy + SciPy only.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Literal
+from dataclasses import dataclass
 
 import numpy as np
 
 from metrocli.errors import DepthMapError
 from metrocli.geometry.selfcal.objective import mean_loss, normal_leverage, uncertainty_log
-from metrocli.geometry.selfcal.terms import (
-    MAX_SAMPLES,
-    MIN_PIXELS,
-    SINGLE_PLANE_SHARE,
-    Terms,
-    prepare_terms,
-    project,
-    subset,
-)
-
-if TYPE_CHECKING:
-    from metrocli.prediction import Prediction
-
-#: Horizontal field of view range (degrees) searched by default: 10 deg (a 120 mm-equivalent lens across a
-#: portrait photo's short side is about 11 deg) to 150 deg.
-DEFAULT_FOV_RANGE_DEG = (10.0, 150.0)
-
-#: Relative one-sigma uncertainty (of ``log f``) of the default 65 degree focal length: cameras from 13 to
-#: 120 mm equivalent (log ratios -0.73 and +1.49 to the default's ~27 mm; phones reach 77 mm) lie within
-#: 2 sigma.
-DEFAULT_FOCAL_SIGMA_REL = 0.75
-
-#: The region-to-region spread of the refits is scaled by this (leave-region-out sees only part of the errors
-#: that are correlated across the whole image; calibrated on benchmarks/bench_selfcal_honest.py).
-SPREAD_FACTOR = 1.5
-
-#: Near-single-plane scenes widen the spread by ``NEAR_PLANE_WIDENING / sqrt(1 - plane_share)`` (at least 1).
-NEAR_PLANE_WIDENING = 0.6
-
-#: The leave-region-out refits use at most this many pixels (a regular subset).
-BOOTSTRAP_PIXELS = 1_500
-
-#: An estimate whose relative uncertainty exceeds this is not trusted.
-MAX_TRUSTED_SIGMA_REL = 0.12
-
-#: Depth within this relative distance of the largest depth in the map, covering at least
-#: :data:`CLAMP_MIN_SHARE` of the valid pixels, is the model's clamp (sky), not geometry.
-CLAMP_REL = 2e-3
-CLAMP_MIN_SHARE = 0.002
-
-#: ... and only when that largest depth is at least this far (metres): the decoder's canonical clamp (200 m at
-#: 1000 px) lands at 60 m or more for any network input focal length above 300 px, while a constant depth
-#: nearer than this is a fronto-parallel surface (a plateau that covers almost all of the map is one too).
-CLAMP_MIN_DEPTH_M = 30.0
-CLAMP_MAX_SHARE = 0.98
-
-#: Why an estimate is not trusted (``SelfCalResult.reason``).
-UntrustedReason = Literal["too-few-pixels", "flat", "single-plane", "uncertain", "range-edge"]
+from metrocli.geometry.selfcal.terms import MAX_SAMPLES, MIN_PIXELS, Terms, prepare_terms, subset
 
 #: Relative uncertainty added in quadrature for errors the per-pixel statistics cannot see (smooth, image-wide
 #: depth errors of the model); from the synthetic noise study in tests/geometry/test_selfcal.py.
@@ -103,13 +55,6 @@ class SelfCalResult:
         leverage: RMS rate (radians per unit of ``log f``) at which the depth-derived normals turn with the
             focal length: about 0.5 for surfaces at 45 degrees, 0 for a fronto-parallel wall.
         warning: a one-line explanation when the estimate is not trusted, else None.
-        reason: why the estimate is not trusted (``"too-few-pixels"``, ``"flat"``, ``"single-plane"``,
-            ``"uncertain"``, ``"range-edge"``), None when it is.
-        focal_sigma_px: one-sigma uncertainty (px) of the returned ``focal_px``: ``uncertainty_px`` when
-            trusted, else the fallback's own (the default focal length's :data:`DEFAULT_FOCAL_SIGMA_REL`
-            unless the caller states another).
-        plane_share: share of the usable pixels on one plane of the depth geometry (near 1: one wall or
-            floor, the focal length is unobservable).
     """
 
     focal_px: float
@@ -122,14 +67,6 @@ class SelfCalResult:
     n_pixels: int
     leverage: float
     warning: str | None = None
-    reason: UntrustedReason | None = None
-    focal_sigma_px: float = math.inf
-    plane_share: float = 0.0
-
-    @property
-    def trusted(self) -> bool:
-        """The estimate is used (not a fallback)."""
-        return not self.fallback
 
     @property
     def focal_source(self) -> str:
@@ -148,10 +85,6 @@ class SelfCalResult:
             "n_pixels": self.n_pixels,
             "leverage": self.leverage,
             "focal_source": self.focal_source,
-            "focal_sigma_px": self.focal_sigma_px if math.isfinite(self.focal_sigma_px) else None,
-            "trusted": self.trusted,
-            "reason": self.reason,
-            "plane_share": self.plane_share,
             "warning": self.warning,
         }
 
@@ -181,9 +114,8 @@ def self_calibrate(
     assumed_focal_px: float,
     confidence: np.ndarray | None = None,
     normal_confidence: np.ndarray | None = None,
-    fov_range_deg: tuple[float, float] = DEFAULT_FOV_RANGE_DEG,
+    fov_range_deg: tuple[float, float] = (20.0, 120.0),
     fallback_focal_px: float | None = None,
-    fallback_sigma_rel: float | None = None,
     max_samples: int = MAX_SAMPLES,
     max_depth_m: float | None = None,
 ) -> SelfCalResult:
@@ -206,17 +138,12 @@ def self_calibrate(
         fov_range_deg: plausible horizontal field of view range (degrees) that is searched.
         fallback_focal_px: focal length (px) returned when there is no trustworthy estimate;
             ``assumed_focal_px`` when None.
-        fallback_sigma_rel: relative one-sigma uncertainty of the fallback focal length (the result's
-            ``focal_sigma_px`` when untrusted); :data:`DEFAULT_FOCAL_SIGMA_REL` when None.
         max_samples: at most this many pixels enter the objective.
         max_depth_m: depth at or beyond this (the model's clamp, e.g. 300 m) is treated as invalid.
 
     Returns:
-        :class:`SelfCalResult`. An untrusted estimate (``reason``: too few usable pixels, a flat objective,
-        a single plane in the depth geometry, an optimum at the edge of ``fov_range_deg`` or a relative
-        uncertainty above :data:`MAX_TRUSTED_SIGMA_REL`) gives ``fallback=True``,
-        ``focal_px = fallback_focal_px`` with its wide ``focal_sigma_px`` and a warning. The uncertainty is
-        the larger of the sandwich estimate and a spatial block bootstrap, plus a 2 % floor.
+        :class:`SelfCalResult`. A flat objective (no oblique surface), too few usable pixels or an optimum at
+        the edge of ``fov_range_deg`` give ``fallback=True``, ``focal_px = fallback_focal_px`` and a warning.
 
     Raises:
         DepthMapError: the depth and normal maps have inconsistent shapes, or their aspect ratio differs from
@@ -245,223 +172,84 @@ def self_calibrate(
             f"depth map {depth.shape[1]}x{depth.shape[0]} is not a resize of the {width}x{height} image"
         )
     fallback = float(assumed_focal_px if fallback_focal_px is None else fallback_focal_px)
-    fallback_sigma = fallback * (
-        DEFAULT_FOCAL_SIGMA_REL if fallback_sigma_rel is None else fallback_sigma_rel
-    )
     f_lo = width / (2.0 * math.tan(math.radians(hi_deg) / 2.0))
     f_hi = width / (2.0 * math.tan(math.radians(lo_deg) / 2.0))
-    depth = mask_clamped_depth(depth)
 
-    def terms_at(grazing_focal_px: float) -> tuple[Terms | None, int]:
-        return prepare_terms(
-            depth,
-            normal,
-            None if confidence is None else np.asarray(confidence, np.float32),
-            None if normal_confidence is None else np.asarray(normal_confidence, np.float32),
-            fx=assumed_focal_px * sx,
-            fy=assumed_focal_px * sy,
-            cx=cx * sx,
-            cy=cy * sy,
-            max_samples=max_samples,
-            f_ref=math.sqrt(f_lo * f_hi) * sx,
-            grazing_focal_px=grazing_focal_px * sx,
-        )
-
-    def give_up(reason: UntrustedReason, warning: str, **fields: Any) -> SelfCalResult:
+    terms, n_usable = prepare_terms(
+        depth,
+        normal,
+        None if confidence is None else np.asarray(confidence, np.float32),
+        None if normal_confidence is None else np.asarray(normal_confidence, np.float32),
+        fx=assumed_focal_px * sx,
+        fy=assumed_focal_px * sy,
+        cx=cx * sx,
+        cy=cy * sy,
+        max_samples=max_samples,
+        f_ref=math.sqrt(f_lo * f_hi) * sx,
+    )
+    if terms is None:
         return SelfCalResult(
             focal_px=fallback,
             uncertainty_px=math.inf,
             fov_deg=_fov_deg(width, fallback),
-            objective_flat=reason in ("too-few-pixels", "flat", "single-plane"),
+            objective_flat=True,
             fallback=True,
-            warning=f"self-calibration: {warning}; using the fallback focal length {fallback:.1f} px",
-            reason=reason,
-            focal_sigma_px=fallback_sigma,
-            **fields,
+            estimate_px=math.nan,
+            samples=(),
+            n_pixels=n_usable,
+            leverage=0.0,
+            warning=(
+                f"self-calibration: only {n_usable} usable pixels (need {MIN_PIXELS}); "
+                f"using the fallback focal length {fallback:.1f} px"
+            ),
         )
 
-    # Grazing surfaces are judged through the assumed camera first, then through the estimated one.
-    terms, n_usable = terms_at(assumed_focal_px)
     log_f0 = math.log(assumed_focal_px)
     grid = np.linspace(math.log(f_lo), math.log(f_hi), COARSE_STEPS)
-    values = np.zeros(0)
-    x = 0.0
-    for attempt in range(2):
-        if terms is None:
-            return give_up(
-                "too-few-pixels",
-                f"only {n_usable} usable pixels (need {MIN_PIXELS})",
-                estimate_px=math.nan,
-                samples=(),
-                n_pixels=n_usable,
-                leverage=0.0,
-            )
-        # Coarse scan on a subset (cheap), bounded Brent search on all pixels within two steps of its best.
-        coarse = subset(terms, COARSE_SAMPLES)
-        values = np.array([mean_loss(coarse, g - log_f0) for g in grid])
-        best = int(np.argmin(values))
-        lo = grid[max(best - 2, 0)] - log_f0
-        hi = grid[min(best + 2, len(grid) - 1)] - log_f0
-        x = _refine(terms, lo, hi)
-        if attempt == 1 or abs(x) < 0.05:
-            break
-        terms, n_usable = terms_at(math.exp(x + log_f0))
-    assert terms is not None
-    estimate = math.exp(x + log_f0)
+    # Coarse scan on a subset (cheap), bounded Brent search on all pixels within two steps of its best.
+    coarse = subset(terms, COARSE_SAMPLES)
+    values = np.array([mean_loss(coarse, x - log_f0) for x in grid])
+    best = int(np.argmin(values))
     step = grid[1] - grid[0]
+    lo = grid[max(best - 2, 0)] - log_f0
+    hi = grid[min(best + 2, len(grid) - 1)] - log_f0
+    x = _refine(terms, lo, hi)
+    estimate = math.exp(x + log_f0)
     sigma_log = uncertainty_log(terms, x)
-    boot_log = leave_region_out_sigma_log(subset(terms, BOOTSTRAP_PIXELS), x)
     leverage = normal_leverage(terms)
-    # A scene that is nearly one plane holds little evidence beyond that plane: widen by 1 / sqrt(1 - share).
-    near_plane = 1.0 / math.sqrt(max(1.0 - terms.plane_share, 0.05))
-    spread = max(sigma_log, SPREAD_FACTOR * boot_log) * max(1.0, near_plane * NEAR_PLANE_WIDENING)
-    rel_sigma = math.hypot(math.expm1(spread), UNCERTAINTY_FLOOR_REL) if math.isfinite(spread) else math.inf
-    samples = tuple((float(math.exp(g)), float(val)) for g, val in zip(grid, values, strict=True))
-    at_edge = (x + log_f0) - grid[0] < 0.5 * step or grid[-1] - (x + log_f0) < 0.5 * step
-    fields: dict[str, Any] = {
-        "estimate_px": estimate,
-        "samples": samples,
-        "n_pixels": int(terms.weight.size),
-        "leverage": leverage,
-        "plane_share": terms.plane_share,
-    }
-    if leverage < FLAT_LEVERAGE:
-        return give_up(
-            "flat",
-            f"the objective is flat (leverage {leverage:.3f}): the scene has too few oblique surfaces",
-            **fields,
-        )
-    if terms.plane_share >= SINGLE_PLANE_SHARE:
-        return give_up(
-            "single-plane",
-            f"{terms.plane_share:.0%} of the depth lies on one plane: the focal length is not observable",
-            **fields,
-        )
-    if at_edge:
-        # At the edge of the range the objective is not at a minimum, so its curvature says nothing there.
-        return give_up(
-            "range-edge",
-            f"the best focal length {estimate:.1f} px lies at the edge of the {lo_deg:g}-{hi_deg:g} degree "
-            "FOV range",
-            **fields,
-        )
-    if not rel_sigma <= MAX_TRUSTED_SIGMA_REL:
-        # A wide spread is a shallow or ragged minimum (e.g. correlated normal errors), not a flat objective.
-        flat = not rel_sigma <= FLAT_REL_UNCERTAINTY
-        result = give_up(
-            "uncertain",
-            f"the estimate {estimate:.1f} px is uncertain (+-{rel_sigma:.0%}, from the disagreement between "
-            "image regions)",
-            **fields,
-        )
-        return replace(result, objective_flat=flat)
-    return SelfCalResult(
-        focal_px=estimate,
-        uncertainty_px=estimate * rel_sigma,
-        fov_deg=_fov_deg(width, estimate),
-        objective_flat=False,
-        fallback=False,
-        focal_sigma_px=estimate * rel_sigma,
-        **fields,
+    rel_sigma = (
+        math.hypot(math.expm1(sigma_log), UNCERTAINTY_FLOOR_REL) if math.isfinite(sigma_log) else math.inf
     )
+    samples = tuple((float(math.exp(g)), float(val)) for g, val in zip(grid, values, strict=True))
 
-
-def mask_clamped_depth(depth: np.ndarray) -> np.ndarray:
-    """``depth`` with the model's far clamp (sky) set to NaN: the largest depth of the map (at least
-    :data:`CLAMP_MIN_DEPTH_M`) when :data:`CLAMP_MIN_SHARE` to :data:`CLAMP_MAX_SHARE` of the valid pixels sit
-    within :data:`CLAMP_REL` of it (the decoder clamps its
-    canonical depth, which lands anywhere once rescaled to the photo's focal length), dilated by a few pixels
-    (the upsampled transition to the clamp is no geometry either)."""
-    from scipy.ndimage import binary_dilation
-
-    valid = np.isfinite(depth) & (depth > 0)
-    if not valid.any():
-        return depth
-    top = float(np.max(depth[valid]))
-    if top < CLAMP_MIN_DEPTH_M:
-        return depth
-    clamped = valid & (depth >= top * (1.0 - CLAMP_REL))
-    if not CLAMP_MIN_SHARE * valid.sum() <= clamped.sum() <= CLAMP_MAX_SHARE * valid.sum():
-        return depth
-    grow = max(1, math.ceil(max(depth.shape) / 400))
-    clamped = binary_dilation(clamped, iterations=2 * grow)
-    return np.where(clamped, np.nan, depth).astype(np.float32, copy=False)
-
-
-def leave_region_out_sigma_log(terms: Terms, x: float, half_width: float = 0.7) -> float:
-    """Jackknife standard deviation of ``log f`` from refits that each leave out one of the
-    :data:`~.terms.REGION_CELLS` x :data:`~.terms.REGION_CELLS` image regions (refits within ``half_width``
-    of ``x``).
-
-    Errors that are correlated across the image (a smooth normal error field, a tilted surface) pull whole
-    regions together, so the refits disagree and the spread widens, unlike the per-pixel statistics; a
-    region that holds most of the evidence on its own (a near-degenerate scene) does the same.
-    """
-    if terms.region is None:
-        return math.inf
-    ids = np.unique(terms.region)
-    if ids.size < 3:
-        return math.inf
-    fits = []
-    for r in ids:
-        w = np.where(terms.region == r, 0.0, terms.weight)
-        if not w.sum() > 0:
-            continue
-        t = replace(terms, weight=w / w.sum())
-        if t.basis is not None:
-            t = project(t)
-        fits.append(_refine(t, x - half_width, x + half_width, xatol=3e-3))
-    n = len(fits)
-    if n < 3:
-        return math.inf
-    fits_arr = np.asarray(fits)
-    return math.sqrt((n - 1) / n * float(np.sum((fits_arr - fits_arr.mean()) ** 2)))
-
-
-def calibrate_prediction(
-    prediction: Prediction,
-    *,
-    fov_range_deg: tuple[float, float] = DEFAULT_FOV_RANGE_DEG,
-    fallback_focal_px: float | None = None,
-    fallback_sigma_rel: float | None = None,
-    max_depth_m: float | None = None,
-) -> SelfCalResult:
-    """Self-calibrate the focal length of one model prediction: ``metrocli.self_calibrate`` (stable API).
-
-    Args:
-        prediction: a :class:`~metrocli.prediction.Prediction` with depth, predicted normals, confidence,
-            normal confidence and the intrinsics the depth was computed with (pixels of the photo).
-        fov_range_deg: horizontal field of view range searched (degrees).
-        fallback_focal_px: focal length returned when the estimate is not trusted (default: the
-            prediction's own).
-        fallback_sigma_rel: relative one-sigma uncertainty of that fallback (default
-            :data:`DEFAULT_FOCAL_SIGMA_REL`, the 65 degree default's).
-        max_depth_m: depth at or beyond this is invalid (the model's metric clamp, e.g. 300 m).
-
-    Returns:
-        :class:`SelfCalResult`: ``focal_px`` and ``focal_sigma_px`` (what to use), ``trusted`` and, when not,
-        ``reason`` and ``warning``; ``estimate_px`` is the minimiser even when untrusted.
-
-    Raises:
-        DepthMapError: the prediction has no normals, or inconsistent maps.
-    """
-    if prediction.normal is None:
-        raise DepthMapError("self-calibration needs predicted surface normals; this prediction has none")
-    intr = prediction.intrinsics
-    return self_calibrate(
-        prediction.depth,
-        prediction.normal,
-        width=intr.width,
-        height=intr.height,
-        cx=intr.cx,
-        cy=intr.cy,
-        assumed_focal_px=intr.fx,
-        confidence=prediction.confidence,
-        normal_confidence=prediction.normal_confidence,
-        fov_range_deg=fov_range_deg,
-        fallback_focal_px=fallback_focal_px,
-        fallback_sigma_rel=fallback_sigma_rel,
-        max_depth_m=max_depth_m,
+    at_edge = (x + log_f0) - grid[0] < 0.5 * step or grid[-1] - (x + log_f0) < 0.5 * step
+    # At the edge of the range the objective is not at a minimum, so its curvature says nothing there.
+    flat = leverage < FLAT_LEVERAGE or (not at_edge and not rel_sigma <= FLAT_REL_UNCERTAINTY)
+    warning = None
+    if flat:
+        warning = (
+            f"self-calibration: the objective is flat (leverage {leverage:.3f}, relative uncertainty "
+            f"{rel_sigma:.0%}): the scene has too few oblique surfaces; using the fallback focal length "
+            f"{fallback:.1f} px"
+        )
+    elif at_edge:
+        warning = (
+            f"self-calibration: the best focal length {estimate:.1f} px lies at the edge of the "
+            f"{lo_deg:g}-{hi_deg:g} degree FOV range; using the fallback focal length {fallback:.1f} px"
+        )
+    use_fallback = warning is not None
+    focal = fallback if use_fallback else estimate
+    return SelfCalResult(
+        focal_px=focal,
+        uncertainty_px=estimate * rel_sigma if not use_fallback else math.inf,
+        fov_deg=_fov_deg(width, focal),
+        objective_flat=flat,
+        fallback=use_fallback,
+        estimate_px=estimate,
+        samples=samples,
+        n_pixels=int(terms.weight.size),
+        leverage=leverage,
+        warning=warning,
     )
 
 

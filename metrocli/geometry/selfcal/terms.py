@@ -34,9 +34,6 @@ CURVATURE_FACTOR = 4.0
 #: The uncertainty treats pixels in blocks of 1/UNCERTAINTY_CELLS of the image side as correlated.
 UNCERTAINTY_CELLS = 6
 
-#: The leave-region-out refits of the uncertainty drop one of REGION_CELLS x REGION_CELLS image regions.
-REGION_CELLS = 3
-
 #: At most this many pixels enter the objective (a deterministic random subset of the usable ones).
 MAX_SAMPLES = 10_000
 
@@ -67,16 +64,6 @@ MAX_REL_GRADIENT = 0.08
 #: Fewer usable pixels than this: no estimate.
 MIN_PIXELS = 200
 
-#: Pixels whose predicted surface is seen within this angle of grazing (degrees between the viewing ray and
-#: the surface) are dropped: the ground and façades along a street pull the estimate towards wide angles
-#: (issue 15 sweeps: dropping them took the median focal error from 19 % to 6 %).
-GRAZING_DEG = 12.0
-
-#: Inverse depth that an affine function of (u, v) fits to within this relative error on at least
-#: :data:`SINGLE_PLANE_SHARE` of the usable pixels is one plane (the focal length is not observable).
-SINGLE_PLANE_REL = 0.06
-SINGLE_PLANE_SHARE = 0.98
-
 
 @dataclass(frozen=True)
 class Terms:
@@ -92,8 +79,6 @@ class Terms:
     weight: np.ndarray  # normalised to sum 1
     cluster: np.ndarray  # spatial block index of each pixel (for the uncertainty)
     f0: float  # assumed focal length, pixels of the input grid (fx)
-    plane_share: float = 0.0  # share of usable pixels on the best-fitting single plane (depth geometry)
-    region: np.ndarray | None = None  # image region (1/REGION_CELLS of each side) of each pixel
     basis: np.ndarray | None = None  # (2N, P) gradients (u rows, then v rows) of the depth-error field modes
     weighted_t: np.ndarray | None = None  # (P, 2N) basis.T times the pixel weights / scale^2
     gram_inv: np.ndarray | None = None  # (P, P) inverse of weighted_t @ basis + diag(penalty)
@@ -180,13 +165,8 @@ def prepare_terms(
     cy: float,
     max_samples: int,
     f_ref: float,
-    grazing_focal_px: float | None = None,
 ) -> tuple[Terms | None, int]:
-    """Precompute the objective's terms; intrinsics in pixels of ``depth``'s grid. -> (terms, n_usable).
-
-    ``grazing_focal_px``: drop pixels whose predicted surface is within :data:`GRAZING_DEG` of grazing as
-    seen through a camera of this focal length (pixels of ``depth``'s grid); ``fx`` when None.
-    """
+    """Precompute the objective's terms; intrinsics in pixels of ``depth``'s grid. -> (terms, n_usable)."""
     height, width = depth.shape
     k = max(1, math.ceil(max(height, width) / WORK_MAX_SIDE))
 
@@ -246,12 +226,6 @@ def prepare_terms(
         & (gmag * k < MAX_REL_GRADIENT)
         & (wc > 0)
     )
-    # Grazing surfaces: |cos| of the angle between the predicted normal and the viewing ray (given focal).
-    fg = fx if grazing_focal_px is None else grazing_focal_px
-    with np.errstate(invalid="ignore"):
-        ray_dot = pxw[c] * uu[None, :] + pyw[c] * vv[:, None] + pzw[c] * fg  # ray (u, v, f), square grid
-        ray_len = np.sqrt(uu[None, :] ** 2 + vv[:, None] ** 2 + fg * fg)
-    usable &= np.abs(ray_dot) >= math.sin(math.radians(GRAZING_DEG)) * ray_len
     if not usable.any():
         return None, 0
     # Depth edges: curvature of the inverse depth far above its typical (noise-level) value in the image.
@@ -261,7 +235,6 @@ def prepare_terms(
     n_usable = int(idx.size)
     if n_usable < MIN_PIXELS:
         return None, n_usable
-    plane_share = _single_plane_share(ic, uu, vv, np.isfinite(ic) & np.isfinite(curv))
     if idx.size > max_samples:
         rng = np.random.default_rng(0)
         idx = np.sort(rng.choice(idx, size=max_samples, replace=False))
@@ -280,9 +253,6 @@ def prepare_terms(
     # Spatial clusters of 1/UNCERTAINTY_CELLS of the image side, for the cluster-robust uncertainty.
     cell = max(1, max(hw, ww) // UNCERTAINTY_CELLS)
     cluster = (rows // cell) * (ww // cell + 1) + cols // cell
-    region = np.minimum(rows * REGION_CELLS // (hw - 2 * h), REGION_CELLS - 1) * REGION_CELLS + np.minimum(
-        cols * REGION_CELLS // (ww - 2 * h), REGION_CELLS - 1
-    )
     terms = Terms(
         px=ppx,
         py=ppy,
@@ -294,39 +264,11 @@ def prepare_terms(
         weight=w,
         cluster=cluster,
         f0=fx,
-        plane_share=plane_share,
-        region=region,
     )
     if terms.weight.size >= NUISANCE_MIN_PIXELS_PER_PARAM * len(_nuisance_modes()):
         side = float(max(hw, ww) * k)  # the longer image side, input pixels
         terms = _with_nuisance(terms, u_s / side, v_s / side, side)
     return terms, n_usable
-
-
-def _single_plane_share(inv: np.ndarray, uu: np.ndarray, vv: np.ndarray, usable: np.ndarray) -> float:
-    """Share of the ``usable`` (valid) pixels whose inverse depth ``inv`` lies within :data:`SINGLE_PLANE_REL`
-    of one affine function of ``(u, v)`` (one plane), fitted by least squares, refitted to the pixels it fits.
-
-    Independent of the focal length and of the predicted normals: a single plane (one wall, the floor) leaves
-    the focal length unobservable however the normals are predicted.
-    """
-    rows, cols = np.nonzero(usable)
-    if rows.size > 20_000:
-        pick = np.linspace(0, rows.size - 1, 20_000).astype(np.int64)
-        rows, cols = rows[pick], cols[pick]
-    w = inv[rows, cols].astype(np.float64)
-    a = np.stack([uu[cols], vv[rows], np.ones(rows.size)], axis=1) * (1.0 / w[:, None])
-    keep = np.ones(rows.size, bool)
-    share = 0.0
-    for _ in range(3):  # fit relative residuals; refit on the inliers
-        if keep.sum() < 3:
-            break
-        coef, *_ = np.linalg.lstsq(a[keep], np.ones(int(keep.sum())), rcond=None)
-        rel = np.abs(a @ coef - 1.0)
-        inliers = rel < SINGLE_PLANE_REL
-        share = float(inliers.mean())
-        keep = rel < np.percentile(rel, 60)  # the best-fitting part, so a dominant plane is found
-    return share
 
 
 def _nuisance_modes() -> list[tuple[float, float]]:
@@ -361,10 +303,10 @@ def _with_nuisance(terms: Terms, un: np.ndarray, vn: np.ndarray, side: float) ->
     basis = np.concatenate([np.stack(cols_u, axis=1), np.stack(cols_v, axis=1)], axis=0)
     penalty = np.full(basis.shape[1], NUISANCE_RIDGE)
     penalty[:2] *= 0.25
-    return project(replace(terms, basis=basis, penalty=penalty))
+    return _project(replace(terms, basis=basis, penalty=penalty))
 
 
-def project(terms: Terms) -> Terms:
+def _project(terms: Terms) -> Terms:
     """``terms`` with the ridge least-squares matrices of its nuisance basis for its weights."""
     assert terms.basis is not None and terms.penalty is not None
     w2 = np.concatenate([terms.weight, terms.weight]) * terms.inv_scale**2
@@ -386,9 +328,8 @@ def subset(terms: Terms, max_pixels: int) -> Terms:
         **{name: getattr(terms, name)[sl] for name in ("px", "py", "pz", "e", "gu", "gv")},
         weight=weight / weight.sum(),
         cluster=terms.cluster[sl],
-        region=None if terms.region is None else terms.region[sl],
     )
     if terms.basis is None:
         return out
     keep = np.arange(n)[sl]
-    return project(replace(out, basis=terms.basis[np.concatenate([keep, keep + n])]))
+    return _project(replace(out, basis=terms.basis[np.concatenate([keep, keep + n])]))
