@@ -157,12 +157,14 @@ class DepthRunner:
         Raises:
             OutputError: (exit 2) naming the file.
         """
-        inputs = {photo.resolve() for photo, _ in plan}
+        from metrocli.pipeline.outputs import check_not_input
+
+        inputs = [photo for photo, _ in plan]
         for photo, stem in plan:
             ours = self._owned(stem)
-            for path in self._targets(stem).values():
-                if path.resolve() in inputs:
-                    raise OutputError(f"{path} is an input of this run; metro never writes over an input")
+            targets = self._targets(stem).values()
+            check_not_input(targets, inputs)
+            for path in targets:
                 if (path.exists() or path.is_symlink()) and path.name not in ours:
                     raise OutputError(
                         f"{path} exists and was not written by metro depth (for {photo}); "

@@ -119,11 +119,12 @@ class SeparateJob:
     def check_targets(self) -> None:
         """OutputError (before any work) when an output would replace an input photo, or a file that this
         command did not write (not in the index)."""
-        inputs = {photo.resolve() for photo, _ in self.plan}
+        from metrocli.pipeline.outputs import check_not_input
+
+        inputs = [photo for photo, _ in self.plan]
         for photo, stem in self.plan:
             out = self.output_for(stem)
-            if out.resolve() in inputs:
-                raise OutputError(f"{out} is an input of this run; metro never writes over an input")
+            check_not_input([out], inputs)
             if (out.exists() or out.is_symlink()) and out.name not in self.index and not self.options.force:
                 raise OutputError(
                     f"{out} exists and was not written by this command (for {photo}); refusing to replace "
