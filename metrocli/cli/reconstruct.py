@@ -103,6 +103,12 @@ if TYPE_CHECKING:
     help="Target triangle count of the mesh.",
 )
 @click.option(
+    "--mesh-normals",
+    is_flag=True,
+    help="Also write vertex normals into the mesh (photo: the predicted normals; folder: the fused "
+    "surface's). Off by default: viewers shade from the faces, and the file is ~20% smaller.",
+)
+@click.option(
     "--cameras",
     is_flag=True,
     help="Folder with a .glb output: draw each registered photo's camera as a frustum mesh.",
@@ -141,6 +147,7 @@ def reconstruct(
     points_only: bool,
     mesh_method: MeshMethod,
     simplify: int | None,
+    mesh_normals: bool,
     cameras: bool,
     export: tuple[str, Path] | None,
     fps: float,
@@ -187,7 +194,9 @@ def reconstruct(
     if not separate:
         _check_not_inputs(input_path, out_path, provider)
     if separate:
-        options = SeparateOptions(points_only, mesh_method, simplify, force, recursive=recursive)
+        options = SeparateOptions(
+            points_only, mesh_method, simplify, force, recursive=recursive, mesh_normals=mesh_normals
+        )
         _separate(input_path, out_path, provider, options, as_json)
     elif recursive:
         raise click.UsageError("--recursive is for --separate (a scene is the photos of one folder)")
@@ -197,11 +206,19 @@ def reconstruct(
                 "--points-only and --mesh are for single photos and --separate; a folder is fused by TSDF"
             )
         folder = MultiviewOptions(
-            voxel_m, per_photo_scale, scale_ref, simplify=simplify, force=force, cameras=cameras
+            voxel_m,
+            per_photo_scale,
+            scale_ref,
+            simplify=simplify,
+            force=force,
+            cameras=cameras,
+            mesh_normals=mesh_normals,
         )
         _folder(input_path, out_path, provider, folder, as_json, export[1] if export else None)
     elif is_video(input_path):
-        folder = MultiviewOptions(voxel_m, per_photo_scale, scale_ref, simplify=simplify, force=True)
+        folder = MultiviewOptions(
+            voxel_m, per_photo_scale, scale_ref, simplify=simplify, force=True, mesh_normals=mesh_normals
+        )
         with tempfile.TemporaryDirectory(prefix="metro-video-") as tmp:
             frames = write_frames(input_path, tmp, fps)
             if len(frames) < 2:
@@ -211,7 +228,8 @@ def reconstruct(
             click.echo(f"{input_path}: {len(frames)} frames sampled at {fps:g} per second", err=True)
             _folder(Path(tmp), out_path, provider, folder, as_json)
     else:
-        _single(input_path, out_path, provider, SeparateOptions(points_only, mesh_method, simplify), as_json)
+        single = SeparateOptions(points_only, mesh_method, simplify, mesh_normals=mesh_normals)
+        _single(input_path, out_path, provider, single, as_json)
 
 
 def _check_not_inputs(input_path: Path, out_path: Path, provider: DepthProvider) -> None:
@@ -264,7 +282,13 @@ def _single(photo: Path, out_path: Path, provider: DepthProvider, o: SeparateOpt
     from metrocli.pipeline.single import reconstruct_photo
 
     result = reconstruct_photo(
-        photo, out_path, provider, points_only=o.points_only, mesh_method=o.mesh_method, simplify=o.simplify
+        photo,
+        out_path,
+        provider,
+        points_only=o.points_only,
+        mesh_method=o.mesh_method,
+        simplify=o.simplify,
+        mesh_normals=o.mesh_normals,
     )
     if as_json:
         emit_json(result.to_dict())

@@ -80,6 +80,7 @@ class MultiviewOptions:
         force: recompute even when the output is up to date.
         cameras: a GLB output also gets a frustum mesh per registered photo (``--cameras``; its camera
             nodes are always there).
+        mesh_normals: also write the fused mesh's vertex normals (``--mesh-normals``).
         cache: keep each photo's model prediction beside the output
             (:mod:`metrocli.pipeline.prediction_cache`), so a re-run after one photo changed runs one forward.
     """
@@ -92,6 +93,7 @@ class MultiviewOptions:
     force: bool = False
     cameras: bool = False
     cache: bool = True
+    mesh_normals: bool = False
 
     def key(self) -> dict[str, Any]:
         """The options that shape the scene (resume record)."""
@@ -102,6 +104,7 @@ class MultiviewOptions:
             "icp": self.icp,
             "simplify": self.simplify,
             "cameras": self.cameras,
+            "mesh_normals": self.mesh_normals,
         }
 
 
@@ -309,7 +312,7 @@ def _register_and_fuse(
         mesh = simplify(mesh, opts.simplify)
     t2 = time.perf_counter()
     cameras = [CameraView(views[k].path.name, views[k].intrinsics, reg.poses[k]) for k in sorted(reg.poses)]
-    write_mesh(out_path, mesh, cameras=cameras, frustums=opts.cameras)
+    write_mesh(out_path, mesh, normals=opts.mesh_normals, cameras=cameras, frustums=opts.cameras)
     timings_s.update({"register": t1 - t0, "fuse": t2 - t1, "write": time.perf_counter() - t2})
     return FusedScene(reg, per_scale, voxel, len(mesh.vertices), len(mesh.triangles))
 

@@ -47,6 +47,7 @@ class SeparateOptions:
     force: bool = False
     suffix: str = ".ply"
     recursive: bool = False
+    mesh_normals: bool = False
 
     def key(self) -> dict[str, Any]:
         """The options that shape an output (resume)."""
@@ -55,6 +56,7 @@ class SeparateOptions:
             "mesh_method": self.mesh_method,
             "simplify": self.simplify,
             "suffix": self.suffix,
+            "mesh_normals": self.mesh_normals,
         }
 
 
@@ -168,6 +170,7 @@ class SeparateJob:
             points_only=o.points_only,
             mesh_method=o.mesh_method,
             simplify=o.simplify,
+            mesh_normals=o.mesh_normals,
         )
         self.index[out.name] = self.key(photo)
         self._write_index()

@@ -75,6 +75,7 @@ def reconstruct_photo(
     points_only: bool = False,
     mesh_method: MeshMethod = "grid",
     simplify: int | None = None,
+    mesh_normals: bool = False,
     clean: CleanOptions = CleanOptions(),
     poisson_depth: int = 9,
     max_vertices: int | None = DEFAULT_MAX_VERTICES,
@@ -93,6 +94,8 @@ def reconstruct_photo(
         mesh_method: ``"grid"`` (pixel-grid triangulation, default) or ``"poisson"`` (screened Poisson,
             trimmed by density); see :mod:`metrocli.geometry.mesh`.
         simplify: target triangle count (quadric decimation), or None.
+        mesh_normals: also write the vertex normals (the predicted normals) into the mesh file
+            (``--mesh-normals``; see :func:`metrocli.io.geometry_io.write_mesh`).
         clean: flying-pixel removal thresholds (:class:`CleanOptions`).
         poisson_depth: octree depth of the Poisson solver.
         max_vertices: grid meshes of larger photos use every n-th pixel to stay below this; None = all.
@@ -198,7 +201,7 @@ def reconstruct_photo(
         raise ReconstructionError(f"{photo.path}: no surface could be meshed (depth too sparse)")
     if simplify is not None:
         mesh = simplify_mesh(mesh, simplify)
-    write_mesh(out_path, mesh, cameras=camera)
+    write_mesh(out_path, mesh, normals=mesh_normals, cameras=camera)
     log.info(
         "%s: %s mesh, %d vertices, %d triangles -> %s",
         photo.path.name,

@@ -58,7 +58,7 @@ def test_folder_to_scene_resume_and_force(photos: Path, tmp_path: Path) -> None:
     line = json.loads(result.stdout.strip().splitlines()[-1])
     assert line["registered"] == [n + ".jpg" for n in NAMES] and not line["skipped"]
     mesh = o3d.io.read_triangle_mesh(str(out))
-    assert len(mesh.triangles) > 10_000 and mesh.has_vertex_normals() and mesh.has_vertex_colors()
+    assert len(mesh.triangles) > 10_000 and not mesh.has_vertex_normals() and mesh.has_vertex_colors()
     doc = json.loads((tmp_path / "scene.json").read_text())
     assert doc["reference_photo"] == "mv_01.jpg"
     assert [p["photo"] for p in doc["photos"]] == [n + ".jpg" for n in NAMES]
@@ -113,7 +113,7 @@ def test_separate_batch_resume_force_and_bad_photo(photos: Path, tmp_path: Path,
             (folder / (n + suffix)).write_bytes((photos / (n + suffix)).read_bytes())
     (folder / "zz_text.jpg").write_text("not a photo\n")
     out = tmp_path / "meshes"
-    args = [str(folder), "-o", str(out), "--separate", "--depth-dir", str(folder)]
+    args = [str(folder), "-o", str(out), "--separate", "--depth-dir", str(folder), "--mesh-normals"]
     code, err = exit_code(capsys, *args)
     assert code == 1 and "zz_text.jpg" in err and "2 of 3 photos succeeded" in err
     assert sorted(p.name for p in out.iterdir()) == ["mv_01.ply", "mv_02.ply"]
@@ -140,7 +140,13 @@ def test_single_photo_with_sensor_depth(photos: Path, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     line = json.loads(result.stdout.strip())
     assert line["kind"] == "mesh" and line["n_triangles"] > 1000
-    assert out.is_file()
+    assert b"property float nx" not in out.read_bytes()[:1000]  # vertex normals only with --mesh-normals
+    with_normals = tmp_path / "one-n.ply"
+    result = invoke(
+        str(photos / "mv_04.jpg"), "-o", str(with_normals), "--depth", str(depth), "--mesh-normals"
+    )
+    assert result.exit_code == 0, result.output
+    assert b"property float nx" in with_normals.read_bytes()[:1000]
     # --depth-dir pairs the depth map for a single photo too
     out2 = tmp_path / "two.ply"
     result = invoke(str(photos / "mv_02.jpg"), "-o", str(out2), "--depth-dir", str(photos), "--points-only")

@@ -76,7 +76,7 @@ def test_write_mesh_atomic_ply(renders, tmp_path) -> None:
     import open3d as o3d
 
     mesh = fuse_tsdf(_frames(renders)[:1], voxel_m=0.04)
-    out = write_mesh(tmp_path / "m.ply", Mesh.from_open3d(mesh))
+    out = write_mesh(tmp_path / "m.ply", Mesh.from_open3d(mesh), normals=True)
     back = o3d.io.read_triangle_mesh(str(out))
     assert len(back.triangles) == len(mesh.triangles)
     assert back.has_vertex_normals() and back.has_vertex_colors()

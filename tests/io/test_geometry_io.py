@@ -67,17 +67,17 @@ def test_pcd_obj_glb_point_clouds(tmp_path: Path) -> None:
         np.testing.assert_allclose(np.sort(loaded.vertices[:, 2]), np.sort(z), atol=1e-5)
 
 
-def test_meshes_keep_normals_and_colours(tmp_path: Path) -> None:
+def test_meshes_keep_normals_when_asked_and_colours(tmp_path: Path) -> None:
     import open3d as o3d
     import trimesh
 
     m = mesh()
-    o = o3d.io.read_triangle_mesh(str(write_mesh(tmp_path / "m.ply", m)))
+    o = o3d.io.read_triangle_mesh(str(write_mesh(tmp_path / "m.ply", m, normals=True)))
     assert len(o.triangles) == 2 and o.has_vertex_normals() and o.has_vertex_colors()
     np.testing.assert_allclose(np.asarray(o.vertex_normals), m.vertex_normals)
     np.testing.assert_allclose(np.asarray(o.vertex_colors) * 255, m.vertex_colors, atol=0.5)
     for ext in ("obj", "glb"):
-        tm = trimesh.load(write_mesh(tmp_path / f"m.{ext}", m), force="mesh", process=False)
+        tm = trimesh.load(write_mesh(tmp_path / f"m.{ext}", m, normals=True), force="mesh", process=False)
         assert len(tm.faces) == 2
         flip = np.array([1, 1, 1]) if ext == "obj" else np.array([1, -1, -1])  # GLB: glTF axes
         np.testing.assert_allclose(np.asarray(tm.vertex_normals), m.vertex_normals * flip, atol=1e-5)
@@ -160,7 +160,7 @@ def test_glb_is_y_up_and_in_front_of_its_gltf_cameras(tmp_path: Path) -> None:
     cams = (CameraView("a.jpg", k, np.eye(4)), CameraView("b.jpg", k, _pose(20.0, (0.5, 0.0, 0.2))))
     m = room_mesh()
     for frustums in (False, True):
-        path = write_mesh(tmp_path / f"m{frustums}.glb", m, cameras=cams, frustums=frustums)
+        path = write_mesh(tmp_path / f"m{frustums}.glb", m, normals=True, cameras=cams, frustums=frustums)
         scene = trimesh.load(path, process=False)
         assert isinstance(scene, trimesh.Scene)
         verts = np.asarray(scene.geometry["scene"].vertices)
@@ -192,6 +192,38 @@ def test_glb_is_y_up_and_in_front_of_its_gltf_cameras(tmp_path: Path) -> None:
         assert frustum_names == (["frustum a.jpg", "frustum b.jpg"] if frustums else [])
 
 
+def test_mesh_files_have_no_normals_unless_asked_and_a_grid_mesh_ply_is_about_half_of_float64(
+    tmp_path: Path,
+) -> None:
+    import open3d as o3d
+    import trimesh
+
+    from metrocli.camera.intrinsics import centred
+    from metrocli.geometry.mesh import grid_mesh
+
+    h, w = 240, 320
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    depth = 2.0 + 0.3 * np.sin(xx / 20) + 0.2 * np.cos(yy / 15)
+    rgb = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    m = grid_mesh(depth, centred(w, h, 250.0, "user"), rgb=rgb)
+    plain = write_mesh(tmp_path / "m.ply", m)
+    header = plain.read_bytes().split(b"end_header")[0].decode()
+    assert "nx" not in header and "property float x" in header and "property uchar red" in header
+    o = o3d.io.read_triangle_mesh(str(plain))
+    assert not o.has_vertex_normals() and o.has_vertex_colors()
+    np.testing.assert_array_equal(np.asarray(o.vertices), m.vertices)
+    # The old file: Open3D's legacy writer, float64 positions and normals (94.6 MB at 1.2 MP in the issue).
+    old = tmp_path / "old.ply"
+    assert o3d.io.write_triangle_mesh(str(old), m.to_open3d(), write_ascii=False)
+    assert "double" in old.read_bytes()[:600].decode("latin-1")
+    assert plain.stat().st_size < 0.56 * old.stat().st_size
+    assert write_mesh(tmp_path / "n.ply", m, normals=True).stat().st_size > plain.stat().st_size
+    assert "\nvn " not in write_mesh(tmp_path / "m.obj", m).read_text()
+    assert "\nvn " in write_mesh(tmp_path / "n.obj", m, normals=True).read_text()
+    glb = trimesh.load(write_mesh(tmp_path / "m.glb", m), process=False)
+    assert "vertex_normals" not in next(iter(glb.geometry.values()))._cache.cache
+
+
 def test_glb_point_cloud_has_its_camera(tmp_path: Path) -> None:
     import trimesh
 
@@ -211,12 +243,13 @@ def test_mesh_ply_is_float32_and_obj_has_six_decimals(tmp_path: Path) -> None:
     import open3d as o3d
 
     m = room_mesh()
-    path = write_mesh(tmp_path / "m.ply", m)
+    path = write_mesh(tmp_path / "m.ply", m, normals=True)
     header = path.read_bytes().split(b"end_header")[0].decode()
     assert "binary_little_endian" in header and "double" not in header
     assert "property float x" in header and "property float nx" in header
     o = o3d.io.read_triangle_mesh(str(path))
     np.testing.assert_array_equal(np.asarray(o.vertices), m.vertices)  # float32 values exactly
     np.testing.assert_array_equal(np.asarray(o.triangles), m.triangles)
+    np.testing.assert_allclose(np.asarray(o.vertex_normals), m.vertex_normals, atol=1e-7)
     obj = write_mesh(tmp_path / "m.obj", m).read_text()
     assert "v -1.000000 1.500000 1.000000" in obj

@@ -119,7 +119,7 @@ def test_reconstruct_grid_mesh_matches_the_room(shots: dict, tmp_path: Path) -> 
     import open3d as o3d
 
     scene, view, photo, depth = shots["main-rotated"]
-    result = reconstruct_photo(photo, tmp_path / "room.ply", SensorDepth(depth))
+    result = reconstruct_photo(photo, tmp_path / "room.ply", SensorDepth(depth), mesh_normals=True)
     assert result.kind == "mesh" and result.method == "grid" and result.depth_source == "sensor"
     mesh = o3d.io.read_triangle_mesh(str(tmp_path / "room.ply"))
     assert len(mesh.triangles) == result.n_triangles > 100_000
@@ -168,7 +168,12 @@ def test_reconstruct_points_poisson_simplify_formats(shots: dict, tmp_path: Path
     assert (up_in_camera * [1, -1, -1])[1] > np.cos(np.radians(30))
 
     poisson = reconstruct_photo(
-        photo, tmp_path / "poisson.ply", SensorDepth(depth), mesh_method="poisson", poisson_depth=7
+        photo,
+        tmp_path / "poisson.ply",
+        SensorDepth(depth),
+        mesh_method="poisson",
+        poisson_depth=7,
+        mesh_normals=True,
     )
     mesh = o3d.io.read_triangle_mesh(str(tmp_path / "poisson.ply"))
     assert poisson.method == "poisson" and len(mesh.triangles) > 1000 and mesh.has_vertex_normals()
