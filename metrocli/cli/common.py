@@ -57,7 +57,7 @@ def setup_logging(verbose: int) -> None:
             markup=False,
             rich_tracebacks=True,
         )
-        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler.setFormatter(_OneLineFormatter("%(message)s"))
     else:
         handler = _PlainHandler()
     root = logging.getLogger("metrocli")
@@ -66,17 +66,27 @@ def setup_logging(verbose: int) -> None:
     root.propagate = False
 
 
+class _OneLineFormatter(logging.Formatter):
+    """A record's message (with its arguments: a file name) on one line, control characters and odd bytes
+    escaped by :func:`one_line`, so that a photo named ``"a\\x1b[2J.jpg"`` cannot clear the terminal or forge
+    a line of the log."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = one_line(record.message)
+        return super().formatMessage(record)
+
+
 class _PlainHandler(logging.StreamHandler):
-    """``metro: warning: message`` on the current ``sys.stderr``, one line per record (newlines escaped)."""
+    """``metro: warning: message`` on the current ``sys.stderr``, one line per record (see
+    :class:`_OneLineFormatter`)."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.setFormatter(logging.Formatter("metro: %(levelname)s: %(message)s"))
+        self.setFormatter(_OneLineFormatter("metro: %(levelname)s: %(message)s"))
 
     def emit(self, record: logging.LogRecord) -> None:
         self.stream = sys.stderr
         record.levelname = record.levelname.lower()
-        record.msg = str(record.msg).replace("\n", " ")
         super().emit(record)
 
 

@@ -107,3 +107,14 @@ def test_emit_json_handles_numpy(capsys: pytest.CaptureFixture[str]) -> None:
 
     emit_json({"a": np.float32(1.5), "b": np.arange(3)})
     assert json.loads(capsys.readouterr().out) == {"a": 1.5, "b": [0, 1, 2]}
+
+
+def test_log_records_escape_control_characters_of_file_names(capsys: pytest.CaptureFixture[str]) -> None:
+    import logging
+
+    from metrocli.cli.common import setup_logging
+
+    setup_logging(0)  # stderr is not a terminal here: plain one-line records
+    logging.getLogger("metrocli.test").warning("%s: no EXIF focal length", "a\nb\x1b[2J.jpg")
+    err = capsys.readouterr().err
+    assert err == "metro: warning: a\\nb\\x1b[2J.jpg: no EXIF focal length\n"
