@@ -85,7 +85,9 @@ def onnx_cmd(
     reproduced torch float32 on a test image (depth within 1e-4 relative, normals within 0.1 degree).
     """
     from metrocli.model.onnx_export import export_preset
+    from metrocli.pipeline.outputs import check_output_file
 
+    check_output_file(output, inputs=[weights], suffixes=(".onnx",))  # before minutes of export
     result = export_preset(model_name, output, weights=weights, size=size, dynamic=dynamic)
     fid = result.fidelity
     if as_json:

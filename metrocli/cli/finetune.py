@@ -139,11 +139,13 @@ def finetune(
     Launch with torchrun --nproc-per-node K -m metrocli.cli.main finetune ... for DDP.
     """
     from metrocli.errors import MetroUsageError
+    from metrocli.pipeline.outputs import check_output_file
     from metrocli.train import data as tdata
     from metrocli.train.cstm import AugmentConfig
     from metrocli.train.loop import FinetuneConfig
     from metrocli.train.loop import finetune as run_finetune
 
+    check_output_file(output, inputs=[spec.weights])  # never the starting weights; a writable folder
     logging.getLogger("metrocli.train").setLevel(logging.INFO)
     train_sets, val_refs = [], []
     for folder in data:

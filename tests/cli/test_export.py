@@ -47,6 +47,19 @@ def test_missing_weights_are_one_clean_line(tmp_path: Path, capsys) -> None:
     assert code == 1 and err.startswith("metro: error:") and len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize("target", ["weights", "m.txt", "folder"])
+def test_bad_output_is_refused_before_the_export(tmp_path: Path, capsys, target: str) -> None:
+    weights = tmp_path / "w.pth"
+    weights.write_bytes(b"never read")
+    (tmp_path / "folder").mkdir()
+    out = weights if target == "weights" else tmp_path / target
+    code = run_cli(cli, ["export", "onnx", "--weights", str(weights), "-o", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err and str(out.name) in err, err
+    assert weights.read_bytes() == b"never read"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder", "w.pth"]
+
+
 @pytest.mark.slow
 def test_export_seeded_convnext_dynamic(seeded_weights, tmp_path: Path, capsys) -> None:
     out = tmp_path / "convnext.onnx"

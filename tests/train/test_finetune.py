@@ -98,6 +98,19 @@ def test_missing_data_is_a_clean_error(tmp_path: Path, capsys: pytest.CaptureFix
     assert "no training frames" in err and "Traceback" not in err
 
 
+def test_output_onto_the_starting_weights_is_refused_before_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    weights = tmp_path / "start.pth"
+    weights.write_bytes(b"the user's weights")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit) as exc:
+        main(["finetune", str(tmp_path / "empty"), "--weights", str(weights), "-o", str(weights)])
+    assert exc.value.code == 2
+    assert "start.pth" in capsys.readouterr().err
+    assert weights.read_bytes() == b"the user's weights"
+
+
 def test_bad_size_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         main(["finetune", str(tmp_path), "-o", str(tmp_path / "m.pth"), "--size", "100,100"])
