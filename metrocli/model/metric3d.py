@@ -19,7 +19,8 @@ from metrocli.model.preprocess import (
     to_prediction,
 )
 from metrocli.model.presets import Preset
-from metrocli.model.runtime import autocast_context, release_memory, resolve_precision
+from metrocli.heap import release_memory
+from metrocli.model.runtime import autocast_context, resolve_precision
 from metrocli.model.spec import Precision
 from metrocli.model.vit import DinoV2Encoder
 from metrocli.prediction import Prediction
