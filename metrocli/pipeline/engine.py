@@ -9,9 +9,9 @@ Stages: ``load(item)`` (decode a photo: one worker thread, at most ``ahead`` ite
 ``compute(loaded)`` (the model: the calling thread, one item at a time), ``finish(computed)`` (post-process
 and write: ``writers`` threads, at most ``ahead`` computed items waiting). So on a CPU the decoding and
 writing of neighbouring photos overlap the forward, and memory stays bounded (about ``2 * ahead + writers +
-1`` items alive; ``batch_size`` more with batches) whatever the number of items. The process's large buffers are kept out of the C heap
-(:func:`metrocli.heap.bound_heap`), so that the heaps of the three kinds of threads do not fragment and grow
-over a long batch.
+1`` items alive; ``batch_size`` more with batches) whatever the number of items. The process's large
+buffers are kept out of the C heap (:func:`metrocli.heap.bound_heap`), so that the heaps of the three kinds
+of threads do not fragment and grow over a long batch.
 
 Batches on the model's device: with ``batch_size`` > 1 and ``compute_batch``, up to ``batch_size``
 consecutive loaded items of one ``batch_key`` (e.g. the network input size; ``None``: never batched) go to
@@ -136,9 +136,9 @@ def pipelined(
                     continue
             del entry
 
-    def next_group(remaining: int, carry: tuple[T, Any, Exception | None] | None) -> tuple[
-        list[tuple[T, Any, Exception | None]], tuple[T, Any, Exception | None] | None, int
-    ]:
+    def next_group(
+        remaining: int, carry: tuple[T, Any, Exception | None] | None
+    ) -> tuple[list[tuple[T, Any, Exception | None]], tuple[T, Any, Exception | None] | None, int]:
         """The next group of loaded entries to compute, the entry read past it, the items left to read."""
         first = carry
         if first is None:

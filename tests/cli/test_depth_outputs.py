@@ -77,7 +77,10 @@ def test_results_in_input_order_and_a_bad_photo_does_not_stop_the_batch(fake, ph
     result = depth([str(photos), "-o", str(out)])
     assert result.exit_code == 1  # one photo failed
     recs = [json.loads(line) for line in result.stdout.splitlines()]
-    assert [Path(r["photo"]).name for r in recs] == ["a.png", "b.png", "c.png", "d.png", "e.png"]
+    # the failed photo is an error record in its place (issue 14's JSON field names)
+    assert [Path(r["photo"]).name for r in recs] == ["a.png", "b.png", "c.png", "c2.jpg", "d.png", "e.png"]
+    assert [bool(r.get("error")) for r in recs] == [False, False, False, True, False, False]
+    assert set(recs[3]) == {"photo", "error"} and "c2.jpg" in recs[3]["error"]
     assert "c2.jpg" in result.stderr and "5 of 6 photos succeeded" in result.stderr
     assert "Traceback" not in result.stderr
     for i, name in enumerate("abcde"):
@@ -87,6 +90,35 @@ def test_results_in_input_order_and_a_bad_photo_does_not_stop_the_batch(fake, ph
         for n in "abcde"
         for k in ("depth.npy", "normal.npy", "confidence.npy", "depth.png", "preview.png", "json")
     )
+
+
+class BatchingFakeModel(FakeModel):
+    """:class:`FakeModel` with a batched forward that records the size of each batch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: list[int] = []
+
+    def predict_batch(self, images, intrinsics, *, normals: bool = True) -> list[Prediction]:
+        self.batches.append(len(images))
+        return [self.predict(image, k, normals=normals) for image, k in zip(images, intrinsics, strict=True)]
+
+
+def test_batch_size_batches_the_forward_and_keeps_order_and_maps(monkeypatch, photos, tmp_path):
+    model = BatchingFakeModel()
+    monkeypatch.setattr(ModelDepth, "model", lambda self: model)
+    one = depth([str(photos), "-o", str(tmp_path / "one")])
+    assert model.batches == []  # batch size 1: one photo per forward
+    result = depth([str(photos), "-o", str(tmp_path / "two"), "--batch-size", "2"])
+    assert result.exit_code == 1  # c2.jpg cannot be read: it fails alone, its neighbours still batch
+    assert model.batches == [2, 2]  # a+b, d+e; c alone (the next, c2.jpg, cannot be read)
+    assert result.stdout.replace("/two/", "/one/") == one.stdout  # same records, same order
+    for name in "abcde":
+        for kind in ("depth", "normal", "confidence"):
+            file = f"{name}.{kind}.npy"
+            assert np.array_equal(np.load(tmp_path / "one" / file), np.load(tmp_path / "two" / file))
+    bad = CliRunner().invoke(cli, ["depth", str(photos), "-o", str(tmp_path / "x"), "--batch-size", "0"])
+    assert bad.exit_code == 2 and "positive" in bad.output
 
 
 def test_outputs_dtype_format_and_float_tiff(fake, photos, tmp_path):

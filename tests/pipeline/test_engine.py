@@ -180,7 +180,8 @@ def test_no_per_item_data_is_retained_over_a_long_batch() -> None:
     tracemalloc.start()
     try:
         outcomes = []
-        for outcome in pipelined(range(60), lambda x: _Payload(), compute, finish, ahead=ahead, writers=writers):
+        batch = pipelined(range(60), lambda x: _Payload(), compute, finish, ahead=ahead, writers=writers)
+        for outcome in batch:
             outcomes.append(outcome)  # the consumer keeps every outcome (a summary): they must be small
         _, peak = tracemalloc.get_traced_memory()
     finally:
