@@ -111,6 +111,9 @@ class DepthRunner:
         self.force = force
         self.depth_range_m = depth_range_m
         self.options = options
+        #: whether the model's normals are needed (as maps or in the previews): upsampling them to 12 MP is
+        #: the most expensive part of the post-processing, skipped for ``--outputs depth,png16``
+        self.normals = bool({"normal", "preview"} & set(options.outputs))
 
     # -- resume -------------------------------------------------------------------------------------------
     def existing(self, photo: Path, stem: str) -> DepthResult | None:
@@ -212,13 +215,13 @@ class DepthRunner:
         """The depth of a decoded photo (the model runs here)."""
         if isinstance(loaded, DepthResult):
             return loaded
-        return PhotoDepth(loaded, self.provider.provide(loaded.photo))
+        return PhotoDepth(loaded, self.provider.provide(loaded.photo, normals=self.normals))
 
     def compute_batch(self, loaded: list[DepthResult | LoadedPhoto]) -> list[DepthResult | PhotoDepth]:
         """:meth:`compute` of several decoded photos in one forward of the model
         (:func:`~metrocli.pipeline.provider.provide_many`)."""
         photos = [item for item in loaded if isinstance(item, LoadedPhoto)]
-        depths = iter(provide_many(self.provider, [item.photo for item in photos]))
+        depths = iter(provide_many(self.provider, [item.photo for item in photos], normals=self.normals))
         return [item if isinstance(item, DepthResult) else PhotoDepth(item, next(depths)) for item in loaded]
 
     def write(self, computed: DepthResult | PhotoDepth) -> DepthResult:

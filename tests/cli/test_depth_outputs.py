@@ -27,12 +27,14 @@ class FakeModel:
 
     def __init__(self, interrupt_after: int | None = None) -> None:
         self.calls = []
+        self.normals: list[bool] = []
         self.interrupt_after = interrupt_after
 
     def predict(self, image: np.ndarray, intrinsics: Intrinsics, *, normals: bool = True) -> Prediction:
         if self.interrupt_after is not None and len(self.calls) >= self.interrupt_after:
             raise KeyboardInterrupt
         self.calls.append(image.shape[:2])
+        self.normals.append(normals)
         height, width = image.shape[:2]
         depth = np.repeat((np.arange(height, dtype=np.float32) * 1.0 + 0.5)[:, None], width, axis=1)
         normal = np.zeros((height, width, 3), np.float32)
@@ -149,6 +151,8 @@ def test_outputs_dtype_format_and_float_tiff(fake, photos, tmp_path):
     meta = json.loads((out / "e.json").read_text())
     assert meta["files"] == {"depth": "e.depth.npy", "depth_tiff": "e.depth.tiff", "json": "e.json"}
     assert meta["outputs"] == {"outputs": ["depth", "tiff"], "dtype": "float16", "format": "npy"}
+    # normals are upsampled only for outputs that show them (the normal maps, the previews)
+    assert fake.normals == [False, True]
 
 
 def test_resume_treats_other_outputs_as_other_work(fake, photos, tmp_path):
