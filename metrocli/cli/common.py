@@ -252,6 +252,18 @@ def json_option(func: Callable) -> Callable:
     )
 
 
+def batch_size_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``--batch-size N`` (``batch_size``): photos per forward of the model (the pipelined engine)."""
+    return click.option(
+        "--batch-size",
+        type=click.IntRange(min=1),
+        default=1,
+        show_default=True,
+        help="Photos per forward of the model. More than 1 helps on a GPU (it stays busy); on a CPU it "
+        "gains little and holds more photos in memory.",
+    )(func)
+
+
 def positive(what: str = "number") -> Callable[[click.Context, click.Parameter, Any], Any]:
     """Click callback: the value (int or float, or None) must be finite and positive ("must be a positive
     ``what``")."""

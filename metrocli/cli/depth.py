@@ -9,12 +9,12 @@ from typing import TYPE_CHECKING
 import click
 
 from metrocli.cli.common import (
+    batch_size_option,
     build_provider,
     emit_json,
     focal_options,
     json_option,
     model_options,
-    positive,
     run_batch,
 )
 from metrocli.errors import MetroUsageError
@@ -86,15 +86,7 @@ if TYPE_CHECKING:
     help="Fixed depth range of the previews' colours in metres (e.g. 0.5,10), so a batch compares "
     "[default: each photo's own range].",
 )
-@click.option(
-    "--batch-size",
-    type=int,
-    default=1,
-    show_default=True,
-    callback=positive("batch size"),
-    help="Photos per forward of the model. More than 1 helps on a GPU (it stays busy); on a CPU it gains "
-    "little and holds more photos in memory.",
-)
+@batch_size_option
 @json_option
 def depth(
     images: tuple[Path, ...],

@@ -15,8 +15,9 @@ of threads do not fragment and grow over a long batch.
 
 Batches on the model's device: with ``batch_size`` > 1 and ``compute_batch``, up to ``batch_size``
 consecutive loaded items of one ``batch_key`` (e.g. the network input size; ``None``: never batched) go to
-``compute_batch(values) -> results`` (one forward for all); when it raises, its items are computed one at a
-time, so each failing item gets its own error. The outcomes stay in input order.
+``compute_batch(values) -> results`` (one forward for all; an item that failed to load between them does
+not split the batch); when it raises, its items are computed one at a time, so each failing item gets its
+own error. The outcomes stay in input order.
 
 An exception (not KeyboardInterrupt) of any stage becomes that item's outcome and the batch goes on. When the
 consumer stops early (Ctrl-C, an error, ``close()``), nothing new starts, writes under way complete (each
@@ -71,12 +72,16 @@ def _compute_group(
     """The ``(item, computed value, error)`` of each loaded entry of ``group`` (entries with a load error
     pass through): one ``compute_batch`` call for a group of several, else (or when it fails) ``compute``
     one at a time."""
-    if compute_batch is not None and len(group) > 1:
+    loaded = [i for i, (_, _, error) in enumerate(group) if error is None]
+    if compute_batch is not None and len(loaded) > 1:
         try:
-            values = compute_batch([value for _, value, _ in group])
-            if len(values) != len(group):
-                raise ValueError(f"compute_batch gave {len(values)} results for {len(group)} items")
-            return [(item, value, None) for (item, _, _), value in zip(group, values, strict=True)]
+            values = compute_batch([group[i][1] for i in loaded])
+            if len(values) != len(loaded):
+                raise ValueError(f"compute_batch gave {len(values)} results for {len(loaded)} items")
+            batched = list(group)
+            for i, value in zip(loaded, values, strict=True):
+                batched[i] = (group[i][0], value, None)
+            return batched
         except Exception:  # one bad item must not fail its neighbours: each on its own
             pass
     done: list[tuple[T, Any, Exception | None]] = []
@@ -145,10 +150,13 @@ def pipelined(
             first, remaining = loaded.get(), remaining - 1
         group = [first]
         key = key_of(first[1]) if batching and first[2] is None else None
-        while key is not None and len(group) < batch_size and remaining:
+        size = 1
+        while key is not None and size < batch_size and remaining:
             entry, remaining = loaded.get(), remaining - 1
-            if entry[2] is not None or key_of(entry[1]) != key:
-                return group, entry, remaining
+            if entry[2] is None:  # an item that failed to load passes through, in its place
+                if key_of(entry[1]) != key:
+                    return group, entry, remaining
+                size += 1
             group.append(entry)
         return group, None, remaining
 

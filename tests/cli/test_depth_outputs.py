@@ -113,14 +113,14 @@ def test_batch_size_batches_the_forward_and_keeps_order_and_maps(monkeypatch, ph
     assert model.batches == []  # batch size 1: one photo per forward
     result = depth([str(photos), "-o", str(tmp_path / "two"), "--batch-size", "2"])
     assert result.exit_code == 1  # c2.jpg cannot be read: it fails alone, its neighbours still batch
-    assert model.batches == [2, 2]  # a+b, d+e; c alone (the next, c2.jpg, cannot be read)
+    assert model.batches == [2, 2]  # a+b, c+d (c2.jpg between them cannot be read); e alone: predict
     assert result.stdout.replace("/two/", "/one/") == one.stdout  # same records, same order
     for name in "abcde":
         for kind in ("depth", "normal", "confidence"):
             file = f"{name}.{kind}.npy"
             assert np.array_equal(np.load(tmp_path / "one" / file), np.load(tmp_path / "two" / file))
     bad = CliRunner().invoke(cli, ["depth", str(photos), "-o", str(tmp_path / "x"), "--batch-size", "0"])
-    assert bad.exit_code == 2 and "positive" in bad.output
+    assert bad.exit_code == 2 and "--batch-size" in bad.output
 
 
 def test_outputs_dtype_format_and_float_tiff(fake, photos, tmp_path):

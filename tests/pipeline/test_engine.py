@@ -241,3 +241,23 @@ def test_a_failing_batch_is_computed_one_item_at_a_time() -> None:
     errors = {o.item: type(o.error) for o in outcomes if o.error is not None}
     assert errors == {2: RuntimeError, 4: ValueError}
     assert [o.value for o in outcomes if o.error is None] == [0, 1, 3, 5]
+
+
+def test_an_item_that_failed_to_load_does_not_split_a_batch() -> None:
+    calls: list[list[int]] = []
+
+    def load(x: int) -> int:
+        if x in (1, 2):
+            raise ValueError("unreadable")
+        return x
+
+    def compute_batch(values: list[int]) -> list[int]:
+        calls.append(list(values))
+        return values
+
+    outcomes = list(
+        pipelined(range(6), load, lambda x: x, lambda x: x, batch_size=3, compute_batch=compute_batch)
+    )
+    assert [o.item for o in outcomes] == list(range(6))
+    assert [o.error is None for o in outcomes] == [True, False, False, True, True, True]
+    assert calls == [[0, 3, 4]]  # 5 alone: computed by compute
