@@ -227,7 +227,9 @@ def test_a_model_provider_is_evaluated_in_batches_in_order(tmp_path: Path, monke
         """Depth = grey level / 10 (so frame i predicts 1 + i m, its ground truth)."""
 
         precision = "fp32"
-        batches: list[int] = []
+
+        def __init__(self) -> None:
+            self.batches: list[int] = []
 
         def predict(self, image, intrinsics, *, normals=True):
             return self.predict_batch([image], [intrinsics], normals=normals)[0]
