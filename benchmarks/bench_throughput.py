@@ -77,8 +77,22 @@ def heap_mb() -> float:
     """Bytes in the C heaps of all threads (glibc ``mallinfo2().arena``, MB); NaN elsewhere."""
     import ctypes
 
-    class MallInfo2(ctypes.Structure):
-        _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd")]
+    class MallInfo2(ctypes.Structure):  # glibc's struct mallinfo2: all ten fields (returned by value)
+        _fields_ = [
+            (name, ctypes.c_size_t)
+            for name in (
+                "arena",
+                "ordblks",
+                "smblks",
+                "hblks",
+                "hblkhd",
+                "usmblks",
+                "fsmblks",
+                "uordblks",
+                "fordblks",
+                "keepcost",
+            )
+        ]
 
     try:
         libc = ctypes.CDLL("libc.so.6")
