@@ -226,3 +226,39 @@ def test_outputs_of_earlier_runs_stay_ours(fake, photos, tmp_path):
     refused = depth([str(photos / "b.png"), "-o", str(out), "--outputs", "depth,tiff"])
     assert isinstance(refused.exception, OutputError) and refused.exception.exit_code == 2  # run_cli: exit 2
     assert (out / "b.depth.tiff").read_bytes() == b"the user's own file"
+
+
+def test_a_long_batch_keeps_no_per_photo_data(fake, tmp_path):
+    """Traced memory over 36 photos is that of 12: nothing of a finished photo (image, maps, prediction) is
+    kept by the runner, the provider or the engine."""
+    import tracemalloc
+
+    from metrocli.io.maps import OutputOptions
+    from metrocli.model.spec import ModelSpec
+    from metrocli.pipeline.depth import DepthRunner
+    from metrocli.pipeline.inputs import plan_stems
+    from metrocli.pipeline.provider import FocalMode
+
+    folder = tmp_path / "many"
+    folder.mkdir()
+    rng = np.random.default_rng(2)
+    for i in range(36):
+        Image.fromarray(rng.integers(0, 255, (300, 400, 3), dtype=np.uint8)).save(folder / f"p{i:02d}.png")
+    photos = sorted(folder.iterdir())
+    runner = DepthRunner(
+        ModelDepth(ModelSpec("vit-small"), FocalMode(focal_px=300.0)),
+        tmp_path / "out",
+        options=OutputOptions(("depth", "normal")),
+    )
+
+    def peak(count: int) -> int:
+        tracemalloc.start()
+        try:
+            for outcome in runner.run_many(plan_stems(photos[:count])):
+                outcome.result()
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    short, long = peak(12), peak(36)
+    assert long < short * 1.3 + 2e6, (short, long)  # each photo's maps are ~3 MB: 24 kept would be +70 MB
