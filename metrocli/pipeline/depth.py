@@ -215,7 +215,9 @@ class DepthRunner:
         """The depth of a decoded photo (the model runs here)."""
         if isinstance(loaded, DepthResult):
             return loaded
-        return PhotoDepth(loaded, self.provider.provide(loaded.photo, normals=self.normals))
+        if not self.normals:
+            return PhotoDepth(loaded, self.provider.provide(loaded.photo, normals=False))
+        return PhotoDepth(loaded, self.provider.provide(loaded.photo))
 
     def compute_batch(self, loaded: list[DepthResult | LoadedPhoto]) -> list[DepthResult | PhotoDepth]:
         """:meth:`compute` of several decoded photos in one forward of the model

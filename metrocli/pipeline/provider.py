@@ -446,7 +446,9 @@ def provide_many(provider: DepthProvider, photos: Sequence[Photo], *, normals: b
     (:meth:`ModelDepth.provide_many`), one ``provide`` at a time for any other provider."""
     if isinstance(provider, ModelDepth):
         return provider.provide_many(photos, normals=normals)
-    return [provider.provide(photo, normals=normals) for photo in photos]
+    if normals:
+        return [provider.provide(photo) for photo in photos]
+    return [provider.provide(photo, normals=False) for photo in photos]
 
 
 def photos_of(
