@@ -27,6 +27,7 @@ stops at its next item.
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 from collections import deque
@@ -37,6 +38,8 @@ from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
+
+log = logging.getLogger("metrocli.pipeline.engine")
 
 #: Seconds between checks of the stop flag while the loader waits for room in its queue.
 _POLL_S = 0.1
@@ -82,8 +85,8 @@ def _compute_group(
             for i, value in zip(loaded, values, strict=True):
                 batched[i] = (group[i][0], value, None)
             return batched
-        except Exception:  # one bad item must not fail its neighbours: each on its own
-            pass
+        except Exception as exc:  # one bad item must not fail its neighbours: each on its own
+            log.info("a batch of %d failed (%s); computing its items one at a time", len(loaded), exc)
     done: list[tuple[T, Any, Exception | None]] = []
     for item, value, error in group:
         if error is None:
