@@ -12,13 +12,17 @@ The folder: ``--photos N`` copies (cycled) of the 8-16 MP JPEG and HEIC/HEIF pho
 3. ``sequential`` (``--compare``): :meth:`DepthRunner.run` one photo after another (what `metro depth` did
    before the engine), same photos, same outputs;
 4. host memory: the resident set after each photo; ``--photos 300`` is the flat-memory check (the RSS of the
-   last quarter of the batch against the first quarter, and the peak).
+   last quarter of the batch against the first quarter, and the peak), with the size of the C heaps (glibc
+   ``mallinfo2``: what grew before :func:`metrocli.heap.bound_heap`).
+
+The time not spent in the forward (wall - sum of forwards) is printed per mode: on a CPU it is what the
+pipeline did not hide (post-processing in the model thread, waits for decoding or writing).
 
 Outputs (default: those of `metro depth`; ``--outputs depth,png16`` as in the issue's GPU target) are written
 to a temporary folder and deleted after each run.
 
 Run: .venv/bin/python benchmarks/bench_throughput.py [--photos 64] [--models vit-small,vit-large]
-     [--precisions fp32,fp16] [--device auto] [--weights FILE] [--compare] [--threads 2]
+     [--precisions fp32,fp16] [--device auto] [--weights FILE] [--compare] [--threads 2] [--batch-size 8]
 Without --weights the seeded stand-in weights of ../shared are used (same cost as the official ones).
 """
 
@@ -69,6 +73,35 @@ def rss_mb() -> float:
         return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
 
 
+def heap_mb() -> float:
+    """Bytes in the C heaps of all threads (glibc ``mallinfo2().arena``, MB); NaN elsewhere."""
+    import ctypes
+
+    class MallInfo2(ctypes.Structure):  # glibc's struct mallinfo2: all ten fields (returned by value)
+        _fields_ = [
+            (name, ctypes.c_size_t)
+            for name in (
+                "arena",
+                "ordblks",
+                "smblks",
+                "hblks",
+                "hblkhd",
+                "usmblks",
+                "fsmblks",
+                "uordblks",
+                "fordblks",
+                "keepcost",
+            )
+        ]
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallinfo2.restype = MallInfo2
+        return libc.mallinfo2().arena / 1e6
+    except (OSError, AttributeError):
+        return float("nan")
+
+
 def timings(out_dir: Path) -> dict[str, float]:
     """Sums of the per-stage seconds in the sidecars of ``out_dir``."""
     total: dict[str, float] = {}
@@ -78,15 +111,19 @@ def timings(out_dir: Path) -> dict[str, float]:
     return total
 
 
-def run_batch(runner, plan, pipelined: bool) -> tuple[float, list[float], int]:
-    """Wall seconds, RSS after each photo (MB), failures."""
+def run_batch(
+    runner, plan, pipelined: bool, batch_size: int = 1
+) -> tuple[float, list[float], list[float], int]:
+    """Wall seconds, RSS and C heap after each photo (MB), failures."""
     rss: list[float] = []
+    heap: list[float] = []
     failed = 0
     start = time.perf_counter()
     if pipelined:
-        for outcome in runner.run_many(plan):
+        for outcome in runner.run_many(plan, batch_size=batch_size):
             failed += outcome.error is not None
             rss.append(rss_mb())
+            heap.append(heap_mb())
     else:
         for item in plan:
             try:
@@ -94,10 +131,19 @@ def run_batch(runner, plan, pipelined: bool) -> tuple[float, list[float], int]:
             except Exception:
                 failed += 1
             rss.append(rss_mb())
-    return time.perf_counter() - start, rss, failed
+            heap.append(heap_mb())
+    return time.perf_counter() - start, rss, heap, failed
 
 
-def report(label: str, n: int, wall: float, stages: dict[str, float], rss: list[float], failed: int) -> None:
+def report(
+    label: str,
+    n: int,
+    wall: float,
+    stages: dict[str, float],
+    rss: list[float],
+    heap: list[float],
+    failed: int,
+) -> None:
     forward = stages.get("forward", 0.0)
     model = forward + stages.get("preprocess", 0.0) + stages.get("postprocess", 0.0)
     quarter = max(1, len(rss) // 4)
@@ -106,8 +152,11 @@ def report(label: str, n: int, wall: float, stages: dict[str, float], rss: list[
         f"  {label:10s} {n / wall:6.3f} photos/s ({wall:7.1f} s for {n}{failures})"
         f" | forward {forward:6.1f} s = {forward / wall:4.0%} busy, model thread {model / wall:4.0%}"
         f" | forward-only {n / forward if forward else float('nan'):6.3f} photos/s"
+        f" | outside the forward {wall - forward:6.1f} s ({(wall - forward) / n:5.2f} s a photo)"
         f" | decode {stages.get('load_photo', 0.0):5.1f} s"
-        f" | RSS first quarter {max(rss[:quarter]):6.0f} MB, last quarter {max(rss[-quarter:]):6.0f} MB"
+        f" | RSS max first quarter {max(rss[:quarter]):6.0f} MB, last quarter {max(rss[-quarter:]):6.0f} MB,"
+        f" peak {max(rss):6.0f} MB"
+        f" | C heaps first quarter {max(heap[:quarter]):5.0f} MB, last {max(heap[-quarter:]):5.0f} MB"
     )
 
 
@@ -123,6 +172,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--outputs", default="depth,normal,confidence,preview,png16")
     parser.add_argument("--compare", action="store_true", help="also run photos one after another")
+    parser.add_argument("--batch-size", type=int, default=1, help="photos per forward (pipelined mode)")
     parser.add_argument(
         "--input-size",
         default=None,
@@ -141,7 +191,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="metro-throughput-") as tmp:
         photos = make_folder(Path(tmp) / "photos", args.photos)
         plan = plan_stems(photos)
-        print(f"{len(photos)} photos ({len(SOURCES)} sources, 8-16 MP JPEG/HEIC); outputs {args.outputs}")
+        print(
+            f"{len(photos)} photos ({len(SOURCES)} sources, 8-16 MP JPEG/HEIC); outputs {args.outputs}; "
+            f"batch size {args.batch_size}"
+        )
         for name in args.models.split(","):
             weights = args.weights or seeded_checkpoint(name)
             for precision in args.precisions.split(","):
@@ -168,8 +221,8 @@ def main() -> None:
                 for label, pipelined in modes:
                     out = Path(tmp) / label
                     runner = DepthRunner(provider, out, force=True, options=options)
-                    wall, rss, failed = run_batch(runner, plan, pipelined)
-                    report(label, len(plan), wall, timings(out), rss, failed)
+                    wall, rss, heap, failed = run_batch(runner, plan, pipelined, args.batch_size)
+                    report(label, len(plan), wall, timings(out), rss, heap, failed)
                     shutil.rmtree(out)
 
 

@@ -262,6 +262,18 @@ def json_option(func: Callable) -> Callable:
     )
 
 
+def batch_size_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``--batch-size N`` (``batch_size``): photos per forward of the model (the pipelined engine)."""
+    return click.option(
+        "--batch-size",
+        type=click.IntRange(min=1),
+        default=1,
+        show_default=True,
+        help="Photos per forward of the model. More than 1 helps on a GPU (it stays busy); on a CPU it "
+        "gains little and holds more photos in memory.",
+    )(func)
+
+
 def positive(what: str = "number") -> Callable[[click.Context, click.Parameter, Any], Any]:
     """Click callback: the value (int or float, or None) must be finite and positive ("must be a positive
     ``what``")."""
@@ -547,11 +559,13 @@ def run_batch(
     what: str = "file",
     progress: bool = True,
     description: str = "working",
+    error_record: Callable[[T], dict[str, Any]] | None = None,
 ) -> BatchReport:
     """Run ``work(item)`` for each item; MetroError and unexpected errors are reported and the batch goes on.
 
-    A rich progress bar runs on stderr when ``progress`` and there is more than one item. Call
-    :meth:`BatchReport.finish` afterwards.
+    A rich progress bar runs on stderr when ``progress`` and there is more than one item. With
+    ``error_record`` (``--json``), a failed item also prints the JSON line ``{**error_record(item), "error":
+    reason}`` on stdout, in its place among the results. Call :meth:`BatchReport.finish` afterwards.
     """
     import time
 
@@ -559,6 +573,11 @@ def run_batch(
     report = BatchReport(what=what)
     # Without a terminal on stderr (a log file, CI): one plain line per finished item instead of a bar.
     lines = not stderr_is_terminal() and not quiet() and len(items) > 1
+
+    def failed(item: T, label: str, message: str) -> None:
+        report.fail(label, message)
+        if error_record is not None:
+            emit_json({**error_record(item), "error": message})
 
     def _one(index: int, item: T) -> None:
         label = name(item)
@@ -568,7 +587,7 @@ def run_batch(
             work(item)
         except MetroError as exc:
             status = "failed"
-            report.fail(label, str(exc))
+            failed(item, label, str(exc))
         except (KeyboardInterrupt, click.exceptions.Exit, BrokenPipeError):
             raise  # Ctrl-C, a decided exit, or the reader of stdout gone: stop the batch now
         except Exception as exc:  # one bad input never kills the batch
@@ -577,7 +596,7 @@ def run_batch(
                 import traceback
 
                 traceback.print_exc()
-            report.fail(label, f"{label}: unexpected {type(exc).__name__}: {exc}")
+            failed(item, label, f"{label}: unexpected {type(exc).__name__}: {exc}")
         else:
             report.ok(label)
         if lines:

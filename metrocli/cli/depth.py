@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import click
 
 from metrocli.cli.common import (
+    batch_size_option,
     build_provider,
     emit_json,
     focal_options,
@@ -85,6 +86,7 @@ if TYPE_CHECKING:
     help="Fixed depth range of the previews' colours in metres (e.g. 0.5,10), so a batch compares "
     "[default: each photo's own range].",
 )
+@batch_size_option
 @json_option
 def depth(
     images: tuple[Path, ...],
@@ -97,6 +99,7 @@ def depth(
     map_format: str,
     force: bool,
     depth_range: str | None,
+    batch_size: int,
     as_json: bool,
 ) -> None:
     """Metric depth, normals and confidence of each IMAGE (photos or folders of photos).
@@ -118,7 +121,8 @@ def depth(
     focal mode and outputs, whatever the path spelling); --force recomputes them. A file in
     OUTDIR that metro did not write (an input, a sensor depth map) is never replaced: exit 2
     before any work. One run at a time per OUTDIR. Photos are decoded ahead of the model and
-    written behind it (in a pipeline).
+    written behind it (in a pipeline); with --json a failed photo is the line
+    {"photo": ..., "error": ...} in its place.
     """
     from metrocli.atomic import remove_stale_temps
     from metrocli.io.maps import OutputOptions
@@ -142,14 +146,14 @@ def depth(
         raise click.UsageError("no photos found in the given folders")
     runner.check_targets(plan)
     with output_lock(out_dir):  # the folder itself is locked: nothing is added to it
-        _run(runner, plan, as_json)
+        _run(runner, plan, as_json, batch_size)
 
 
-def _run(runner: DepthRunner, plan: list[tuple[Path, str]], as_json: bool) -> None:
+def _run(runner: DepthRunner, plan: list[tuple[Path, str]], as_json: bool, batch_size: int = 1) -> None:
     if any(runner.existing(photo, stem) is None for photo, stem in plan):
         runner.prepare()  # missing or unsafe weights: one clear line, before any photo
 
-    outcomes = runner.run_many(plan)
+    outcomes = runner.run_many(plan, batch_size=batch_size)
 
     def work(item: tuple[Path, str]) -> None:
         outcome = next(outcomes)  # the engine yields in input order: this item's outcome
@@ -163,5 +167,12 @@ def _run(runner: DepthRunner, plan: list[tuple[Path, str]], as_json: bool) -> No
             click.echo(f"{result.photo}: {files}{note}")
 
     with closing(outcomes):  # Ctrl-C: writes under way complete, nothing new starts
-        report = run_batch(plan, work, name=lambda item: str(item[0]), what="photo", description="depth")
+        report = run_batch(
+            plan,
+            work,
+            name=lambda item: str(item[0]),
+            what="photo",
+            description="depth",
+            error_record=(lambda item: {"photo": str(item[0])}) if as_json else None,
+        )
     report.finish()

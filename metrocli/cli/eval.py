@@ -9,7 +9,15 @@ from typing import TYPE_CHECKING
 
 import click
 
-from metrocli.cli.common import build_provider, emit_json, model_options, one_line, positive, within
+from metrocli.cli.common import (
+    batch_size_option,
+    build_provider,
+    emit_json,
+    model_options,
+    one_line,
+    positive,
+    within,
+)
 
 if TYPE_CHECKING:
     from metrocli.evaluation.metrics import Crop
@@ -109,6 +117,7 @@ def format_table(report: EvalReport) -> str:
     "(KITTI: 0.00390625, NYU: 0.001).",
 )
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Evaluate only the first N frames.")
+@batch_size_option
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
 @click.option(
     "-o",
@@ -126,6 +135,7 @@ def eval_cmd(
     crop: Crop | None,
     limit: int | None,
     depth_scale: float | None,
+    batch_size: int,
     as_json: bool,
     output: Path | None,
 ) -> None:
@@ -135,7 +145,8 @@ def eval_cmd(
     Metrics over ground-truth pixels inside (--min-depth, --max-depth), with the
     prediction clipped to that range, averaged over frames: AbsRel, RMSE (m), log10,
     δ1/δ2/δ3 (ratio < 1.25, 1.25², 1.25³). Where the dataset has ground-truth normals:
-    mean/median angle and the fraction within 11.25°/22.5°/30°.
+    mean/median angle and the fraction within 11.25°/22.5°/30°. Frames are read ahead
+    of the model and scored behind it (in a pipeline).
     Exit code 1 if any frame could not be evaluated.
     """
     from metrocli.atomic import write_text_atomic
@@ -152,7 +163,7 @@ def eval_cmd(
     options = EvalOptions(
         min_depth_m=min_depth_m, max_depth_m=max_depth_m, crop=crop, limit=limit, depth_scale=depth_scale
     )
-    report = evaluate_dataset(dataset, options, build_provider(spec, FocalMode()))
+    report = evaluate_dataset(dataset, options, build_provider(spec, FocalMode()), batch_size=batch_size)
     data = report.to_dict()
     if output is not None:
         write_text_atomic(output, json.dumps(data, indent=2, allow_nan=False) + "\n")

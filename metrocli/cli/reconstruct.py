@@ -315,18 +315,29 @@ def _separate(
 
 
 def _separate_batch(job: SeparateJob, as_json: bool) -> None:
+    from contextlib import closing
+
+    outcomes = job.run_many()  # photos decoded ahead of the model, meshes written behind it
 
     def work(item: tuple[Path, str]) -> None:
-        result = job.run(item)
+        outcome = next(outcomes)  # the engine yields in plan order: this item's outcome
+        assert outcome.item == item
+        result = outcome.result()
         if as_json:
             emit_json(result.to_dict())
         else:
             note = " (skipped: exists)" if result.skipped else ""
             click.echo(f"{result.photo}: {result.output}{note}")
 
-    report = run_batch(
-        job.plan, work, name=lambda item: str(item[0]), what="photo", description="reconstruct"
-    )
+    with closing(outcomes):  # Ctrl-C: writes under way complete, nothing new starts
+        report = run_batch(
+            job.plan,
+            work,
+            name=lambda item: str(item[0]),
+            what="photo",
+            description="reconstruct",
+            error_record=(lambda item: {"photo": str(item[0])}) if as_json else None,
+        )
     report.finish()
 
 

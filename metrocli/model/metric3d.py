@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from metrocli.camera.intrinsics import Intrinsics
+from metrocli.heap import release_memory
 from metrocli.model.dpt_gru import DPTGRUDecoder
 from metrocli.model.preprocess import (
     as_intrinsics,
@@ -19,7 +20,7 @@ from metrocli.model.preprocess import (
     to_prediction,
 )
 from metrocli.model.presets import Preset
-from metrocli.model.runtime import autocast_context, release_memory, resolve_precision
+from metrocli.model.runtime import autocast_context, resolve_precision
 from metrocli.model.spec import Precision
 from metrocli.model.vit import DinoV2Encoder
 from metrocli.prediction import Prediction
@@ -117,13 +118,34 @@ class Metric3D(nn.Module):
             unit camera-frame normals and ``normal_confidence`` (H, W) float32; ``timings_s`` has
             ``preprocess``, ``forward``, ``postprocess``.
         """
-        check_image(image)
-        height, width = image.shape[:2]
-        intr = as_intrinsics(intrinsics, width, height)
+        return self.predict_batch([image], [intrinsics], normals=normals)[0]
+
+    def predict_batch(
+        self,
+        images: Sequence[np.ndarray],
+        intrinsics: Sequence[Intrinsics | tuple[float, float, float, float]],
+        *,
+        normals: bool = True,
+    ) -> list[Prediction]:
+        """:meth:`predict` of several photos (of any sizes) in one forward: each is resized and padded to the
+        preset's one input size, the padded inputs are stacked into a (B, 3, H_in, W_in) batch, and each
+        output is cropped, upsampled and de-canonicalised on the model's device before it is copied to the
+        host. On a GPU a batch uses the device better than one photo at a time; on a CPU it gains little.
+        A batch of one is exactly :meth:`predict`. ``timings_s["forward"]`` of each prediction is its share
+        (1/B) of the batch's forward."""
+        if len(images) != len(intrinsics):
+            raise ValueError(f"{len(images)} images but {len(intrinsics)} intrinsics")
+        if not images:
+            return []
+        intrs = []
+        for image, k in zip(images, intrinsics, strict=True):
+            check_image(image)
+            height, width = image.shape[:2]
+            intrs.append(as_intrinsics(k, width, height))
         device = self.device
         t0 = time.perf_counter()
-        canon = prepare(image, self.preset.input_size)
-        x = canon.tensor.to(device)
+        canons = [prepare(image, self.preset.input_size) for image in images]
+        x = (canons[0].tensor if len(canons) == 1 else torch.cat([c.tensor for c in canons])).to(device)
         t1 = time.perf_counter()
         with torch.inference_mode():
             out = self.forward_canonical(x)
@@ -133,15 +155,22 @@ class Metric3D(nn.Module):
         if device.type == "cpu":
             release_memory()  # the activations' heap pages, before the full-size outputs are allocated
         t2 = time.perf_counter()
-        prediction = to_prediction(
-            out,
-            canon,
-            intr,
-            model=self.preset.name,
-            normals=normals,
-            timings_s={"preprocess": t1 - t0, "forward": t2 - t1},
-        )
+        count = len(images)
+        predictions = []
+        for i, (canon, intr) in enumerate(zip(canons, intrs, strict=True)):
+            one = {name: value[i : i + 1] for name, value in out.items() if value is not None}
+            predictions.append(
+                to_prediction(
+                    one,
+                    canon,
+                    intr,
+                    model=self.preset.name,
+                    normals=normals,
+                    timings_s={"preprocess": (t1 - t0) / count, "forward": (t2 - t1) / count},
+                )
+            )
+            del one
+            if device.type == "cpu":
+                release_memory()  # the upsampling's full-size temporaries
         del out
-        if device.type == "cpu":
-            release_memory()  # the upsampling's full-size temporaries
-        return prediction
+        return predictions

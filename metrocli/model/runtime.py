@@ -1,14 +1,11 @@
-"""Settings of the torch runtime: the arithmetic precision (autocast), CPU threads, native bf16, returning
-freed memory."""
+"""Settings of the torch runtime: the arithmetic precision (autocast), CPU threads, native bf16 (freed memory:
+:mod:`metrocli.heap`)."""
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import functools
 import logging
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -86,24 +83,3 @@ def set_threads(threads: int | None) -> int:
         torch.set_num_threads(threads)
         log.debug("torch uses %d CPU threads", threads)
     return torch.get_num_threads()
-
-
-@functools.cache
-def _malloc_trim() -> Callable[[int], int] | None:
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return libc.malloc_trim
-    except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to do
-        return None
-
-
-def release_memory() -> bool:
-    """Hand the heap memory that freed tensors left behind back to the operating system.
-
-    glibc keeps freed blocks of up to 32 MB in the process heap for reuse, so after a forward pass the
-    resident size stays at its peak; ``malloc_trim`` releases those pages, which keeps the peak of a 12 MP
-    prediction (network activations, then full-size outputs) at the larger of the two instead of their sum.
-    Returns True when memory was released; a no-op (False) where the C library has no ``malloc_trim``.
-    """
-    trim = _malloc_trim()
-    return bool(trim(0)) if trim is not None else False

@@ -7,7 +7,7 @@ Usage::
     for photo, stem in plan_stems(expand_inputs(paths)):
         result = runner.run(photo, stem)
     # or pipelined: photos decoded ahead of the model, outputs written behind it, results in input order
-    for outcome in runner.run_many(plan_stems(expand_inputs(paths))):
+    for outcome in runner.run_many(plan_stems(expand_inputs(paths)), batch_size=4):
         result = outcome.result()                # raises that photo's error
 
 The model is loaded lazily by the provider (torch is only imported when a photo needs it). Outputs of a photo
@@ -33,7 +33,7 @@ from metrocli.errors import MetroError, OutputError
 from metrocli.io.maps import OutputOptions, output_paths, safe_stem
 from metrocli.pipeline.engine import Outcome, pipelined
 from metrocli.pipeline.fingerprint import file_sha256, resume_key
-from metrocli.pipeline.provider import DepthMap, DepthProvider, ModelDepth
+from metrocli.pipeline.provider import DepthMap, DepthProvider, ModelDepth, provide_many
 
 if TYPE_CHECKING:
     from metrocli.camera.photo import Photo
@@ -111,6 +111,9 @@ class DepthRunner:
         self.force = force
         self.depth_range_m = depth_range_m
         self.options = options
+        #: whether the model's normals are needed (as maps or in the previews): upsampling them to 12 MP is
+        #: the most expensive part of the post-processing, skipped for ``--outputs depth,png16``
+        self.normals = bool({"normal", "preview"} & set(options.outputs))
 
     # -- resume -------------------------------------------------------------------------------------------
     def existing(self, photo: Path, stem: str) -> DepthResult | None:
@@ -212,7 +215,16 @@ class DepthRunner:
         """The depth of a decoded photo (the model runs here)."""
         if isinstance(loaded, DepthResult):
             return loaded
+        if not self.normals:
+            return PhotoDepth(loaded, self.provider.provide(loaded.photo, normals=False))
         return PhotoDepth(loaded, self.provider.provide(loaded.photo))
+
+    def compute_batch(self, loaded: list[DepthResult | LoadedPhoto]) -> list[DepthResult | PhotoDepth]:
+        """:meth:`compute` of several decoded photos in one forward of the model
+        (:func:`~metrocli.pipeline.provider.provide_many`)."""
+        photos = [item for item in loaded if isinstance(item, LoadedPhoto)]
+        depths = iter(provide_many(self.provider, [item.photo for item in photos], normals=self.normals))
+        return [item if isinstance(item, DepthResult) else PhotoDepth(item, next(depths)) for item in loaded]
 
     def write(self, computed: DepthResult | PhotoDepth) -> DepthResult:
         """Write the outputs of a photo's depth; returns what was written."""
@@ -276,12 +288,22 @@ class DepthRunner:
         return self.write(self.compute(self.load(photo_path, stem)))
 
     def run_many(
-        self, plan: Iterable[tuple[Path, str]], *, ahead: int = 2, writers: int = 1
+        self, plan: Iterable[tuple[Path, str]], *, ahead: int = 2, writers: int = 1, batch_size: int = 1
     ) -> Generator[Outcome[tuple[Path, str], DepthResult], None, None]:
         """:meth:`run` over ``(photo, stem)`` pairs, pipelined (:func:`~metrocli.pipeline.engine.pipelined`):
-        photos are decoded up to ``ahead`` ahead of the model and written behind it by ``writers`` threads.
+        photos are decoded up to ``ahead`` ahead of the model and written behind it by ``writers`` threads;
+        up to ``batch_size`` photos to compute go through the model in one forward (every photo is resized
+        to the preset's one input size, so any photos batch; photos found complete never wait for one).
         Yields one outcome per photo in input order (an error of one photo is its outcome; the batch goes
         on). Close the iterator (or let it finish) to join the writers."""
         return pipelined(
-            plan, lambda item: self.load(*item), self.compute, self.write, ahead=ahead, writers=writers
+            plan,
+            lambda item: self.load(*item),
+            self.compute,
+            self.write,
+            ahead=ahead,
+            writers=writers,
+            batch_size=batch_size,
+            compute_batch=self.compute_batch,
+            batch_key=lambda loaded: None if isinstance(loaded, DepthResult) else "photo",
         )

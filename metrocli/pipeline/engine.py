@@ -9,7 +9,15 @@ Stages: ``load(item)`` (decode a photo: one worker thread, at most ``ahead`` ite
 ``compute(loaded)`` (the model: the calling thread, one item at a time), ``finish(computed)`` (post-process
 and write: ``writers`` threads, at most ``ahead`` computed items waiting). So on a CPU the decoding and
 writing of neighbouring photos overlap the forward, and memory stays bounded (about ``2 * ahead + writers +
-1`` items alive) whatever the batch size.
+1`` items alive; ``batch_size`` more with batches) whatever the number of items. The process's large
+buffers are kept out of the C heap (:func:`metrocli.heap.bound_heap`), so that the heaps of the three kinds
+of threads do not fragment and grow over a long batch.
+
+Batches on the model's device: with ``batch_size`` > 1 and ``compute_batch``, up to ``batch_size``
+consecutive loaded items of one ``batch_key`` (e.g. the network input size; ``None``: never batched) go to
+``compute_batch(values) -> results`` (one forward for all; an item that failed to load between them does
+not split the batch); when it raises, its items are computed one at a time, so each failing item gets its
+own error. The outcomes stay in input order.
 
 An exception (not KeyboardInterrupt) of any stage becomes that item's outcome and the batch goes on. When the
 consumer stops early (Ctrl-C, an error, ``close()``), nothing new starts, writes under way complete (each
@@ -19,16 +27,19 @@ stops at its next item.
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 from collections import deque
-from collections.abc import Callable, Generator, Iterable
+from collections.abc import Callable, Generator, Hashable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
+
+log = logging.getLogger("metrocli.pipeline.engine")
 
 #: Seconds between checks of the stop flag while the loader waits for room in its queue.
 _POLL_S = 0.1
@@ -56,6 +67,37 @@ def _outcome(item: T, future: Future[R]) -> Outcome[T, R]:
         return Outcome(item, error=exc)
 
 
+def _compute_group(
+    group: list[tuple[T, Any, Exception | None]],
+    compute: Callable[[Any], Any],
+    compute_batch: Callable[[list[Any]], list[Any]] | None,
+) -> list[tuple[T, Any, Exception | None]]:
+    """The ``(item, computed value, error)`` of each loaded entry of ``group`` (entries with a load error
+    pass through): one ``compute_batch`` call for a group of several, else (or when it fails) ``compute``
+    one at a time."""
+    loaded = [i for i, (_, _, error) in enumerate(group) if error is None]
+    if compute_batch is not None and len(loaded) > 1:
+        try:
+            values = compute_batch([group[i][1] for i in loaded])
+            if len(values) != len(loaded):
+                raise ValueError(f"compute_batch gave {len(values)} results for {len(loaded)} items")
+            batched = list(group)
+            for i, value in zip(loaded, values, strict=True):
+                batched[i] = (group[i][0], value, None)
+            return batched
+        except Exception as exc:  # one bad item must not fail its neighbours: each on its own
+            log.info("a batch of %d failed (%s); computing its items one at a time", len(loaded), exc)
+    done: list[tuple[T, Any, Exception | None]] = []
+    for item, value, error in group:
+        if error is None:
+            try:
+                value = compute(value)
+            except Exception as exc:
+                value, error = None, exc
+        done.append((item, value, error))
+    return done
+
+
 def pipelined(
     items: Iterable[T],
     load: Callable[[T], Any],
@@ -64,14 +106,25 @@ def pipelined(
     *,
     ahead: int = 2,
     writers: int = 1,
+    batch_size: int = 1,
+    compute_batch: Callable[[list[Any]], list[Any]] | None = None,
+    batch_key: Callable[[Any], Hashable | None] | None = None,
 ) -> Generator[Outcome[T, R], None, None]:
-    """Run ``finish(compute(load(item)))`` for each item, the stages overlapping (see the module docstring);
-    yields one :class:`Outcome` per item, in input order."""
-    if ahead < 1 or writers < 1:
-        raise ValueError("ahead and writers must be at least 1")
+    """Run ``finish(compute(load(item)))`` for each item, the stages overlapping and up to ``batch_size``
+    items computed together by ``compute_batch`` (see the module docstring); yields one :class:`Outcome`
+    per item, in input order."""
+    if ahead < 1 or writers < 1 or batch_size < 1:
+        raise ValueError("ahead, writers and batch_size must be at least 1")
+    from metrocli.heap import bound_heap
+
+    bound_heap()
     items = list(items)
+    batching = batch_size > 1 and compute_batch is not None
+    key_of = batch_key or (lambda value: 0)
     stop = threading.Event()
-    loaded: queue.Queue[tuple[T, Any, Exception | None]] = queue.Queue(maxsize=ahead)
+    loaded: queue.Queue[tuple[T, Any, Exception | None]] = queue.Queue(
+        maxsize=max(ahead, batch_size if batching else 1)
+    )
 
     def loader() -> None:
         for item in items:
@@ -89,27 +142,49 @@ def pipelined(
                     break
                 except queue.Full:
                     continue
+            del entry
 
+    def next_group(
+        remaining: int, carry: tuple[T, Any, Exception | None] | None
+    ) -> tuple[list[tuple[T, Any, Exception | None]], tuple[T, Any, Exception | None] | None, int]:
+        """The next group of loaded entries to compute, the entry read past it, the items left to read."""
+        first = carry
+        if first is None:
+            first, remaining = loaded.get(), remaining - 1
+        group = [first]
+        key = key_of(first[1]) if batching and first[2] is None else None
+        size = 1
+        while key is not None and size < batch_size and remaining:
+            entry, remaining = loaded.get(), remaining - 1
+            if entry[2] is None:  # an item that failed to load passes through, in its place
+                if key_of(entry[1]) != key:
+                    return group, entry, remaining
+                size += 1
+            group.append(entry)
+        return group, None, remaining
+
+    # computed items waiting for a writer: ``ahead``, and a whole batch more (the next forward need not
+    # wait for the writes of the last one)
+    waiting = ahead + (batch_size if batching else 0)
     thread = threading.Thread(target=loader, name="metro-load", daemon=True)
     pool = ThreadPoolExecutor(max_workers=writers, thread_name_prefix="metro-write")
     pending: deque[tuple[T, Future[R]]] = deque()
     thread.start()
     try:
-        for _ in items:
-            item, value, error = loaded.get()
-            if error is None:
-                try:
-                    value = compute(value)
-                except Exception as exc:
-                    error = exc
-            if error is None:
-                future = pool.submit(finish, value)
-            else:
-                future = Future()
-                future.set_exception(error)
-            del value  # the writer holds it now: memory stays bounded by the queues
-            pending.append((item, future))
-            while pending and (len(pending) > ahead or pending[0][1].done()):
+        remaining, carry = len(items), None
+        while remaining or carry is not None:
+            group, carry, remaining = next_group(remaining, carry)
+            computed = _compute_group(group, compute, compute_batch if batching else None)
+            del group
+            for item, value, error in computed:
+                if error is None:
+                    future = pool.submit(finish, value)
+                else:
+                    future = Future()
+                    future.set_exception(error)
+                pending.append((item, future))
+            del computed, value  # the writers hold them now: memory stays bounded by the queues
+            while pending and (len(pending) > waiting or pending[0][1].done()):
                 yield _outcome(*pending.popleft())
         while pending:
             yield _outcome(*pending.popleft())

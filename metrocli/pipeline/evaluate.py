@@ -14,9 +14,10 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, get_args
+from typing import TYPE_CHECKING, Any, get_args
 
 import numpy as np
 
@@ -43,9 +44,13 @@ from metrocli.evaluation.metrics import (
     normal_metrics,
 )
 from metrocli.jsonsafe import json_ready
+from metrocli.pipeline.engine import pipelined
 from metrocli.pipeline.progress import with_progress
 from metrocli.pipeline.provider import DepthProvider
 from metrocli.prediction import Prediction
+
+if TYPE_CHECKING:
+    from metrocli.camera.photo import Photo
 
 log = logging.getLogger("metrocli.pipeline.evaluate")
 
@@ -140,10 +145,30 @@ def _choose_cap(dataset: Dataset, options: EvalOptions) -> tuple[float, str]:
     return default_max_depth(dataset.name, gts)
 
 
-def evaluate_sample(
-    sample: Sample, predict: Predictor, *, min_depth_m: float, max_depth_m: float, crop: Crop = "none"
-) -> SampleResult:
-    """Predict one frame and score it against its ground truth."""
+@dataclass(frozen=True)
+class LoadedFrame:
+    """A frame read from disk (stage 1 of :func:`evaluate_dataset`'s pipeline): the image, its annotated
+    intrinsics, the ground truth, and the seconds spent so far."""
+
+    sample: Sample
+    rgb: np.ndarray
+    intrinsics: Intrinsics
+    gt: np.ndarray
+    gt_normal: np.ndarray | None
+    seconds: float
+
+
+@dataclass(frozen=True)
+class PredictedFrame:
+    """A frame and the model's prediction of it (stage 2)."""
+
+    frame: LoadedFrame
+    prediction: Prediction
+    seconds: float
+
+
+def load_frame(sample: Sample) -> LoadedFrame:
+    """Read one frame and its ground truth; DatasetError when they do not match."""
     start = time.perf_counter()
     rgb = load_rgb(sample)
     gt = load_depth_gt(sample)
@@ -152,34 +177,75 @@ def evaluate_sample(
         raise DatasetError(
             f"depth map {sample.depth} is {gt.shape[1]}x{gt.shape[0]}, image {sample.rgb} {w}x{h}"
         )
+    gt_normal = load_normal_gt(sample)
     fx, fy, cx, cy = sample.cam_in
     intrinsics = Intrinsics(fx, fy, cx, cy, w, h, "user")
-    prediction = predict(rgb, intrinsics)
-    region = crop_mask((h, w), crop)
-    depth = depth_metrics(prediction.depth, gt, min_depth_m=min_depth_m, max_depth_m=max_depth_m, mask=region)
+    return LoadedFrame(sample, rgb, intrinsics, gt, gt_normal, time.perf_counter() - start)
+
+
+def score_frame(
+    predicted: PredictedFrame, *, min_depth_m: float, max_depth_m: float, crop: Crop = "none"
+) -> SampleResult:
+    """Score a frame's prediction against its ground truth (stage 3)."""
+    start = time.perf_counter()
+    frame, prediction = predicted.frame, predicted.prediction
+    region = crop_mask(frame.gt.shape, crop)
+    depth = depth_metrics(
+        prediction.depth, frame.gt, min_depth_m=min_depth_m, max_depth_m=max_depth_m, mask=region
+    )
     normal = None
-    gt_normal = load_normal_gt(sample)
-    if gt_normal is not None and prediction.normal is not None:
-        if gt_normal.shape[:2] != (h, w):
+    if frame.gt_normal is not None and prediction.normal is not None:
+        if frame.gt_normal.shape[:2] != frame.gt.shape:
+            h, w = frame.gt.shape
+            sample = frame.sample
             raise DatasetError(f"normal map {sample.normal} does not match image {sample.rgb} ({w}x{h})")
-        normal = normal_metrics(prediction.normal, gt_normal)
-    return SampleResult(sample.name, depth, normal, time.perf_counter() - start)
+        normal = normal_metrics(prediction.normal, frame.gt_normal)
+    seconds = frame.seconds + predicted.seconds + time.perf_counter() - start
+    return SampleResult(frame.sample.name, depth, normal, seconds)
+
+
+def _predicted(frame: LoadedFrame, predict: Predictor) -> PredictedFrame:
+    start = time.perf_counter()
+    return PredictedFrame(frame, predict(frame.rgb, frame.intrinsics), time.perf_counter() - start)
+
+
+def evaluate_sample(
+    sample: Sample, predict: Predictor, *, min_depth_m: float, max_depth_m: float, crop: Crop = "none"
+) -> SampleResult:
+    """Predict one frame and score it against its ground truth."""
+    return score_frame(
+        _predicted(load_frame(sample), predict), min_depth_m=min_depth_m, max_depth_m=max_depth_m, crop=crop
+    )
+
+
+def _frame_photo(image: np.ndarray, intrinsics: Intrinsics) -> Photo:
+    from metrocli.camera.photo import Photo
+
+    h, w = image.shape[:2]
+    return Photo(Path("frame"), image, intrinsics, orientation=1, stored_size=(w, h), make=None, model=None)
 
 
 def provider_predictor(provider: DepthProvider) -> Predictor:
     """``predict`` of a depth provider (prepared now, so missing weights are one clear error up front)."""
-    from metrocli.camera.photo import Photo
-
     provider.prepare()
 
     def predict(image: np.ndarray, intrinsics: Intrinsics) -> Prediction:
-        h, w = image.shape[:2]
-        frame = Photo(
-            Path("frame"), image, intrinsics, orientation=1, stored_size=(w, h), make=None, model=None
-        )
-        return provider.provide(frame).to_prediction()
+        return provider.provide(_frame_photo(image, intrinsics)).to_prediction()
 
     return predict
+
+
+def _provider_batch(provider: DepthProvider) -> Callable[[list[LoadedFrame]], list[PredictedFrame]]:
+    """The predictions of several frames in one forward of ``provider``'s model."""
+    from metrocli.pipeline.provider import provide_many
+
+    def predict_batch(frames: list[LoadedFrame]) -> list[PredictedFrame]:
+        start = time.perf_counter()
+        depths = provide_many(provider, [_frame_photo(f.rgb, f.intrinsics) for f in frames])
+        share = (time.perf_counter() - start) / max(1, len(frames))
+        return [PredictedFrame(f, d.to_prediction(), share) for f, d in zip(frames, depths, strict=True)]
+
+    return predict_batch
 
 
 def _check_gt_scale(samples: Sequence[Sample]) -> None:
@@ -203,9 +269,14 @@ def evaluate_dataset(
     *,
     predict: Predictor | None = None,
     progress: bool = True,
+    batch_size: int = 1,
 ) -> EvalReport:
     """Evaluate ``provider`` (normally :class:`~metrocli.pipeline.provider.ModelDepth`), or ``predict``, on
     the dataset in ``folder``; one of the two must be given.
+
+    The frames go through the pipelined engine (:func:`~metrocli.pipeline.engine.pipelined`): read ahead of
+    the model in a worker thread, scored behind it, in order; with a provider, up to ``batch_size`` frames
+    go through the model in one forward.
 
     A frame that cannot be read is recorded in ``failed`` and the others go on; DatasetError when the folder
     or its annotations are unusable, or when no frame could be evaluated.
@@ -231,32 +302,42 @@ def evaluate_dataset(
             f"--min-depth {options.min_depth_m} must be below the depth cap {max_depth_m} m"
         )
     key: dict[str, Any] = provider.key() if provider is not None else {}
+    batch: Callable[[list[LoadedFrame]], list[PredictedFrame]] | None = None
     if predict is None:
         if provider is None:
             raise MetroUsageError("evaluate_dataset needs a depth provider or a predict function")
         predict = provider_predictor(provider)
+        batch = _provider_batch(provider)
+    the_predict: Predictor = predict
     results: list[SampleResult] = []
     failed: list[tuple[str, str]] = []
 
-    def one(sample: Sample) -> None:
-        try:
-            results.append(
-                evaluate_sample(
-                    sample, predict, min_depth_m=options.min_depth_m, max_depth_m=max_depth_m, crop=crop
-                )
-            )
-        except MetroError as exc:
-            log.error("%s", exc)
-            failed.append((sample.name, str(exc)))
-        except (KeyboardInterrupt, MemoryError):
-            raise
-        except Exception as exc:  # one bad frame never stops the evaluation
-            message = f"{sample.name}: unexpected {type(exc).__name__}: {exc}"
-            log.error("%s", message)
-            failed.append((sample.name, message))
+    def score(predicted: PredictedFrame) -> SampleResult:
+        return score_frame(predicted, min_depth_m=options.min_depth_m, max_depth_m=max_depth_m, crop=crop)
 
-    for sample in with_progress(samples, description="eval", name=lambda s: s.name, enabled=progress):
-        one(sample)
+    outcomes = pipelined(
+        samples,
+        load_frame,
+        lambda frame: _predicted(frame, the_predict),
+        score,
+        batch_size=batch_size,
+        compute_batch=batch,
+    )
+    with closing(outcomes):
+        for sample in with_progress(samples, description="eval", name=lambda s: s.name, enabled=progress):
+            outcome = next(outcomes)  # in input order: this sample's
+            exc = outcome.error
+            if exc is None:
+                results.append(outcome.result())
+            elif isinstance(exc, MetroError):
+                log.error("%s", exc)
+                failed.append((sample.name, str(exc)))
+            elif isinstance(exc, MemoryError):
+                raise exc
+            else:  # one bad frame never stops the evaluation
+                message = f"{sample.name}: unexpected {type(exc).__name__}: {exc}"
+                log.error("%s", message)
+                failed.append((sample.name, message))
     if not results:
         raise DatasetError(f"no frame of {dataset.root} could be evaluated")
     with_normals = [r.normal for r in results if r.normal is not None]

@@ -11,6 +11,7 @@ edge doubles that side). A principal point farther out than :data:`MAX_PAD_FACTO
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Protocol
 
@@ -48,14 +49,11 @@ def centring_pad(k: Intrinsics) -> tuple[int, int, int, int]:
     return top, bottom, left, right
 
 
-def predict_centred(
-    model: Predictor, image: np.ndarray, k: Intrinsics, *, normals: bool = True
-) -> Prediction:
-    """``model.predict`` of ``image`` taken with ``k``, its principal point honoured (see the module
-    docstring); the prediction is of ``image``'s size with intrinsics ``k``."""
-    top, bottom, left, right = centring_pad(k)
+def _centred(image: np.ndarray, k: Intrinsics) -> tuple[np.ndarray, Intrinsics, tuple[int, int, int, int]]:
+    """``image`` padded so that the principal point of ``k`` is its centre, its intrinsics, and the pad."""
+    top, bottom, left, right = pad = centring_pad(k)
     if not (top or bottom or left or right):
-        return model.predict(image, k, normals=normals)
+        return image, k, pad
     import cv2
 
     from metrocli.model.presets import RGB_MEAN
@@ -65,8 +63,14 @@ def predict_centred(
         np.ascontiguousarray(image), top, bottom, left, right, cv2.BORDER_CONSTANT, value=mean
     )
     height, width = padded.shape[:2]
-    k_padded = Intrinsics(k.fx, k.fy, k.cx + left, k.cy + top, width, height, k.focal_source)
-    pred = model.predict(padded, k_padded, normals=normals)
+    return padded, Intrinsics(k.fx, k.fy, k.cx + left, k.cy + top, width, height, k.focal_source), pad
+
+
+def _cropped(pred: Prediction, pad: tuple[int, int, int, int], k: Intrinsics) -> Prediction:
+    """The prediction of a :func:`_centred` image cropped back to the photo (intrinsics ``k``)."""
+    top, _, left, _ = pad
+    if not any(pad):
+        return pred
 
     def crop(a: np.ndarray | None) -> np.ndarray | None:
         return None if a is None else np.ascontiguousarray(a[top : top + k.height, left : left + k.width])
@@ -81,3 +85,26 @@ def predict_centred(
         normal_confidence=crop(pred.normal_confidence),
         intrinsics=k,
     )
+
+
+def predict_centred(
+    model: Predictor, image: np.ndarray, k: Intrinsics, *, normals: bool = True
+) -> Prediction:
+    """``model.predict`` of ``image`` taken with ``k``, its principal point honoured (see the module
+    docstring); the prediction is of ``image``'s size with intrinsics ``k``."""
+    padded, k_padded, pad = _centred(image, k)
+    return _cropped(model.predict(padded, k_padded, normals=normals), pad, k)
+
+
+def predict_centred_many(
+    model: Predictor, images: Sequence[np.ndarray], ks: Sequence[Intrinsics], *, normals: bool = True
+) -> list[Prediction]:
+    """:func:`predict_centred` of several photos, in one forward where the model has ``predict_batch``
+    (:meth:`metrocli.model.metric3d.Metric3D.predict_batch`), else one at a time."""
+    centred = [_centred(image, k) for image, k in zip(images, ks, strict=True)]
+    batch = getattr(model, "predict_batch", None)
+    if batch is not None and len(centred) > 1:
+        preds = batch([c[0] for c in centred], [c[1] for c in centred], normals=normals)
+    else:
+        preds = [model.predict(c[0], c[1], normals=normals) for c in centred]
+    return [_cropped(pred, c[2], k) for pred, c, k in zip(preds, centred, ks, strict=True)]

@@ -315,6 +315,22 @@ class ModelDepth:
             self._warned_no_normals = True
         return self.from_prediction(prediction, photo)
 
+    def provide_many(self, photos: Sequence[Photo], *, normals: bool = True) -> list[DepthMap]:
+        """:meth:`provide` of several photos in one forward of the model (a batch: see
+        :meth:`metrocli.model.metric3d.Metric3D.predict_batch`); the same maps as one at a time."""
+        from metrocli.pipeline.principal import predict_centred_many
+
+        predictions = predict_centred_many(
+            self.model(),
+            [photo.image for photo in photos],
+            [photo.intrinsics for photo in photos],
+            normals=normals or self.focal.auto,
+        )
+        if normals and predictions and predictions[0].normal is None and not self._warned_no_normals:
+            log.warning("%s predicts depth only: no normals", self.spec.name)
+            self._warned_no_normals = True
+        return [self.from_prediction(p, photo) for p, photo in zip(predictions, photos, strict=True)]
+
     def from_prediction(self, prediction: Prediction, photo: Photo) -> DepthMap:
         """A :class:`DepthMap` of a model prediction of ``photo`` made at its intrinsics (e.g. from
         ``metro depth``), with the focal mode applied (``auto``: self-calibrated, no second forward)."""
@@ -423,6 +439,16 @@ def warn_implausible_depth(depth_file: Path, depth_m: np.ndarray) -> float | Non
             median,
         )
     return median
+
+
+def provide_many(provider: DepthProvider, photos: Sequence[Photo], *, normals: bool = True) -> list[DepthMap]:
+    """The depth of each of ``photos``: one batched forward for :class:`ModelDepth`
+    (:meth:`ModelDepth.provide_many`), one ``provide`` at a time for any other provider."""
+    if isinstance(provider, ModelDepth):
+        return provider.provide_many(photos, normals=normals)
+    if normals:
+        return [provider.provide(photo) for photo in photos]
+    return [provider.provide(photo, normals=False) for photo in photos]
 
 
 def photos_of(

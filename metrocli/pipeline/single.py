@@ -10,11 +10,20 @@ import logging
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from metrocli.geometry.pointcloud import CleanOptions
-from metrocli.pipeline.provider import DepthProvider, ModelDepth, surface_normals, validity_confidence
+from metrocli.pipeline.provider import (
+    DepthMap,
+    DepthProvider,
+    ModelDepth,
+    surface_normals,
+    validity_confidence,
+)
 from metrocli.prediction import Prediction
+
+if TYPE_CHECKING:
+    from metrocli.camera.photo import Photo
 
 log = logging.getLogger("metrocli.pipeline.single")
 
@@ -107,17 +116,35 @@ def reconstruct_photo(
         ImageError, DepthMapError, WeightsError: unreadable inputs; MetroUsageError: unsupported output
         extension or bad option; ReconstructionError: no usable depth in the photo.
     """
-    import numpy as np
+    from metrocli.errors import MetroUsageError
 
-    from metrocli.errors import MetroUsageError, ReconstructionError
-    from metrocli.geometry.pointcloud import point_cloud_from_depth
-    from metrocli.io.geometry_io import (
-        MESH_SUFFIXES,
-        POINT_CLOUD_SUFFIXES,
-        CameraView,
-        write_mesh,
-        write_point_cloud,
+    check_options(out_path, points_only=points_only, mesh_method=mesh_method, simplify=simplify)
+    photo = provider.focal.load_photo(photo_path)
+    if prediction is None:
+        depth = provider.provide(photo)
+    elif isinstance(provider, ModelDepth):
+        depth = provider.from_prediction(prediction, photo)
+    else:
+        raise MetroUsageError(f"{photo.path}: a model prediction was given but depth comes from sensor maps")
+    return reconstruct_depth(
+        photo,
+        depth,
+        out_path,
+        points_only=points_only,
+        mesh_method=mesh_method,
+        simplify=simplify,
+        clean=clean,
+        poisson_depth=poisson_depth,
+        max_vertices=max_vertices,
     )
+
+
+def check_options(
+    out_path: str | os.PathLike[str], *, points_only: bool, mesh_method: MeshMethod, simplify: int | None
+) -> None:
+    """MetroUsageError for an output extension that cannot hold the result, or a bad mesh option."""
+    from metrocli.errors import MetroUsageError
+    from metrocli.io.geometry_io import MESH_SUFFIXES, POINT_CLOUD_SUFFIXES
 
     out_path = Path(out_path)
     allowed = POINT_CLOUD_SUFFIXES if points_only else MESH_SUFFIXES
@@ -132,13 +159,29 @@ def reconstruct_photo(
     if simplify is not None and simplify <= 0:
         raise MetroUsageError(f"--simplify must be a positive triangle count, got {simplify}")
 
-    photo = provider.focal.load_photo(photo_path)
-    if prediction is None:
-        depth = provider.provide(photo)
-    elif isinstance(provider, ModelDepth):
-        depth = provider.from_prediction(prediction, photo)
-    else:
-        raise MetroUsageError(f"{photo.path}: a model prediction was given but depth comes from sensor maps")
+
+def reconstruct_depth(
+    photo: Photo,
+    depth: DepthMap,
+    out_path: str | os.PathLike[str],
+    *,
+    points_only: bool = False,
+    mesh_method: MeshMethod = "grid",
+    simplify: int | None = None,
+    clean: CleanOptions = CleanOptions(),
+    poisson_depth: int = 9,
+    max_vertices: int | None = DEFAULT_MAX_VERTICES,
+) -> ReconstructResult:
+    """The second half of :func:`reconstruct_photo`: the cloud or mesh of a decoded ``photo`` and its
+    ``depth`` (from any provider), written to ``out_path``; same options, same result."""
+    import numpy as np
+
+    from metrocli.errors import ReconstructionError
+    from metrocli.geometry.pointcloud import point_cloud_from_depth
+    from metrocli.io.geometry_io import CameraView, write_mesh, write_point_cloud
+
+    check_options(out_path, points_only=points_only, mesh_method=mesh_method, simplify=simplify)
+    out_path = Path(out_path)
     selfcal = depth.selfcal.report() if depth.selfcal is not None else None
     k = depth.intrinsics
     rgb = photo.image

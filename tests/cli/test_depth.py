@@ -63,7 +63,10 @@ def test_batch_keeps_going_and_reports(run) -> None:
     result = run["result"]
     assert result.exit_code == 1  # two of three inputs failed
     lines = result.stdout.splitlines()
-    assert len(lines) == 1
+    assert len(lines) == 3  # the photo, then an error record for each failed input, in input order
+    errors = [json.loads(line) for line in lines[1:]]
+    assert [Path(e["photo"]).name for e in errors] == ["notes.jpg", "missing.jpg"]
+    assert all(set(e) == {"photo", "error"} and e["error"] for e in errors)
     rec = json.loads(lines[0])
     assert rec["photo"] == str(run["good"]) and rec["skipped"] is False
     assert rec["intrinsics"]["fx"] == 520.0 and rec["intrinsics"]["focal_source"] == "user"

@@ -27,12 +27,14 @@ class FakeModel:
 
     def __init__(self, interrupt_after: int | None = None) -> None:
         self.calls = []
+        self.normals: list[bool] = []
         self.interrupt_after = interrupt_after
 
     def predict(self, image: np.ndarray, intrinsics: Intrinsics, *, normals: bool = True) -> Prediction:
         if self.interrupt_after is not None and len(self.calls) >= self.interrupt_after:
             raise KeyboardInterrupt
         self.calls.append(image.shape[:2])
+        self.normals.append(normals)
         height, width = image.shape[:2]
         depth = np.repeat((np.arange(height, dtype=np.float32) * 1.0 + 0.5)[:, None], width, axis=1)
         normal = np.zeros((height, width, 3), np.float32)
@@ -77,7 +79,10 @@ def test_results_in_input_order_and_a_bad_photo_does_not_stop_the_batch(fake, ph
     result = depth([str(photos), "-o", str(out)])
     assert result.exit_code == 1  # one photo failed
     recs = [json.loads(line) for line in result.stdout.splitlines()]
-    assert [Path(r["photo"]).name for r in recs] == ["a.png", "b.png", "c.png", "d.png", "e.png"]
+    # the failed photo is an error record in its place (issue 14's JSON field names)
+    assert [Path(r["photo"]).name for r in recs] == ["a.png", "b.png", "c.png", "c2.jpg", "d.png", "e.png"]
+    assert [bool(r.get("error")) for r in recs] == [False, False, False, True, False, False]
+    assert set(recs[3]) == {"photo", "error"} and "c2.jpg" in recs[3]["error"]
     assert "c2.jpg" in result.stderr and "5 of 6 photos succeeded" in result.stderr
     assert "Traceback" not in result.stderr
     for i, name in enumerate("abcde"):
@@ -87,6 +92,35 @@ def test_results_in_input_order_and_a_bad_photo_does_not_stop_the_batch(fake, ph
         for n in "abcde"
         for k in ("depth.npy", "normal.npy", "confidence.npy", "depth.png", "preview.png", "json")
     )
+
+
+class BatchingFakeModel(FakeModel):
+    """:class:`FakeModel` with a batched forward that records the size of each batch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: list[int] = []
+
+    def predict_batch(self, images, intrinsics, *, normals: bool = True) -> list[Prediction]:
+        self.batches.append(len(images))
+        return [self.predict(image, k, normals=normals) for image, k in zip(images, intrinsics, strict=True)]
+
+
+def test_batch_size_batches_the_forward_and_keeps_order_and_maps(monkeypatch, photos, tmp_path):
+    model = BatchingFakeModel()
+    monkeypatch.setattr(ModelDepth, "model", lambda self: model)
+    one = depth([str(photos), "-o", str(tmp_path / "one")])
+    assert model.batches == []  # batch size 1: one photo per forward
+    result = depth([str(photos), "-o", str(tmp_path / "two"), "--batch-size", "2"])
+    assert result.exit_code == 1  # c2.jpg cannot be read: it fails alone, its neighbours still batch
+    assert model.batches == [2, 2]  # a+b, c+d (c2.jpg between them cannot be read); e alone: predict
+    assert result.stdout.replace("/two/", "/one/") == one.stdout  # same records, same order
+    for name in "abcde":
+        for kind in ("depth", "normal", "confidence"):
+            file = f"{name}.{kind}.npy"
+            assert np.array_equal(np.load(tmp_path / "one" / file), np.load(tmp_path / "two" / file))
+    bad = CliRunner().invoke(cli, ["depth", str(photos), "-o", str(tmp_path / "x"), "--batch-size", "0"])
+    assert bad.exit_code == 2 and "--batch-size" in bad.output
 
 
 def test_outputs_dtype_format_and_float_tiff(fake, photos, tmp_path):
@@ -117,6 +151,8 @@ def test_outputs_dtype_format_and_float_tiff(fake, photos, tmp_path):
     meta = json.loads((out / "e.json").read_text())
     assert meta["files"] == {"depth": "e.depth.npy", "depth_tiff": "e.depth.tiff", "json": "e.json"}
     assert meta["outputs"] == {"outputs": ["depth", "tiff"], "dtype": "float16", "format": "npy"}
+    # normals are upsampled only for outputs that show them (the normal maps, the previews)
+    assert fake.normals == [False, True]
 
 
 def test_resume_treats_other_outputs_as_other_work(fake, photos, tmp_path):
@@ -190,3 +226,39 @@ def test_outputs_of_earlier_runs_stay_ours(fake, photos, tmp_path):
     refused = depth([str(photos / "b.png"), "-o", str(out), "--outputs", "depth,tiff"])
     assert isinstance(refused.exception, OutputError) and refused.exception.exit_code == 2  # run_cli: exit 2
     assert (out / "b.depth.tiff").read_bytes() == b"the user's own file"
+
+
+def test_a_long_batch_keeps_no_per_photo_data(fake, tmp_path):
+    """Traced memory over 36 photos is that of 12: nothing of a finished photo (image, maps, prediction) is
+    kept by the runner, the provider or the engine."""
+    import tracemalloc
+
+    from metrocli.io.maps import OutputOptions
+    from metrocli.model.spec import ModelSpec
+    from metrocli.pipeline.depth import DepthRunner
+    from metrocli.pipeline.inputs import plan_stems
+    from metrocli.pipeline.provider import FocalMode
+
+    folder = tmp_path / "many"
+    folder.mkdir()
+    rng = np.random.default_rng(2)
+    for i in range(36):
+        Image.fromarray(rng.integers(0, 255, (300, 400, 3), dtype=np.uint8)).save(folder / f"p{i:02d}.png")
+    photos = sorted(folder.iterdir())
+    runner = DepthRunner(
+        ModelDepth(ModelSpec("vit-small"), FocalMode(focal_px=300.0)),
+        tmp_path / "out",
+        options=OutputOptions(("depth", "normal")),
+    )
+
+    def peak(count: int) -> int:
+        tracemalloc.start()
+        try:
+            for outcome in runner.run_many(plan_stems(photos[:count])):
+                outcome.result()
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    short, long = peak(12), peak(36)
+    assert long < short * 1.3 + 2e6, (short, long)  # each photo's maps are ~3 MB: 24 kept would be +70 MB

@@ -203,3 +203,57 @@ def test_bad_frame_is_skipped_and_reported(tmp_path: Path) -> None:
     assert report.failed[0][0] == "b.png" and "b.png" in report.failed[0][1]
     with pytest.raises(MetroUsageError, match="min-depth"):
         evaluate_dataset(root, EvalOptions(min_depth_m=20.0), predict=predict, progress=False)
+
+
+def test_a_model_provider_is_evaluated_in_batches_in_order(tmp_path: Path, monkeypatch) -> None:
+    """Through the engine: frames read ahead, up to --batch-size frames per forward, scores in frame order
+    (each frame's own prediction: the stand-in model predicts each frame's depth from its grey level), and a
+    bad frame fails alone."""
+    from metrocli.model.spec import ModelSpec
+    from metrocli.pipeline.provider import ModelDepth
+
+    root = tmp_path / "nyu_batch"
+    root.mkdir()
+    entries = []
+    for i in range(5):
+        depth = np.full((4, 6), 1.0 + i)
+        entry = _frame(root, depth, f"f{i}")
+        Image.fromarray(np.full((4, 6, 3), 10 * (i + 1), np.uint8)).save(root / f"f{i}.png")
+        entries.append(entry)
+    (root / "f3.png").write_bytes(b"not a png")
+    _write_dataset(root, entries)
+
+    class GreyModel:
+        """Depth = grey level / 10 (so frame i predicts 1 + i m, its ground truth)."""
+
+        precision = "fp32"
+
+        def __init__(self) -> None:
+            self.batches: list[int] = []
+
+        def predict(self, image, intrinsics, *, normals=True):
+            return self.predict_batch([image], [intrinsics], normals=normals)[0]
+
+        def predict_batch(self, images, intrinsics, *, normals=True):
+            self.batches.append(len(images))
+            return [
+                Prediction(
+                    np.full(im.shape[:2], im[0, 0, 0] / 10, np.float32),
+                    None,
+                    np.ones(im.shape[:2], np.float32),
+                    None,
+                    k,
+                    "vit-small",
+                )
+                for im, k in zip(images, intrinsics, strict=True)
+            ]
+
+    model = GreyModel()
+    monkeypatch.setattr(ModelDepth, "model", lambda self: model)
+    report = evaluate_dataset(
+        root, EvalOptions(), ModelDepth(ModelSpec("vit-small")), progress=False, batch_size=2
+    )
+    assert [s.name for s in report.samples] == ["f0.png", "f1.png", "f2.png", "f4.png"]
+    assert all(s.depth["abs_rel"] == pytest.approx(0.0, abs=1e-6) for s in report.samples)
+    assert [name for name, _ in report.failed] == ["f3.png"]
+    assert model.batches == [2, 2]  # f0+f1 in one forward, f2+f4 in one forward (f3 is unreadable)

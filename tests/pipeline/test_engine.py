@@ -140,3 +140,124 @@ def test_interrupt_in_the_model_stops_the_batch() -> None:
 def test_bad_arguments() -> None:
     with pytest.raises(ValueError):
         next(pipelined([1], lambda x: x, lambda x: x, lambda x: x, ahead=0))
+
+
+class _Payload:
+    """A big per-item array whose live instances are counted (a photo's decoded image or depth maps)."""
+
+    live = 0
+    worst = 0
+    lock = threading.Lock()
+
+    def __init__(self, mb: int = 8) -> None:
+        import numpy as np
+
+        self.array = np.ones(mb << 18, dtype=np.float32)  # mb MB, written: really resident
+        with _Payload.lock:
+            _Payload.live += 1
+            _Payload.worst = max(_Payload.worst, _Payload.live)
+
+    def __del__(self) -> None:
+        with _Payload.lock:
+            _Payload.live -= 1
+
+
+def test_no_per_item_data_is_retained_over_a_long_batch() -> None:
+    """Loaded and computed data (big arrays) die once written: over 60 items at most a queue's worth is alive
+    at once, none is left at the end, and traced memory stays bounded (a 300-photo batch stays flat)."""
+    import gc
+    import tracemalloc
+
+    _Payload.live = _Payload.worst = 0
+    ahead, writers = 2, 1
+
+    def compute(loaded: _Payload) -> _Payload:
+        return _Payload()  # the maps of the photo; the decoded photo is dropped
+
+    def finish(computed: _Payload) -> int:
+        return int(computed.array.size)  # what a writer returns: a small record
+
+    tracemalloc.start()
+    try:
+        outcomes = []
+        batch = pipelined(range(60), lambda x: _Payload(), compute, finish, ahead=ahead, writers=writers)
+        for outcome in batch:
+            outcomes.append(outcome)  # the consumer keeps every outcome (a summary): they must be small
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    gc.collect()
+    bound = 2 * ahead + writers + 4  # queues + the ones in hand (see the engine's docstring)
+    assert _Payload.worst <= bound
+    assert _Payload.live == 0
+    assert peak < (bound + 2) * 8e6
+    assert [o.result() for o in outcomes] == [2 << 20] * 60
+
+
+def test_batches_of_one_key_go_to_compute_batch_in_order() -> None:
+    calls: list[list[int]] = []
+
+    def compute_batch(values: list[int]) -> list[int]:
+        calls.append(list(values))
+        return [v * 10 for v in values]
+
+    def key(value: int) -> int | None:
+        return None if value == 7 else value // 4  # 7 is never batched; 0-3, 4-6, 8-11 share a key
+
+    outcomes = list(
+        pipelined(
+            range(12),
+            lambda x: x,
+            lambda x: x * 10,
+            lambda x: x,
+            batch_size=3,
+            compute_batch=compute_batch,
+            batch_key=key,
+        )
+    )
+    assert [o.item for o in outcomes] == list(range(12))
+    assert [o.result() for o in outcomes] == [x * 10 for x in range(12)]
+    assert calls == [[0, 1, 2], [4, 5, 6], [8, 9, 10]]  # 3 alone (key change), 7 alone (no key), 11 alone
+
+
+def test_a_failing_batch_is_computed_one_item_at_a_time() -> None:
+    def compute(x: int) -> int:
+        if x == 2:
+            raise RuntimeError("bad photo")
+        return x
+
+    def compute_batch(values: list[int]) -> list[int]:
+        return [compute(v) for v in values]  # one bad item fails the whole forward
+
+    def load(x: int) -> int:
+        if x == 4:
+            raise ValueError("unreadable")
+        return x
+
+    outcomes = list(
+        pipelined(range(6), load, compute, lambda x: x, batch_size=4, compute_batch=compute_batch)
+    )
+    assert [o.item for o in outcomes] == list(range(6))
+    errors = {o.item: type(o.error) for o in outcomes if o.error is not None}
+    assert errors == {2: RuntimeError, 4: ValueError}
+    assert [o.value for o in outcomes if o.error is None] == [0, 1, 3, 5]
+
+
+def test_an_item_that_failed_to_load_does_not_split_a_batch() -> None:
+    calls: list[list[int]] = []
+
+    def load(x: int) -> int:
+        if x in (1, 2):
+            raise ValueError("unreadable")
+        return x
+
+    def compute_batch(values: list[int]) -> list[int]:
+        calls.append(list(values))
+        return values
+
+    outcomes = list(
+        pipelined(range(6), load, lambda x: x, lambda x: x, batch_size=3, compute_batch=compute_batch)
+    )
+    assert [o.item for o in outcomes] == list(range(6))
+    assert [o.error is None for o in outcomes] == [True, False, False, True, True, True]
+    assert calls == [[0, 3, 4]]  # 5 alone: computed by compute
