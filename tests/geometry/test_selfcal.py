@@ -28,8 +28,12 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
+import metrocli
+from metrocli.camera.intrinsics import centred
 from metrocli.errors import DepthMapError
 from metrocli.geometry.selfcal import SelfCalResult, check_focal, self_calibrate
+from metrocli.geometry.selfcal.calibrate import DEFAULT_FOCAL_SIGMA_REL
+from metrocli.prediction import Prediction
 
 FULL_FRAME_DIAGONAL_MM = math.hypot(36.0, 24.0)
 W, H = 640, 480
@@ -434,3 +438,56 @@ def test_synth_sample_views_exact_within_2_percent(name: str) -> None:
     result = calibrate(depth, normal, fx, assumed=700.0, cx=cx, cy=cy)
     assert not result.fallback, result.warning
     assert abs(result.focal_px / fx - 1) < 0.02, (result.focal_px, fx)
+
+
+# ------------------------------------------------------------- issue 15: the public API, trusted or not
+def test_trusted_estimate_carries_its_sigma_and_no_reason() -> None:
+    depth, normal, focal = room_view(26.0)
+    result = calibrate(depth, normal, focal)
+    assert result.trusted and result.reason is None and result.warning is None
+    assert result.focal_sigma_px == result.uncertainty_px
+    assert abs(result.focal_px / focal - 1) <= 2 * result.focal_sigma_px / result.focal_px
+    d = result.to_dict()
+    assert d["trusted"] is True and d["reason"] is None and d["focal_sigma_px"] == result.focal_sigma_px
+
+
+def test_untrusted_estimate_uses_the_fallback_with_its_wide_sigma() -> None:
+    depth, normal, focal = wall_view()
+    result = calibrate(depth, normal, focal, fallback_focal_px=700.0)
+    assert not result.trusted and result.reason == "flat"
+    assert result.focal_px == 700.0
+    assert result.focal_sigma_px == pytest.approx(700.0 * DEFAULT_FOCAL_SIGMA_REL)
+    assert result.to_dict()["focal_sigma_px"] == pytest.approx(700.0 * DEFAULT_FOCAL_SIGMA_REL)
+    stated = calibrate(depth, normal, focal, fallback_focal_px=700.0, fallback_sigma_rel=0.03)
+    assert stated.focal_sigma_px == pytest.approx(21.0)
+    few = self_calibrate(
+        np.zeros((40, 50), np.float32),
+        np.full((40, 50, 3), np.nan, np.float32),
+        width=50,
+        height=40,
+        cx=25,
+        cy=20,
+        assumed_focal_px=60.0,
+    )
+    assert few.reason == "too-few-pixels"
+    assert few.focal_sigma_px == pytest.approx(60.0 * DEFAULT_FOCAL_SIGMA_REL)
+
+
+def test_public_api_takes_a_prediction() -> None:
+    depth, normal, focal = room_view(26.0)
+    h, w = depth.shape
+    assumed = 1.3 * focal
+    pred = Prediction(
+        depth=(depth * (assumed / focal)).astype(np.float32),
+        normal=normal,
+        confidence=np.ones((h, w), np.float32),
+        normal_confidence=None,
+        intrinsics=centred(w, h, assumed, "default"),
+        model="vit-small",
+    )
+    result = metrocli.self_calibrate(pred)
+    assert isinstance(result, SelfCalResult)
+    assert result.trusted and abs(result.focal_px / focal - 1) < 0.02
+    assert 0 < result.focal_sigma_px < 0.05 * focal
+    with pytest.raises(DepthMapError, match="normals"):
+        metrocli.self_calibrate(Prediction(pred.depth, None, pred.confidence, None, pred.intrinsics))

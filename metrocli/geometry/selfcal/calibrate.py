@@ -7,12 +7,30 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
 from metrocli.errors import DepthMapError
+from metrocli.geometry.measure import FOCAL_SIGMA_REL
 from metrocli.geometry.selfcal.objective import mean_loss, normal_leverage, uncertainty_log
 from metrocli.geometry.selfcal.terms import MAX_SAMPLES, MIN_PIXELS, Terms, prepare_terms, subset
+
+if TYPE_CHECKING:
+    from metrocli.prediction import Prediction
+
+#: Horizontal field of view range (degrees) searched by default.
+DEFAULT_FOV_RANGE_DEG = (20.0, 120.0)
+
+#: Metric3D clamps its metric depth here (metres); clamped pixels carry no geometry.
+MODEL_MAX_DEPTH_M = 300.0
+
+#: Relative one-sigma uncertainty (of ``log f``) of the 65 degree default focal length, the fallback's unless
+#: the caller states another: 13 to 120 mm equivalent lenses lie within 2 sigma of it.
+DEFAULT_FOCAL_SIGMA_REL = FOCAL_SIGMA_REL["default"]
+
+#: Why an estimate is not trusted (``SelfCalResult.reason``).
+UntrustedReason = Literal["too-few-pixels", "flat", "single-plane", "uncertain", "range-edge"]
 
 #: Relative uncertainty added in quadrature for errors the per-pixel statistics cannot see (smooth, image-wide
 #: depth errors of the model); from the synthetic noise study in tests/geometry/test_selfcal.py.
@@ -55,6 +73,11 @@ class SelfCalResult:
         leverage: RMS rate (radians per unit of ``log f``) at which the depth-derived normals turn with the
             focal length: about 0.5 for surfaces at 45 degrees, 0 for a fronto-parallel wall.
         warning: a one-line explanation when the estimate is not trusted, else None.
+        reason: why the estimate is not trusted (``"too-few-pixels"``, ``"flat"``, ``"single-plane"``,
+            ``"uncertain"``, ``"range-edge"``), None when it is.
+        focal_sigma_px: one-sigma uncertainty (px) of the returned ``focal_px``: ``uncertainty_px`` when
+            trusted, else the fallback's own (:data:`DEFAULT_FOCAL_SIGMA_REL` of it unless the caller states
+            another).
     """
 
     focal_px: float
@@ -67,6 +90,13 @@ class SelfCalResult:
     n_pixels: int
     leverage: float
     warning: str | None = None
+    reason: UntrustedReason | None = None
+    focal_sigma_px: float = math.inf
+
+    @property
+    def trusted(self) -> bool:
+        """The estimate is used (``focal_px`` is the estimate, not the fallback)."""
+        return not self.fallback
 
     @property
     def focal_source(self) -> str:
@@ -85,6 +115,9 @@ class SelfCalResult:
             "n_pixels": self.n_pixels,
             "leverage": self.leverage,
             "focal_source": self.focal_source,
+            "focal_sigma_px": self.focal_sigma_px if math.isfinite(self.focal_sigma_px) else None,
+            "trusted": self.trusted,
+            "reason": self.reason,
             "warning": self.warning,
         }
 
@@ -114,8 +147,9 @@ def self_calibrate(
     assumed_focal_px: float,
     confidence: np.ndarray | None = None,
     normal_confidence: np.ndarray | None = None,
-    fov_range_deg: tuple[float, float] = (20.0, 120.0),
+    fov_range_deg: tuple[float, float] = DEFAULT_FOV_RANGE_DEG,
     fallback_focal_px: float | None = None,
+    fallback_sigma_rel: float | None = None,
     max_samples: int = MAX_SAMPLES,
     max_depth_m: float | None = None,
 ) -> SelfCalResult:
@@ -138,6 +172,8 @@ def self_calibrate(
         fov_range_deg: plausible horizontal field of view range (degrees) that is searched.
         fallback_focal_px: focal length (px) returned when there is no trustworthy estimate;
             ``assumed_focal_px`` when None.
+        fallback_sigma_rel: relative one-sigma uncertainty of the fallback focal length (the result's
+            ``focal_sigma_px`` when not trusted); :data:`DEFAULT_FOCAL_SIGMA_REL` when None.
         max_samples: at most this many pixels enter the objective.
         max_depth_m: depth at or beyond this (the model's clamp, e.g. 300 m) is treated as invalid.
 
@@ -172,6 +208,8 @@ def self_calibrate(
             f"depth map {depth.shape[1]}x{depth.shape[0]} is not a resize of the {width}x{height} image"
         )
     fallback = float(assumed_focal_px if fallback_focal_px is None else fallback_focal_px)
+    sigma_rel = DEFAULT_FOCAL_SIGMA_REL if fallback_sigma_rel is None else fallback_sigma_rel
+    fallback_sigma = fallback * sigma_rel
     f_lo = width / (2.0 * math.tan(math.radians(hi_deg) / 2.0))
     f_hi = width / (2.0 * math.tan(math.radians(lo_deg) / 2.0))
 
@@ -202,6 +240,8 @@ def self_calibrate(
                 f"self-calibration: only {n_usable} usable pixels (need {MIN_PIXELS}); "
                 f"using the fallback focal length {fallback:.1f} px"
             ),
+            reason="too-few-pixels",
+            focal_sigma_px=fallback_sigma,
         )
 
     log_f0 = math.log(assumed_focal_px)
@@ -250,6 +290,57 @@ def self_calibrate(
         n_pixels=int(terms.weight.size),
         leverage=leverage,
         warning=warning,
+        reason=("flat" if flat else "range-edge") if use_fallback else None,
+        focal_sigma_px=fallback_sigma if use_fallback else estimate * rel_sigma,
+    )
+
+
+def calibrate_prediction(
+    prediction: Prediction,
+    *,
+    fov_range_deg: tuple[float, float] = DEFAULT_FOV_RANGE_DEG,
+    fallback_focal_px: float | None = None,
+    fallback_sigma_rel: float | None = None,
+    max_depth_m: float | None = MODEL_MAX_DEPTH_M,
+) -> SelfCalResult:
+    """Self-calibrate the focal length of one model prediction: ``metrocli.self_calibrate`` (stable API).
+
+    Args:
+        prediction: a :class:`~metrocli.prediction.Prediction`: depth (metres, computed with
+            ``prediction.intrinsics.fx``), predicted normals, confidence, normal confidence and the
+            intrinsics at the photo's resolution.
+        fov_range_deg: horizontal field of view range searched (degrees).
+        fallback_focal_px: focal length (px) returned when the estimate is not trusted (default: the
+            prediction's own).
+        fallback_sigma_rel: relative one-sigma uncertainty of that fallback (default
+            :data:`DEFAULT_FOCAL_SIGMA_REL`, the 65 degree default's).
+        max_depth_m: depth at or beyond this is invalid (default: Metric3D's metric clamp,
+            :data:`MODEL_MAX_DEPTH_M`); None keeps all depth.
+
+    Returns:
+        :class:`SelfCalResult`: ``focal_px`` and ``focal_sigma_px`` (what to use), ``trusted`` and, when not,
+        ``reason`` and ``warning``; ``estimate_px`` is the minimiser even when it is not trusted.
+
+    Raises:
+        DepthMapError: the prediction has no normals (a depth-only model), or inconsistent maps.
+    """
+    if prediction.normal is None:
+        raise DepthMapError("self-calibration needs predicted surface normals; this prediction has none")
+    intr = prediction.intrinsics
+    return self_calibrate(
+        prediction.depth,
+        prediction.normal,
+        width=intr.width,
+        height=intr.height,
+        cx=intr.cx,
+        cy=intr.cy,
+        assumed_focal_px=intr.fx,
+        confidence=prediction.confidence,
+        normal_confidence=prediction.normal_confidence,
+        fov_range_deg=fov_range_deg,
+        fallback_focal_px=fallback_focal_px,
+        fallback_sigma_rel=fallback_sigma_rel,
+        max_depth_m=max_depth_m,
     )
 
 
