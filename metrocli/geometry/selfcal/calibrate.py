@@ -13,14 +13,21 @@ import numpy as np
 
 from metrocli.errors import DepthMapError
 from metrocli.geometry.measure import FOCAL_SIGMA_REL
-from metrocli.geometry.selfcal.objective import mean_loss, normal_leverage, uncertainty_log
+from metrocli.geometry.selfcal.objective import (
+    coherent_misfit_log,
+    mean_loss,
+    normal_leverage,
+    region_jackknife_log,
+    uncertainty_log,
+)
 from metrocli.geometry.selfcal.terms import MAX_SAMPLES, MIN_PIXELS, Terms, prepare_terms, subset
 
 if TYPE_CHECKING:
     from metrocli.prediction import Prediction
 
-#: Horizontal field of view range (degrees) searched by default.
-DEFAULT_FOV_RANGE_DEG = (20.0, 120.0)
+#: Horizontal field of view range (degrees) searched by default: 10 degrees (a 120 mm-equivalent lens across
+#: a portrait photo's short side is about 11 degrees) to 150 degrees.
+DEFAULT_FOV_RANGE_DEG = (10.0, 150.0)
 
 #: Metric3D clamps its metric depth here (metres); clamped pixels carry no geometry.
 MODEL_MAX_DEPTH_M = 300.0
@@ -28,6 +35,30 @@ MODEL_MAX_DEPTH_M = 300.0
 #: Relative one-sigma uncertainty (of ``log f``) of the 65 degree default focal length, the fallback's unless
 #: the caller states another: 13 to 120 mm equivalent lenses lie within 2 sigma of it.
 DEFAULT_FOCAL_SIGMA_REL = FOCAL_SIGMA_REL["default"]
+
+#: An estimate is not trusted when leave-one-region-out refits (3 x 3 regions) spread by more than this
+#: (standard deviation of ``log f``): the regions of the image disagree (correlated normal errors, or one
+#: region holding most of the evidence).
+MAX_REGION_SPREAD_LOG = 0.10
+
+#: ... or when the spatially coherent misfit at the optimum could move ``log f`` by more than this
+#: (:func:`~.objective.coherent_misfit_log`: block-mean residuals over the sensitivity to the focal length).
+MAX_COHERENT_MISFIT_LOG = 0.30
+
+#: An estimate is not trusted when at least this share of the valid depth lies on one plane (the depth
+#: geometry, not the predicted normals: one wall, a bare floor).
+SINGLE_PLANE_SHARE = 0.99
+
+#: Depth within this relative distance of the largest depth in the map, covering at least
+#: :data:`CLAMP_MIN_SHARE` of the valid pixels, is the model's clamp (sky), not geometry ...
+CLAMP_REL = 2e-3
+CLAMP_MIN_SHARE = 0.002
+
+#: ... and only when that largest depth is at least this far (metres): the decoder's canonical clamp (200 m at
+#: 1000 px) lands at 60 m or more for any network input focal length above 300 px, while a constant depth
+#: nearer than this is a fronto-parallel surface (a plateau that covers almost all of the map is one too).
+CLAMP_MIN_DEPTH_M = 30.0
+CLAMP_MAX_SHARE = 0.98
 
 #: Why an estimate is not trusted (``SelfCalResult.reason``).
 UntrustedReason = Literal["too-few-pixels", "flat", "single-plane", "uncertain", "range-edge"]
@@ -78,6 +109,11 @@ class SelfCalResult:
         focal_sigma_px: one-sigma uncertainty (px) of the returned ``focal_px``: ``uncertainty_px`` when
             trusted, else the fallback's own (:data:`DEFAULT_FOCAL_SIGMA_REL` of it unless the caller states
             another).
+        plane_share: share of the valid depth on one plane (depth geometry); near 1: one wall or floor.
+        region_spread_log: standard deviation of ``log f`` over leave-one-region-out refits (nan without an
+            estimate).
+        coherent_misfit_log: the ``log f`` error the spatially coherent misfit could cause (nan without an
+            estimate).
     """
 
     focal_px: float
@@ -92,6 +128,9 @@ class SelfCalResult:
     warning: str | None = None
     reason: UntrustedReason | None = None
     focal_sigma_px: float = math.inf
+    plane_share: float = 0.0
+    region_spread_log: float = math.nan
+    coherent_misfit_log: float = math.nan
 
     @property
     def trusted(self) -> bool:
@@ -118,8 +157,15 @@ class SelfCalResult:
             "focal_sigma_px": self.focal_sigma_px if math.isfinite(self.focal_sigma_px) else None,
             "trusted": self.trusted,
             "reason": self.reason,
+            "plane_share": self.plane_share,
+            "region_spread_log": _finite_or_none(self.region_spread_log),
+            "coherent_misfit_log": _finite_or_none(self.coherent_misfit_log),
             "warning": self.warning,
         }
+
+
+def _finite_or_none(value: float) -> float | None:
+    return value if math.isfinite(value) else None
 
 
 def _refine(terms: Terms, lo: float, hi: float, xatol: float = 1e-4) -> float:
@@ -213,6 +259,7 @@ def self_calibrate(
     f_lo = width / (2.0 * math.tan(math.radians(hi_deg) / 2.0))
     f_hi = width / (2.0 * math.tan(math.radians(lo_deg) / 2.0))
 
+    depth = mask_clamped_depth(depth)
     terms, n_usable = prepare_terms(
         depth,
         normal,
@@ -256,6 +303,8 @@ def self_calibrate(
     x = _refine(terms, lo, hi)
     estimate = math.exp(x + log_f0)
     sigma_log = uncertainty_log(terms, x)
+    spread = region_jackknife_log(terms, x)
+    misfit = coherent_misfit_log(terms, x)
     leverage = normal_leverage(terms)
     rel_sigma = (
         math.hypot(math.expm1(sigma_log), UNCERTAINTY_FLOOR_REL) if math.isfinite(sigma_log) else math.inf
@@ -265,19 +314,32 @@ def self_calibrate(
     at_edge = (x + log_f0) - grid[0] < 0.5 * step or grid[-1] - (x + log_f0) < 0.5 * step
     # At the edge of the range the objective is not at a minimum, so its curvature says nothing there.
     flat = leverage < FLAT_LEVERAGE or (not at_edge and not rel_sigma <= FLAT_REL_UNCERTAINTY)
+    reason: UntrustedReason | None = None
     warning = None
     if flat:
+        reason = "flat"
         warning = (
-            f"self-calibration: the objective is flat (leverage {leverage:.3f}, relative uncertainty "
-            f"{rel_sigma:.0%}): the scene has too few oblique surfaces; using the fallback focal length "
-            f"{fallback:.1f} px"
+            f"the objective is flat (leverage {leverage:.3f}, relative uncertainty {rel_sigma:.0%}): the "
+            "scene has too few oblique surfaces"
+        )
+    elif terms.plane_share >= SINGLE_PLANE_SHARE:
+        reason = "single-plane"
+        warning = (
+            f"{terms.plane_share:.0%} of the depth lies on one plane: the focal length is not observable"
         )
     elif at_edge:
+        reason = "range-edge"
         warning = (
-            f"self-calibration: the best focal length {estimate:.1f} px lies at the edge of the "
-            f"{lo_deg:g}-{hi_deg:g} degree FOV range; using the fallback focal length {fallback:.1f} px"
+            f"the best focal length {estimate:.1f} px lies at the edge of the {lo_deg:g}-{hi_deg:g} degree "
+            "FOV range"
         )
-    use_fallback = warning is not None
+    elif not (spread <= MAX_REGION_SPREAD_LOG and misfit <= MAX_COHERENT_MISFIT_LOG):
+        reason = "uncertain"
+        warning = (
+            f"the estimate {estimate:.1f} px is not consistent across the image (regions disagree by "
+            f"{math.expm1(spread):.0%}, coherent misfit worth {math.expm1(misfit):.0%} of the focal length)"
+        )
+    use_fallback = reason is not None
     focal = fallback if use_fallback else estimate
     return SelfCalResult(
         focal_px=focal,
@@ -289,10 +351,39 @@ def self_calibrate(
         samples=samples,
         n_pixels=int(terms.weight.size),
         leverage=leverage,
-        warning=warning,
-        reason=("flat" if flat else "range-edge") if use_fallback else None,
+        warning=(
+            f"self-calibration: {warning}; using the fallback focal length {fallback:.1f} px"
+            if warning
+            else None
+        ),
+        reason=reason,
         focal_sigma_px=fallback_sigma if use_fallback else estimate * rel_sigma,
+        plane_share=terms.plane_share,
+        region_spread_log=spread,
+        coherent_misfit_log=misfit,
     )
+
+
+def mask_clamped_depth(depth: np.ndarray) -> np.ndarray:
+    """``depth`` with the model's far clamp (sky) set to NaN: the largest depth of the map (at least
+    :data:`CLAMP_MIN_DEPTH_M`) when :data:`CLAMP_MIN_SHARE` to :data:`CLAMP_MAX_SHARE` of the valid pixels sit
+    within :data:`CLAMP_REL` of it (the decoder clamps its canonical depth, which lands anywhere once rescaled
+    to the photo's focal length), dilated by a few pixels (the upsampled transition to the clamp is no
+    geometry either)."""
+    from scipy.ndimage import binary_dilation
+
+    valid = np.isfinite(depth) & (depth > 0)
+    if not valid.any():
+        return depth
+    top = float(np.max(depth[valid]))
+    if top < CLAMP_MIN_DEPTH_M:
+        return depth
+    clamped = valid & (depth >= top * (1.0 - CLAMP_REL))
+    if not CLAMP_MIN_SHARE * valid.sum() <= clamped.sum() <= CLAMP_MAX_SHARE * valid.sum():
+        return depth
+    grow = max(1, math.ceil(max(depth.shape) / 400))
+    clamped = binary_dilation(clamped, iterations=2 * grow)
+    return np.where(clamped, np.nan, depth).astype(np.float32, copy=False)
 
 
 def calibrate_prediction(
