@@ -32,11 +32,7 @@ import metrocli
 from metrocli.camera.intrinsics import centred
 from metrocli.errors import DepthMapError
 from metrocli.geometry.selfcal import SelfCalResult, check_focal, self_calibrate
-from metrocli.geometry.selfcal.calibrate import (
-    DEFAULT_FOCAL_SIGMA_REL,
-    DEFAULT_FOV_RANGE_DEG,
-    mask_clamped_depth,
-)
+from metrocli.geometry.selfcal.calibrate import DEFAULT_FOCAL_SIGMA_REL, mask_clamped_depth
 from metrocli.prediction import Prediction
 
 FULL_FRAME_DIAGONAL_MM = math.hypot(36.0, 24.0)
@@ -547,11 +543,11 @@ def test_smooth_normal_error_field_gives_no_silent_gross_error() -> None:
         assert result.reason == "uncertain" and "not consistent" in result.warning
 
 
-def test_default_range_reaches_a_120mm_lens() -> None:
-    assert DEFAULT_FOV_RANGE_DEG == (10.0, 150.0)
+def test_a_120mm_lens_is_found_in_a_10_to_150_degree_range() -> None:
     depth, normal, focal = room_view(120.0)
-    assert math.degrees(2 * math.atan(depth.shape[1] / (2 * focal))) < 20.0  # outside the old 20-120 range
-    result = calibrate(depth, normal, focal)
+    assert math.degrees(2 * math.atan(depth.shape[1] / (2 * focal))) < 20.0  # outside the 20-120 default
+    assert calibrate(depth, normal, focal).fallback
+    result = calibrate(depth, normal, focal, fov_range_deg=(10.0, 150.0))
     assert result.trusted, result.warning
     assert abs(result.focal_px / focal - 1) < 0.02
 
