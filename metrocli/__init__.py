@@ -9,6 +9,9 @@ Public API (imported lazily so that ``metro --help`` stays fast and torch-free):
     from metrocli import ModelSpec, ModelDepth, SensorDepth, FocalMode, DepthMap
     provider = ModelDepth(ModelSpec("vit-small"), FocalMode())  # what every command and pipeline uses
     depth = provider.provide(provider.focal.load_photo("photo.jpg"))  # DepthMap
+
+    from metrocli import self_calibrate            # the focal length from one prediction (issue 15)
+    result = self_calibrate(pred)                  # focal_px, focal_sigma_px, trusted, reason, warning
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-_LAZY = {
+#: name -> module, or (module, attribute) when the attribute has another name there.
+_LAZY: dict[str, str | tuple[str, str]] = {
+    "self_calibrate": ("metrocli.geometry.selfcal.calibrate", "calibrate_prediction"),
     "load_model": "metrocli.model.factory",
     "Prediction": "metrocli.prediction",
     "Intrinsics": "metrocli.camera.intrinsics",
@@ -32,6 +37,7 @@ _LAZY = {
 if TYPE_CHECKING:  # pragma: no cover
     from metrocli.camera.intrinsics import Intrinsics
     from metrocli.errors import MetroError
+    from metrocli.geometry.selfcal.calibrate import calibrate_prediction as self_calibrate
     from metrocli.model.factory import load_model
     from metrocli.model.spec import ModelSpec
     from metrocli.pipeline.provider import DepthMap, FocalMode, ModelDepth, SensorDepth
@@ -48,6 +54,7 @@ __all__ = [
     "SensorDepth",
     "__version__",
     "load_model",
+    "self_calibrate",
 ]
 
 
@@ -55,5 +62,7 @@ def __getattr__(name: str) -> Any:
     if name in _LAZY:
         import importlib
 
-        return getattr(importlib.import_module(_LAZY[name]), name)
+        target = _LAZY[name]
+        module, attr = target if isinstance(target, tuple) else (target, name)
+        return getattr(importlib.import_module(module), attr)
     raise AttributeError(f"module 'metrocli' has no attribute {name!r}")

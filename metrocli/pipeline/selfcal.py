@@ -18,15 +18,12 @@ import numpy as np
 
 from metrocli.camera.intrinsics import FocalSource, Intrinsics
 from metrocli.errors import MetroUsageError
-from metrocli.geometry.selfcal import CHECK_FOCAL_TOLERANCE, SelfCalResult, check_focal, self_calibrate
+from metrocli.geometry.measure import FOCAL_SIGMA_REL
+from metrocli.geometry.selfcal import CHECK_FOCAL_TOLERANCE, SelfCalResult, calibrate_prediction, check_focal
+from metrocli.geometry.selfcal.calibrate import DEFAULT_FOV_RANGE_DEG
 from metrocli.prediction import Prediction
 
 log = logging.getLogger("metrocli.pipeline.selfcal")
-
-#: Default horizontal field-of-view range (degrees) searched by ``--focal auto``.
-DEFAULT_FOV_RANGE_DEG = (20.0, 120.0)
-#: Metric3D clamps its depth here (metres); clamped pixels carry no geometry.
-MODEL_MAX_DEPTH_M = 300.0
 
 
 def apply_focal(prediction: Prediction, focal_px: float, source: FocalSource) -> Prediction:
@@ -47,12 +44,15 @@ def self_calibrate_prediction(
     *,
     fov_range_deg: tuple[float, float] = DEFAULT_FOV_RANGE_DEG,
     fallback_focal_px: float | None = None,
+    fallback_sigma_rel: float | None = None,
 ) -> SelfCalResult:
     """Self-calibrate the focal length of one model prediction (pixels of ``prediction``'s image).
 
-    The depth is taken as computed with ``prediction.intrinsics.fx``; the fallback (flat objective) is
-    ``fallback_focal_px`` or that focal length. Raises :class:`MetroUsageError` when the prediction has no
-    predicted normals (depth-only models; sensor depth is refused earlier, see
+    :func:`metrocli.geometry.selfcal.calibrate_prediction` (``metrocli.self_calibrate``) with the CLI's
+    message for a model without normals. The depth is taken as computed with ``prediction.intrinsics.fx``;
+    the fallback (estimate not trusted) is ``fallback_focal_px`` or that focal length, with
+    ``fallback_sigma_rel`` (the default focal length's when None). Raises :class:`MetroUsageError` when the
+    prediction has no predicted normals (depth-only models; sensor depth is refused earlier, see
     :func:`metrocli.pipeline.provider.check_focal_auto`).
     """
     if prediction.normal is None:
@@ -60,20 +60,11 @@ def self_calibrate_prediction(
             f"--focal auto needs predicted surface normals, which model {prediction.model!r} does not "
             "provide; use a ViT model (e.g. vit-small) or give --focal-px/--fov"
         )
-    intr = prediction.intrinsics
-    return self_calibrate(
-        prediction.depth,
-        prediction.normal,
-        width=intr.width,
-        height=intr.height,
-        cx=intr.cx,
-        cy=intr.cy,
-        assumed_focal_px=intr.fx,
-        confidence=prediction.confidence,
-        normal_confidence=prediction.normal_confidence,
+    return calibrate_prediction(
+        prediction,
         fov_range_deg=fov_range_deg,
         fallback_focal_px=fallback_focal_px,
-        max_depth_m=MODEL_MAX_DEPTH_M,
+        fallback_sigma_rel=fallback_sigma_rel,
     )
 
 
@@ -163,7 +154,10 @@ def self_calibrated_prediction(
     """
     photo_intrinsics = photo_intrinsics or prediction.intrinsics
     result = self_calibrate_prediction(
-        prediction, fov_range_deg=fov_range_deg, fallback_focal_px=photo_intrinsics.fx
+        prediction,
+        fov_range_deg=fov_range_deg,
+        fallback_focal_px=photo_intrinsics.fx,
+        fallback_sigma_rel=FOCAL_SIGMA_REL.get(str(photo_intrinsics.focal_source)),
     )
     if result.warning:
         log.warning("%s%s", f"{label}: " if label else "", result.warning)

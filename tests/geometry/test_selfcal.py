@@ -28,8 +28,12 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
+import metrocli
+from metrocli.camera.intrinsics import centred
 from metrocli.errors import DepthMapError
 from metrocli.geometry.selfcal import SelfCalResult, check_focal, self_calibrate
+from metrocli.geometry.selfcal.calibrate import DEFAULT_FOCAL_SIGMA_REL, mask_clamped_depth
+from metrocli.prediction import Prediction
 
 FULL_FRAME_DIAGONAL_MM = math.hypot(36.0, 24.0)
 W, H = 640, 480
@@ -434,3 +438,133 @@ def test_synth_sample_views_exact_within_2_percent(name: str) -> None:
     result = calibrate(depth, normal, fx, assumed=700.0, cx=cx, cy=cy)
     assert not result.fallback, result.warning
     assert abs(result.focal_px / fx - 1) < 0.02, (result.focal_px, fx)
+
+
+# ------------------------------------------------------------- issue 15: the public API, trusted or not
+def test_trusted_estimate_carries_its_sigma_and_no_reason() -> None:
+    depth, normal, focal = room_view(26.0)
+    result = calibrate(depth, normal, focal)
+    assert result.trusted and result.reason is None and result.warning is None
+    assert result.focal_sigma_px == result.uncertainty_px
+    assert abs(result.focal_px / focal - 1) <= 2 * result.focal_sigma_px / result.focal_px
+    d = result.to_dict()
+    assert d["trusted"] is True and d["reason"] is None and d["focal_sigma_px"] == result.focal_sigma_px
+
+
+def test_untrusted_estimate_uses_the_fallback_with_its_wide_sigma() -> None:
+    depth, normal, focal = wall_view()
+    result = calibrate(depth, normal, focal, fallback_focal_px=700.0)
+    assert not result.trusted and result.reason == "flat"
+    assert result.focal_px == 700.0
+    assert result.focal_sigma_px == pytest.approx(700.0 * DEFAULT_FOCAL_SIGMA_REL)
+    assert result.to_dict()["focal_sigma_px"] == pytest.approx(700.0 * DEFAULT_FOCAL_SIGMA_REL)
+    stated = calibrate(depth, normal, focal, fallback_focal_px=700.0, fallback_sigma_rel=0.03)
+    assert stated.focal_sigma_px == pytest.approx(21.0)
+    few = self_calibrate(
+        np.zeros((40, 50), np.float32),
+        np.full((40, 50, 3), np.nan, np.float32),
+        width=50,
+        height=40,
+        cx=25,
+        cy=20,
+        assumed_focal_px=60.0,
+    )
+    assert few.reason == "too-few-pixels"
+    assert few.focal_sigma_px == pytest.approx(60.0 * DEFAULT_FOCAL_SIGMA_REL)
+
+
+def test_public_api_takes_a_prediction() -> None:
+    depth, normal, focal = room_view(26.0)
+    h, w = depth.shape
+    assumed = 1.3 * focal
+    pred = Prediction(
+        depth=(depth * (assumed / focal)).astype(np.float32),
+        normal=normal,
+        confidence=np.ones((h, w), np.float32),
+        normal_confidence=None,
+        intrinsics=centred(w, h, assumed, "default"),
+        model="vit-small",
+    )
+    result = metrocli.self_calibrate(pred)
+    assert isinstance(result, SelfCalResult)
+    assert result.trusted and abs(result.focal_px / focal - 1) < 0.02
+    assert 0 < result.focal_sigma_px < 0.05 * focal
+    with pytest.raises(DepthMapError, match="normals"):
+        metrocli.self_calibrate(Prediction(pred.depth, None, pred.confidence, None, pred.intrinsics))
+
+
+# ------------------------------------------------------------- issue 15: knowing when it is wrong
+def inclined_wall_view(yaw_deg: float = 40.0) -> tuple[np.ndarray, np.ndarray, float]:
+    """One wall filling the view, turned by ``yaw_deg``: a single oblique plane."""
+    focal = focal_for_lens(26.0)
+    eye = (0.0, -1.5, 0.0)
+    wall = Box((0.0, -1.5, 4.0), (60.0, 60.0, 0.5), yaw_deg=yaw_deg)
+    depth, normal = render([wall], focal, eye, look_at(eye, (0.0, -1.5, 3.0)))
+    return depth, normal, focal
+
+
+def test_single_inclined_plane_is_not_trusted() -> None:
+    depth, normal, focal = inclined_wall_view()
+    rng = np.random.default_rng(2)
+    result = calibrate(depth, noisy_normals(normal, 3.0, rng), focal, fallback_focal_px=700.0)
+    assert result.leverage > 0.1  # oblique enough: not a flat objective by the normals' leverage
+    assert result.plane_share > 0.99
+    assert result.fallback and not result.trusted
+    assert result.reason == "single-plane"
+    assert result.focal_px == 700.0
+    assert result.focal_sigma_px == pytest.approx(700.0 * DEFAULT_FOCAL_SIGMA_REL)
+    assert result.warning is not None and "one plane" in result.warning and "flat" not in result.warning
+
+
+def test_room_is_consistent_across_regions() -> None:
+    depth, normal, focal = room_view(26.0)
+    result = calibrate(depth, noisy_normals(normal, 3.0, np.random.default_rng(1)), focal)
+    assert result.trusted
+    assert 0 <= result.region_spread_log < 0.02 and 0 <= result.coherent_misfit_log < 0.1
+    assert result.plane_share < 0.9
+
+
+def test_smooth_normal_error_field_gives_no_silent_gross_error() -> None:
+    """A smooth rotation of the predicted normals (the model's correlated error) makes the regions disagree:
+    an estimate more than 25 % off is flagged (issue 15: no silent gross error)."""
+    depth, normal, focal = street_view(26.0)
+    h, w = depth.shape
+    yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
+    angle = np.radians(15.0) * np.sin(2 * math.pi * 1.2 * xx + 1.0) * np.cos(2 * math.pi * 0.9 * yy)
+    c, s = np.cos(angle), np.sin(angle)  # rotate about the camera's y axis by a smooth angle field
+    bent = np.stack(
+        [c * normal[..., 0] + s * normal[..., 2], normal[..., 1], -s * normal[..., 0] + c * normal[..., 2]],
+        -1,
+    )
+    result = calibrate(depth, bent.astype(np.float32), focal)
+    error = abs(result.estimate_px / focal - 1)
+    assert not result.trusted or error < 0.25, (error, result.reason)
+    if not result.trusted:
+        assert result.reason == "uncertain" and "not consistent" in result.warning
+
+
+def test_a_120mm_lens_is_found_in_a_10_to_150_degree_range() -> None:
+    depth, normal, focal = room_view(120.0)
+    assert math.degrees(2 * math.atan(depth.shape[1] / (2 * focal))) < 20.0  # outside the 20-120 default
+    assert calibrate(depth, normal, focal).fallback
+    result = calibrate(depth, normal, focal, fov_range_deg=(10.0, 150.0))
+    assert result.trusted, result.warning
+    assert abs(result.focal_px / focal - 1) < 0.02
+
+
+def test_clamped_depth_is_masked() -> None:
+    depth = np.full((100, 120), 4.0, np.float32)
+    depth[:, :60] = np.linspace(2.0, 5.0, 60, dtype=np.float32)
+    depth[:20] = 167.3  # the decoder's clamp, wherever the focal length put it
+    masked = mask_clamped_depth(depth)
+    assert np.isnan(masked[:20]).all()
+    assert np.isnan(masked[20:22]).all()  # the upsampled transition too
+    np.testing.assert_array_equal(masked[30:], depth[30:])
+    no_clamp = depth[20:].copy()
+    no_clamp[5, 7] = 180.0  # a single far pixel is geometry, not a clamp plateau
+    np.testing.assert_array_equal(mask_clamped_depth(no_clamp), no_clamp)
+    near = depth.copy()
+    near[:20] = 6.0  # a near plateau is a fronto-parallel surface of exact depth
+    np.testing.assert_array_equal(mask_clamped_depth(near), near)
+    wall = np.full((100, 120), 80.0, np.float32)  # so is a map that is one plateau
+    np.testing.assert_array_equal(mask_clamped_depth(wall), wall)

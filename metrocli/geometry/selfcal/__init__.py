@@ -65,8 +65,9 @@ with a warning.
 from metrocli.geometry.selfcal.calibrate import (
     CHECK_FOCAL_TOLERANCE,
     SelfCalResult,
+    calibrate_prediction,
     check_focal,
     self_calibrate,
 )
 
-__all__ = ["CHECK_FOCAL_TOLERANCE", "SelfCalResult", "check_focal", "self_calibrate"]
+__all__ = ["CHECK_FOCAL_TOLERANCE", "SelfCalResult", "calibrate_prediction", "check_focal", "self_calibrate"]

@@ -34,6 +34,9 @@ CURVATURE_FACTOR = 4.0
 #: The uncertainty treats pixels in blocks of 1/UNCERTAINTY_CELLS of the image side as correlated.
 UNCERTAINTY_CELLS = 6
 
+#: The leave-region-out refits (the trust check) drop one of REGION_CELLS x REGION_CELLS image regions.
+REGION_CELLS = 3
+
 #: At most this many pixels enter the objective (a deterministic random subset of the usable ones).
 MAX_SAMPLES = 10_000
 
@@ -64,6 +67,10 @@ MAX_REL_GRADIENT = 0.08
 #: Fewer usable pixels than this: no estimate.
 MIN_PIXELS = 200
 
+#: A pixel whose inverse depth an affine function of (u, v) fits to within this relative error lies on that
+#: plane (``Terms.plane_share``; the calibration's ``SINGLE_PLANE_SHARE`` decides on one plane).
+SINGLE_PLANE_REL = 0.06
+
 
 @dataclass(frozen=True)
 class Terms:
@@ -79,6 +86,8 @@ class Terms:
     weight: np.ndarray  # normalised to sum 1
     cluster: np.ndarray  # spatial block index of each pixel (for the uncertainty)
     f0: float  # assumed focal length, pixels of the input grid (fx)
+    plane_share: float = 0.0  # share of valid pixels on the best-fitting single plane (depth geometry)
+    region: np.ndarray | None = None  # image region (1/REGION_CELLS of each side) of each pixel
     basis: np.ndarray | None = None  # (2N, P) gradients (u rows, then v rows) of the depth-error field modes
     weighted_t: np.ndarray | None = None  # (P, 2N) basis.T times the pixel weights / scale^2
     gram_inv: np.ndarray | None = None  # (P, P) inverse of weighted_t @ basis + diag(penalty)
@@ -235,6 +244,7 @@ def prepare_terms(
     n_usable = int(idx.size)
     if n_usable < MIN_PIXELS:
         return None, n_usable
+    plane_share = _single_plane_share(ic, uu, vv, np.isfinite(ic) & np.isfinite(curv))
     if idx.size > max_samples:
         rng = np.random.default_rng(0)
         idx = np.sort(rng.choice(idx, size=max_samples, replace=False))
@@ -253,6 +263,9 @@ def prepare_terms(
     # Spatial clusters of 1/UNCERTAINTY_CELLS of the image side, for the cluster-robust uncertainty.
     cell = max(1, max(hw, ww) // UNCERTAINTY_CELLS)
     cluster = (rows // cell) * (ww // cell + 1) + cols // cell
+    region = np.minimum(rows * REGION_CELLS // (hw - 2 * h), REGION_CELLS - 1) * REGION_CELLS + np.minimum(
+        cols * REGION_CELLS // (ww - 2 * h), REGION_CELLS - 1
+    )
     terms = Terms(
         px=ppx,
         py=ppy,
@@ -264,11 +277,39 @@ def prepare_terms(
         weight=w,
         cluster=cluster,
         f0=fx,
+        plane_share=plane_share,
+        region=region,
     )
     if terms.weight.size >= NUISANCE_MIN_PIXELS_PER_PARAM * len(_nuisance_modes()):
         side = float(max(hw, ww) * k)  # the longer image side, input pixels
         terms = _with_nuisance(terms, u_s / side, v_s / side, side)
     return terms, n_usable
+
+
+def _single_plane_share(inv: np.ndarray, uu: np.ndarray, vv: np.ndarray, usable: np.ndarray) -> float:
+    """Share of the ``usable`` (valid) pixels whose inverse depth ``inv`` lies within :data:`SINGLE_PLANE_REL`
+    of one affine function of ``(u, v)`` (one plane), fitted by least squares, refitted to the pixels it fits.
+
+    Independent of the focal length and of the predicted normals: a single plane (one wall, the floor) leaves
+    the focal length unobservable however the normals are predicted.
+    """
+    rows, cols = np.nonzero(usable)
+    if rows.size > 20_000:
+        pick = np.linspace(0, rows.size - 1, 20_000).astype(np.int64)
+        rows, cols = rows[pick], cols[pick]
+    w = inv[rows, cols].astype(np.float64)
+    a = np.stack([uu[cols], vv[rows], np.ones(rows.size)], axis=1) * (1.0 / w[:, None])
+    keep = np.ones(rows.size, bool)
+    share = 0.0
+    for _ in range(3):  # fit relative residuals; refit on the inliers
+        if keep.sum() < 3:
+            break
+        coef, *_ = np.linalg.lstsq(a[keep], np.ones(int(keep.sum())), rcond=None)
+        rel = np.abs(a @ coef - 1.0)
+        inliers = rel < SINGLE_PLANE_REL
+        share = float(inliers.mean())
+        keep = rel < np.percentile(rel, 60)  # the best-fitting part, so a dominant plane is found
+    return share
 
 
 def _nuisance_modes() -> list[tuple[float, float]]:
@@ -328,6 +369,7 @@ def subset(terms: Terms, max_pixels: int) -> Terms:
         **{name: getattr(terms, name)[sl] for name in ("px", "py", "pz", "e", "gu", "gv")},
         weight=weight / weight.sum(),
         cluster=terms.cluster[sl],
+        region=None if terms.region is None else terms.region[sl],
     )
     if terms.basis is None:
         return out
