@@ -106,15 +106,21 @@ class Photo:
 
 
 def _describe(
-    path: Path, loaded: LoadedImage, focal_px: float | None, fov_deg: float | None
+    path: Path,
+    loaded: LoadedImage,
+    focal_px: float | None,
+    fov_deg: float | None,
+    log_default_focal: bool = True,
 ) -> tuple[ExifData, Intrinsics, tuple[str, ...]]:
     exif = read_exif(path)
     intrinsics, focal_warnings = resolve_intrinsics(
         exif, loaded.size, loaded.stored_size, focal_px=focal_px, fov_deg=fov_deg, name=str(path)
     )
     warnings = (*loaded.warnings, *exif.warnings, *focal_warnings)
+    deferred = focal_warnings[-1] if intrinsics.focal_source == "default" and not log_default_focal else None
     for message in warnings:
-        log.warning(message)
+        if message is not deferred:
+            log.warning(message)
     return exif, intrinsics, warnings
 
 
@@ -148,18 +154,24 @@ def describe_photo(
 
 
 def load_photo(
-    path: str | os.PathLike[str], focal_px: float | None = None, fov_deg: float | None = None
+    path: str | os.PathLike[str],
+    focal_px: float | None = None,
+    fov_deg: float | None = None,
+    *,
+    log_default_focal: bool = True,
 ) -> Photo:
     """Load the photo at ``path``: upright RGB uint8 pixels and intrinsics of the displayed image.
 
     Focal length: ``focal_px`` (px) or ``fov_deg`` (horizontal degrees) if given, else EXIF by the order of
     :mod:`metrocli.camera.focal`. Raises :class:`~metrocli.errors.ImageError` (one line naming the file) for
     unreadable files; damaged EXIF only adds warnings (also logged to ``metrocli.camera.photo``).
+    ``log_default_focal=False`` keeps the "assuming a 65° field of view" warning in ``Photo.warnings`` but
+    does not log it (``--focal auto`` says what became of the focal length once it knows).
     """
     path = Path(path)
     loaded = read_image(path)
     assert loaded.rgb is not None
-    exif, intrinsics, warnings = _describe(path, loaded, focal_px, fov_deg)
+    exif, intrinsics, warnings = _describe(path, loaded, focal_px, fov_deg, log_default_focal)
     return Photo(
         path=path,
         image=loaded.rgb,

@@ -134,8 +134,9 @@ class Measurement:
         return self.uncertainty_m
 
     def to_dict(self) -> dict:
-        """JSON-ready dict with the keys of ``metro measure --json`` (``contributors`` are not part of it:
-        the ``--json`` schema is issue 9's; see the README's error model)."""
+        """JSON-ready dict with the keys of ``metro measure --json``: end points, ``distance_m``,
+        ``uncertainty_m`` and its alias ``sigma_m`` (one sigma, metres), and ``contributors`` (each error
+        term's sigma in metres, largest first; they add in quadrature to ``sigma_m``)."""
         return {
             "from_px": list(self.from_px),
             "to_px": list(self.to_px),
@@ -143,6 +144,8 @@ class Measurement:
             "to_m": list(self.to_m),
             "distance_m": self.distance_m,
             "uncertainty_m": self.uncertainty_m,
+            "sigma_m": self.uncertainty_m,
+            "contributors": dict(sorted(self.contributors.items(), key=lambda kv: -kv[1])),
         }
 
 

@@ -6,6 +6,7 @@ for the interactive picker, which measures many lines on it.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -13,8 +14,47 @@ from pathlib import Path
 
 from metrocli.camera.photo import Photo
 from metrocli.errors import MetroError
-from metrocli.geometry.measure import Line, Measurement, check_point, measure_lines
+from metrocli.geometry.measure import (
+    FOCAL_SIGMA_REL,
+    PICKING_SIGMA_PX,
+    Line,
+    Measurement,
+    check_point,
+    measure_lines,
+)
 from metrocli.pipeline.provider import DepthMap, DepthProvider
+
+#: Marks the photo loader's warning about the 65 degree default focal length (camera/focal.py).
+DEFAULT_FOCAL_WARNING = "METRIC SCALE IS UNRELIABLE"
+
+
+def focal_sigma_rel(depth: DepthMap) -> float:
+    """One-sigma relative error of the focal length ``depth`` is metric with: the self-calibration's own
+    (or its fallback's) with ``--focal auto``, else :data:`~metrocli.geometry.measure.FOCAL_SIGMA_REL` of
+    the focal source."""
+    k = depth.intrinsics
+    if depth.selfcal is not None:
+        sc = depth.selfcal.selfcal
+        if not sc.fallback and math.isfinite(sc.focal_sigma_px):
+            return sc.focal_sigma_px / sc.focal_px
+        return FOCAL_SIGMA_REL.get(
+            str(depth.selfcal.photo_intrinsics.focal_source), FOCAL_SIGMA_REL["default"]
+        )
+    return FOCAL_SIGMA_REL.get(str(k.focal_source), FOCAL_SIGMA_REL["default"])
+
+
+def measurement_warnings(photo: Photo, depth: DepthMap) -> tuple[str, ...]:
+    """The warnings that hold for the result: the photo's, with the default-focal warning replaced by the
+    self-calibration's outcome under ``--focal auto`` (a trusted self-calibration makes it moot, an untrusted
+    one keeps it and says why), plus the model-depth caveat."""
+    out = [w for w in photo.warnings]
+    sc = depth.selfcal.selfcal if depth.selfcal is not None else None
+    if sc is not None:
+        if sc.fallback:
+            out.append(sc.warning or "self-calibration not trusted; using the photo's focal length")
+        else:
+            out = [w for w in out if DEFAULT_FOCAL_WARNING not in w]
+    return tuple(out)
 
 
 @dataclass(frozen=True)
@@ -29,6 +69,8 @@ class MeasureResult:
         depth_source: ``"sensor"`` or the model's preset name.
         error_model: one line describing the uncertainty model.
         annotated: path of the ``--annotate`` picture, or None.
+        focal_sigma_px: one-sigma uncertainty of ``focal_px`` (px), propagated into every distance.
+        warnings: what holds for this result (default focal length, untrusted self-calibration, ...).
     """
 
     image: str
@@ -38,13 +80,20 @@ class MeasureResult:
     depth_source: str = ""
     error_model: str = ""
     annotated: str | None = None
+    focal_sigma_px: float = 0.0
+    warnings: tuple[str, ...] = ()
 
     def to_dict(self) -> dict:
-        """The ``metro measure --json`` object: image, focal_px, focal_source, measurements."""
+        """The ``metro measure --json`` object: image, focal_px, focal_source, focal_sigma_px, depth_source,
+        error_model, warnings, measurements (each with ``sigma_m`` and its ``contributors``)."""
         return {
             "image": self.image,
             "focal_px": self.focal_px,
             "focal_source": self.focal_source,
+            "focal_sigma_px": self.focal_sigma_px,
+            "depth_source": self.depth_source,
+            "error_model": self.error_model,
+            "warnings": list(self.warnings),
             "measurements": [m.to_dict() for m in self.measurements],
         }
 
@@ -68,6 +117,8 @@ class MeasureSession:
             lines,
             confidence=self.depth.confidence,
             error=self.depth.error,
+            focal_sigma_rel=focal_sigma_rel(self.depth),
+            picking_sigma_px=PICKING_SIGMA_PX,
         )
 
     def measure_each(self, lines: Sequence[Line]) -> tuple[list[Measurement], list[tuple[int, MetroError]]]:
@@ -94,6 +145,8 @@ class MeasureSession:
             depth_source=self.depth.label,
             error_model=self.depth.error.description,
             annotated=annotated,
+            focal_sigma_px=float(k.fx) * focal_sigma_rel(self.depth),
+            warnings=measurement_warnings(self.photo, self.depth),
         )
 
 

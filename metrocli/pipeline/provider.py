@@ -89,7 +89,10 @@ class FocalMode:
 
         from metrocli.camera.photo import load_photo
 
-        photo = load_photo(path, focal_px=self.focal_px, fov_deg=self.fov_deg)
+        # --focal auto: the default focal length's warning waits for the self-calibration's outcome
+        photo = load_photo(
+            path, focal_px=self.focal_px, fov_deg=self.fov_deg, log_default_focal=not self.auto
+        )
         if self.calibration is None:
             return photo
         height, width = photo.image.shape[:2]

@@ -159,8 +159,18 @@ def self_calibrated_prediction(
         fallback_focal_px=photo_intrinsics.fx,
         fallback_sigma_rel=FOCAL_SIGMA_REL.get(str(photo_intrinsics.focal_source)),
     )
+    prefix = f"{label}: " if label else ""
     if result.warning:
-        log.warning("%s%s", f"{label}: " if label else "", result.warning)
+        unreliable = (
+            ": METRIC SCALE IS UNRELIABLE, pass --focal-px or --fov"
+            if result.fallback and photo_intrinsics.focal_source == "default"
+            else ""
+        )
+        log.warning("%s%s%s", prefix, result.warning, unreliable)
+    elif not result.fallback:
+        log.info(
+            "%sself-calibrated focal length %.1f ± %.1f px", prefix, result.focal_px, result.focal_sigma_px
+        )
     if result.fallback:
         if photo_intrinsics.fx != prediction.intrinsics.fx:
             prediction = apply_focal(prediction, photo_intrinsics.fx, photo_intrinsics.focal_source)

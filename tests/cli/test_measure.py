@@ -114,16 +114,43 @@ def test_json_schema_and_values(room: dict, tmp_path: Path) -> None:
     lines = result.output.strip().splitlines()
     assert len(lines) == 1  # exactly one object
     obj = json.loads(lines[0])
-    assert set(obj) == {"image", "focal_px", "focal_source", "measurements"}
+    # issue 15: the focal length's sigma, the depth source, the error model and the warnings
+    assert set(obj) == {
+        "image",
+        "focal_px",
+        "focal_source",
+        "focal_sigma_px",
+        "depth_source",
+        "error_model",
+        "warnings",
+        "measurements",
+    }
     assert obj["image"] == str(room["photo"]) and obj["focal_source"] == "exif-focal-plane"
+    assert obj["depth_source"] == "sensor" and obj["warnings"] == []
+    assert 0 < obj["focal_sigma_px"] < 0.01 * obj["focal_px"]
     assert len(obj["measurements"]) == 2
     for m, truth in zip(obj["measurements"], room["lines"], strict=True):
-        assert set(m) == {"from_px", "to_px", "from_m", "to_m", "distance_m", "uncertainty_m"}
+        assert set(m) == {
+            "from_px",
+            "to_px",
+            "from_m",
+            "to_m",
+            "distance_m",
+            "uncertainty_m",
+            "sigma_m",
+            "contributors",
+        }
+        assert m["sigma_m"] == m["uncertainty_m"]
+        assert set(m["contributors"]) <= {"focal", "quantisation", "picking"}
         assert m["from_px"] == truth["from_px"] and m["to_px"] == truth["to_px"]
         assert len(m["from_m"]) == 3 and len(m["to_m"]) == 3
         assert m["distance_m"] == pytest.approx(truth["true_m"], rel=0.005)
         assert m["distance_m"] == pytest.approx(np.linalg.norm(np.subtract(m["from_m"], m["to_m"])))
-        assert 0 < m["uncertainty_m"] < 0.001
+        # the EXIF focal length (0.5 %), 1 mm quantisation and half-pixel picking, which dominates on this
+        # 320 x 240 photo (a pixel is ~2 cm along the grazing table top); millimetres at full size
+        assert 0 < m["uncertainty_m"] < 0.03
+        assert m["contributors"]["picking"] > m["contributors"]["quantisation"]
+        assert abs(m["distance_m"] - truth["true_m"]) <= 2 * m["uncertainty_m"]
 
 
 def test_depth_formats_and_stored_orientation(room: dict) -> None:

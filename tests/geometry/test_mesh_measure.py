@@ -127,7 +127,18 @@ def test_measure_distances_on_a_tilted_plane() -> None:
     np.testing.assert_allclose(m.to_m, b, atol=1e-4)
     assert m.uncertainty_m == 0.0  # no error model given
     d = m.to_dict()
-    assert set(d) == {"from_px", "to_px", "from_m", "to_m", "distance_m", "uncertainty_m"}
+    # issue 15 added sigma_m (= uncertainty_m) and its contributors (none without an error model)
+    assert set(d) == {
+        "from_px",
+        "to_px",
+        "from_m",
+        "to_m",
+        "distance_m",
+        "uncertainty_m",
+        "sigma_m",
+        "contributors",
+    }
+    assert d["sigma_m"] == 0.0 and d["contributors"] == {}
 
 
 def test_uncertainty_models() -> None:

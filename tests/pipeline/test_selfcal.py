@@ -94,6 +94,42 @@ def test_flat_wall_falls_back_to_photo_intrinsics_with_warning(caplog) -> None:
     assert "inconclusive" in check.message
 
 
+def test_focal_auto_messages_never_contradict_each_other(rendered, tmp_path, caplog) -> None:
+    """Issue 15: a trusted self-calibration is not accompanied by "METRIC SCALE IS UNRELIABLE"; a fallback to
+    the 65 degree default says so once, with the reason."""
+    from PIL import Image
+
+    photo_path = tmp_path / "no-exif.png"
+    Image.fromarray(np.zeros((48, 64, 3), np.uint8)).save(photo_path)
+    with caplog.at_level(logging.INFO, logger="metrocli"):
+        photo = FocalMode(auto=True).load_photo(photo_path)
+        assert photo.intrinsics.focal_source == "default"
+        assert any("UNRELIABLE" in w for w in photo.warnings)  # kept for the JSON ...
+        assert not any("UNRELIABLE" in r.getMessage() for r in caplog.records)  # ... not logged yet
+        FocalMode().load_photo(photo_path)
+        assert sum("UNRELIABLE" in r.getMessage() for r in caplog.records) == 1  # exif mode logs it at once
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="metrocli"):
+        out = self_calibrated_prediction(model_like_prediction(rendered, 500.0), label="room.jpg")
+    assert not out.selfcal.fallback
+    messages = [r.getMessage() for r in caplog.records]
+    assert not any("UNRELIABLE" in m for m in messages)
+    assert any(m.startswith("room.jpg: self-calibrated focal length") for m in messages)
+    caplog.clear()
+    h, w = 480, 640
+    normal = np.zeros((h, w, 3), np.float32)
+    normal[..., 2] = -1.0
+    wall = Prediction(
+        np.full((h, w), 2.0, np.float32), normal, np.ones((h, w), np.float32), None,
+        centred(w, h, 500.0, "default"), model="vit-small",
+    )  # fmt: skip
+    with caplog.at_level(logging.INFO, logger="metrocli"):
+        out = self_calibrated_prediction(wall, label="wall.jpg")
+    assert out.selfcal.fallback
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warning.startswith("wall.jpg: ") and "UNRELIABLE" in warning
+
+
 def test_focal_check_reports_disagreement(rendered) -> None:
     pred = model_like_prediction(rendered, 700.0)
     result = self_calibrate_prediction(pred)

@@ -66,11 +66,22 @@ def test_measure_photo_with_sensor_depth(shots: dict, name: str, tmp_path: Path)
     measured = np.array([m.distance_m for m in result.measurements])
     rel = np.abs(measured - truth) / np.array(truth)
     assert rel.max() < 0.005, f"worst {rel.max():.3%}"
-    # 1 mm PNG quantisation: sub-millimetre uncertainties
-    assert all(0 < m.uncertainty_m < 0.001 for m in result.measurements)
+    # 1 mm PNG quantisation, the EXIF focal length's 0.5 % and half-pixel picking (issue 15: propagated, so
+    # the uncertainty covers the real error) on a 360 x 270 photo: millimetres to a few centimetres
+    sigma = np.array([m.uncertainty_m for m in result.measurements])
+    assert (sigma > 0).all() and (sigma < 0.05).all()
+    assert (np.abs(measured - truth) <= 2 * sigma).all()
     assert result.annotated and Path(result.annotated).is_file()
     d = result.to_dict()
-    assert set(d) == {"image", "focal_px", "focal_source", "measurements"}
+    assert set(d) >= {
+        "image",
+        "focal_px",
+        "focal_source",
+        "focal_sigma_px",
+        "depth_source",
+        "warnings",
+        "measurements",
+    }
 
 
 def test_measure_errors(shots: dict) -> None:
