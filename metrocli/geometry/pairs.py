@@ -61,8 +61,10 @@ class VerifyOptions:
 
     ``tol_m + tol_rel * depth``: distance on the surface; ``min_consistency``, ``min_overlap``,
     ``max_photometric`` (grey levels): what a correct pose reaches; ``ambiguity``: a competing hypothesis
-    (over ``ambiguous_deg`` or ``ambiguous_m`` away) scoring above this share of the best makes the pair
-    ambiguous.
+    (over ``ambiguous_deg`` or ``ambiguous_m`` away) whose agreement (:meth:`Hypothesis.agreement`) is above
+    this share of the best's makes the pair ambiguous. ``min_consistency`` applies to poses that ICP has
+    refined or that needed none: on sensor depth a right pose reaches 0.99-1.0 there, a square room's
+    mirror image of a plain pan 0.91.
     """
 
     tol_m: float = 0.01
@@ -108,8 +110,13 @@ class Hypothesis:
         """Overlap, discounted steeply by disagreement: a periodic texture's shifted copy or a room's
         mirror image overlaps as much as the right pose, but 2 % of its shared view contradicts the other
         depth (0.98^20 = 0.67) or its grey levels differ by a few levels more (exp(-2/10) = 0.82)."""
+        return self.check.overlap * self.agreement()
+
+    def agreement(self) -> float:
+        """How well the shared view agrees (1 = perfectly), whatever its size: what tells two poses of the
+        same pair apart; overlap does not (a pose shifted along a wall overlaps more or less, not worse)."""
         c = self.check
-        return c.overlap * c.consistency**20 * math.exp(-min(c.photometric, 100.0) / 10.0)
+        return c.consistency**20 * math.exp(-min(c.photometric, 100.0) / 10.0)
 
 
 def _rotation_deg(a: np.ndarray, b: np.ndarray) -> float:
@@ -460,7 +467,7 @@ def register_pair(
         turn = _rotation_deg(other.transform, best.transform)
         if (
             turn > opts.ambiguous_deg or moved > opts.ambiguous_m
-        ) and other.score() >= opts.ambiguity * best.score():
+        ) and other.agreement() >= opts.ambiguity * best.agreement():
             return PairRegistration(
                 i, j, False,
                 f"ambiguous: two poses {turn:.0f} deg / {moved:.2f} m apart fit about equally well "
