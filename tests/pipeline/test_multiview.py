@@ -106,7 +106,7 @@ def test_six_views_with_scaled_depth_recover_scales(renders, tmp_path) -> None:
     # the spread of the per-photo scales, in scene.json and in the summary
     spread = float(np.std(np.log(factors)))
     assert doc["scale_spread"] == pytest.approx(spread, abs=0.01)
-    assert result.to_dict()["scale_spread"] == pytest.approx(doc["scale_spread"])
+    assert result.to_dict()["scale_spread"] == pytest.approx(doc["scale_spread"], abs=1e-4)
     _check_poses(doc, renders, factors[0], 0.04)
     m = _metrics(out, renders, factors[0])
     print(f"scaled depth: {m}")
