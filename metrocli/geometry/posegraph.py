@@ -339,11 +339,11 @@ def register_frames(
     1. SIFT features per frame; candidate pairs from the capture order (``window`` next frames) and image
        retrieval (``retrieval`` most similar frames) (:mod:`metrocli.geometry.pairing`), not all pairs.
     2. Each candidate pair registered and densely verified (:func:`metrocli.geometry.pairs.register_pair`:
-       feature and FPFH hypotheses, ICP only where it does not worsen the verification, ambiguous pairs
-       refused).
+       feature and FPFH hypotheses, refined by ICP before they are judged, ambiguous pairs refused); a
+       photo and the next one also get the motion of the previous step as a hypothesis (capture order).
     3. Largest connected part of the verified pairs; per-frame depth scales (``estimate_scale``); Open3D
-       pose-graph optimisation; pairs that disagree with the optimised poses are removed (cycle check) and
-       the graph solved again.
+       pose-graph optimisation, its spanning tree led by neighbours in capture order; pairs that disagree
+       with the optimised poses are removed (cycle check) and the graph solved again.
     4. Loop closures: up to ``loop_closures`` untried pairs per frame whose cameras the poses place close
        together are registered from the predicted pose, verified and added; the graph is solved again.
     5. Frames outside the final graph are left out with the reason.
