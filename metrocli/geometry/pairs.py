@@ -411,12 +411,14 @@ def register_pair(
     def refine(final: bool = False) -> None:
         """ICP from the most promising unrefined hypotheses: a coarse pose (FPFH at a 5 cm voxel, a few
         feature matches on a periodic texture) is right but not precise enough to pass the dense check.
-        ``final``: also once a hypothesis has settled the search, so that what competes is refined."""
+        ``final``: once a hypothesis has settled the search, the ones that pass the check, so that what
+        competes with the best is refined too (only those: an easy pair then costs one ICP)."""
         if icp == "none" or (settled() and not final):
             return
         todo = [
             h for h in sorted(hyps, key=Hypothesis.score, reverse=True)
             if "+icp" not in h.source and h.check.consistency >= REFINE_MIN_CONSISTENCY
+            and (not final or _passes(h.check, opts))
             and h.check.overlap >= opts.min_overlap
             and not any(_close(h.transform, r.transform) for r in refined)
         ][:REFINE_TOP]  # fmt: skip
