@@ -7,14 +7,27 @@ Hypotheses (``p_i = T (r p_j)``)
        remaining matches gives a competing hypothesis (a periodic texture's shifted copy).
     2. When no feature hypothesis verifies: geometry alone, FPFH + Open3D's RANSAC on the metric clouds
        (two seeds).
-    3. A predicted pose (from the rest of the graph), for loop closures.
+    3. A predicted pose: from the rest of the graph, for loop closures (``"prediction"``), or from the
+       capture order, the motion of the previous pair of photos (``"motion"``).
+
+Refinement
+    The most promising hypotheses of each stage are refined by ICP *before* the dense check decides
+    (:data:`REFINE_TOP`): a coarse pose (FPFH at a 5 cm voxel, a few matches on a periodic texture) is right
+    but too imprecise to pass it, which left most tiled and plain views out. The ICP runs coarse to fine on
+    the points of ``j`` that face ``i``'s camera (:func:`_facing`) and ends with a pass at a tight
+    correspondence distance (:attr:`VerifyOptions.icp_final_m`): both remove a bias of degrees on
+    wide-baseline pairs, where the far side of a table top or leg pairs with the near side.
 
 Decision
     Every hypothesis is checked densely (:func:`metrocli.geometry.verification.verify_pose`); with model
-    depth its relative scale is first corrected by the measured depth ratio. The best one that passes is
-    refined by ICP, and the refinement is kept only when it does not make the verification worse (ICP slides
-    along walls and floors, where a feature pose was right). When a clearly different hypothesis verifies
-    almost as well, the pair is **ambiguous** and refused rather than guessed.
+    depth its relative scale is first corrected by the measured depth ratio. The best one that passes
+    (:meth:`Hypothesis.score`) is kept, the refined one only when ICP did not make the check worse (ICP
+    slides along walls and floors, where a feature pose was right). When a clearly different hypothesis
+    verifies almost as well, the pair is **ambiguous** and refused rather than guessed. A pose that few
+    feature matches support, on surfaces whose normals leave it free (:func:`_degenerate`), is accepted
+    only when the geometry pins it: moved along its weak motions, ICP brings it back (:func:`_slides`), or
+    when it is the capture order's prediction (``"motion"``) refined: then the prediction fixes the free
+    directions (a pan, or a walk past a bare wall, in plain paint).
 
 numpy + OpenCV + Open3D.
 """
@@ -48,23 +61,28 @@ class VerifyOptions:
 
     ``tol_m + tol_rel * depth``: distance on the surface; ``min_consistency``, ``min_overlap``,
     ``max_photometric`` (grey levels): what a correct pose reaches; ``ambiguity``: a competing hypothesis
-    (over ``ambiguous_deg`` or ``ambiguous_m`` away) scoring above this share of the best makes the pair
-    ambiguous.
+    (over ``ambiguous_deg`` or ``ambiguous_m`` away) whose agreement (:meth:`Hypothesis.agreement`) is above
+    this share of the best's makes the pair ambiguous. ``min_consistency`` applies to poses that ICP has
+    refined or that needed none: on sensor depth a right pose reaches 0.99-1.0 there, a square room's
+    mirror image of a plain pan 0.91.
     """
 
     tol_m: float = 0.01
     tol_rel: float = 0.01
-    min_consistency: float = 0.9
+    min_consistency: float = 0.95
     min_overlap: float = 0.08
     max_photometric: float = 5.0
     ambiguity: float = 0.9
     ambiguous_deg: float = 3.0
     ambiguous_m: float = 0.1
+    #: correspondence distance of ICP's last pass (None: no such pass; see
+    #: :func:`metrocli.geometry.registration.icp_refine`)
+    icp_final_m: float | None = 0.01
 
 
 #: For sensor depth (metric, mm-accurate) and for a monocular model's depth (per-cent errors).
 SENSOR_VERIFY = VerifyOptions()
-MODEL_VERIFY = VerifyOptions(tol_m=0.02, tol_rel=0.04, min_consistency=0.85)
+MODEL_VERIFY = VerifyOptions(tol_m=0.02, tol_rel=0.04, min_consistency=0.85, icp_final_m=None)
 
 
 @dataclass
@@ -89,8 +107,16 @@ class Hypothesis:
     n_inliers: int = 0
 
     def score(self) -> float:
+        """Overlap, discounted steeply by disagreement: a periodic texture's shifted copy or a room's
+        mirror image overlaps as much as the right pose, but 2 % of its shared view contradicts the other
+        depth (0.98^20 = 0.67) or its grey levels differ by a few levels more (exp(-2/10) = 0.82)."""
+        return self.check.overlap * self.agreement()
+
+    def agreement(self) -> float:
+        """How well the shared view agrees (1 = perfectly), whatever its size: what tells two poses of the
+        same pair apart; overlap does not (a pose shifted along a wall overlaps more or less, not worse)."""
         c = self.check
-        return c.overlap * c.consistency**4 * (1.0 - min(c.photometric, 50.0) / 60.0)
+        return c.consistency**20 * math.exp(-min(c.photometric, 100.0) / 10.0)
 
 
 def _rotation_deg(a: np.ndarray, b: np.ndarray) -> float:
@@ -180,16 +206,164 @@ def _degenerate(normals: np.ndarray) -> bool:
     return bool(ev[0] < 0.03)
 
 
+#: The slide test (:func:`_slides`) moves a pose this far along a weakly constrained direction, ...
+SLIDE_M = 0.1
+#: ... or turns it this far about a weakly constrained axis ...
+SLIDE_DEG = 3.0
+#: ... and the geometry fixes the pose when ICP brings it back within this distance and angle.
+SLIDE_RETURN_M = 0.01
+SLIDE_RETURN_DEG = 0.25
+
+
+def _weak_motions(points: np.ndarray, normals: np.ndarray) -> list[np.ndarray]:
+    """4x4 motions (in ``i``'s frame) along which the shared surfaces (points (M, 3) of ``i``'s surface and
+    their unit normals) constrain a pose weakly: :data:`SLIDE_M` both ways along each translation
+    direction, and :data:`SLIDE_DEG` both ways about each rotation axis through the points' centre, that
+    point-to-plane distances hardly change (eigenvalues of ``sum n n^T / M`` and of
+    ``sum (q x n)(q x n)^T / sum |q|^2``, ``q`` the points about their centre, below the
+    :func:`_degenerate` limit)."""
+    from scipy.spatial.transform import Rotation
+
+    if len(normals) < 10:
+        return [_shift(sign * SLIDE_M * e) for e in np.eye(3) for sign in (1.0, -1.0)]
+    out = []
+    ev, vecs = np.linalg.eigh(normals.T @ normals / len(normals))
+    out += [_shift(sign * SLIDE_M * vecs[:, k]) for k in range(3) if ev[k] < 0.03 for sign in (1.0, -1.0)]
+    centre = points.mean(axis=0)
+    q = points - centre
+    moment = np.cross(q, normals)
+    ev, vecs = np.linalg.eigh(moment.T @ moment / max(float((q**2).sum()), 1e-12))
+    for k in range(3):
+        if ev[k] < 0.03:
+            for sign in (1.0, -1.0):
+                m = np.eye(4)
+                m[:3, :3] = Rotation.from_rotvec(sign * math.radians(SLIDE_DEG) * vecs[:, k]).as_matrix()
+                m[:3, 3] = centre - m[:3, :3] @ centre
+                out.append(m)
+    return out
+
+
+def _shift(t: np.ndarray) -> np.ndarray:
+    m = np.eye(4)
+    m[:3, 3] = t
+    return m
+
+
+def _slides(
+    di: FrameData,
+    dj: FrameData,
+    pair: PairRegistration,
+    surface: tuple[np.ndarray, np.ndarray],
+    voxel_m: float,
+    final_distance_m: float | None,
+) -> bool:
+    """Whether a pose is free to slide along the shared surfaces' weak motions (:func:`_weak_motions`):
+    moved both ways along each, does point-to-plane ICP bring it back (the geometry fixes it: a table
+    edge, a door frame, a corner) or not (a bare wall, a floor: the pose is not determined)?
+
+    A share of normals alone can not tell: a few per cent of the points on a table's side fix the pose
+    exactly with metric depth, while a wall with a poster seen at a grazing angle does not."""
+    for motion in _weak_motions(*surface):
+        back = _icp(di, dj, motion @ pair.transform, pair.scale, "point-to-plane", voxel_m, final_distance_m)
+        if not _close(back, pair.transform, deg=SLIDE_RETURN_DEG, m=SLIDE_RETURN_M):
+            return True
+    return False
+
+
 #: At most this many k-nearest-neighbour matches go into RANSAC (time).
 MAX_KNN_MATCHES = 4000
+
+#: A verified hypothesis with at least this consistency ends the search for more (time): a right pose on
+#: sensor depth reaches 0.99-1.0, a periodic texture's shifted copy 0.97-0.98 (the furniture disagrees).
+SETTLED_CONSISTENCY = 0.99
+
+#: ICP refines at most this many hypotheses per stage (features, k-nearest features, FPFH), those whose
+#: dense check has at least this consistency (a coarse but right pose scores 0.6-0.9 on periodic or plain
+#: surfaces; a wrong one far less).
+REFINE_TOP = 3
+REFINE_MIN_CONSISTENCY = 0.5
+
+
+def _close(a: np.ndarray, b: np.ndarray, *, deg: float = 1.0, m: float = 0.02) -> bool:
+    """Whether two poses are within ``deg`` degrees and ``m`` metres of each other."""
+    return _rotation_deg(a, b) <= deg and float(np.linalg.norm(a[:3, 3] - b[:3, 3])) <= m
+
+
+def _pyramid(d: FrameData, scale: float, voxel_m: float) -> tuple:
+    """Coarse-to-fine clouds (:data:`metrocli.geometry.registration.ICP_LEVELS`) of a frame, its depth
+    multiplied by ``scale``; the unscaled levels are computed once per frame."""
+    import open3d as o3d
+
+    from metrocli.geometry.registration import ICP_LEVELS, _with_normals
+
+    if "pyramid" not in d.extra:
+        coarse = [_with_normals(d.fine.voxel_down_sample(f * voxel_m), f * voxel_m) for f in ICP_LEVELS[:-1]]
+        d.extra["pyramid"] = (*coarse, d.fine)
+    if scale == 1.0:
+        return d.extra["pyramid"]
+    out = []
+    for level in d.extra["pyramid"]:
+        c = o3d.geometry.PointCloud(level)
+        c.scale(scale, np.zeros(3))
+        out.append(c)
+    return tuple(out)
+
+
+#: :func:`_facing` keeps points seen up to this cosine from behind (start poses are a few degrees off).
+FACING_MARGIN = 0.3
+
+
+def _facing(levels: tuple, transform: np.ndarray) -> tuple:
+    """The points of each cloud that face the target camera once placed by ``transform`` (normals oriented
+    towards their own camera): a surface ``i`` sees from behind can not be on ``i``'s surface, and pairing it
+    with a surface a few centimetres away (the other side of a table top, the back of a leg) pulls ICP off
+    by degrees on wide-baseline pairs."""
+    rot, t = transform[:3, :3], transform[:3, 3]
+    out = []
+    for c in levels:
+        if not c.has_normals():
+            out.append(c)
+            continue
+        pts = np.asarray(c.points) @ rot.T + t
+        nrm = np.asarray(c.normals) @ rot.T
+        # cosine between the normal and the line of sight; a margin for a start pose a few degrees off
+        cos = -np.einsum("ij,ij->i", pts, nrm) / np.maximum(np.linalg.norm(pts, axis=1), 1e-9)
+        keep = np.flatnonzero(cos > -FACING_MARGIN)
+        out.append(c.select_by_index(keep) if len(keep) >= 30 else c)
+    return tuple(out)
+
+
+def _icp(
+    di: FrameData,
+    dj: FrameData,
+    transform: np.ndarray,
+    scale: float,
+    icp: str,
+    voxel_m: float,
+    final_distance_m: float | None = None,
+):
+    """Coarse-to-fine ICP of ``j`` (depth times ``scale``) onto ``i`` from ``transform``, ending with a pass
+    at ``final_distance_m`` (see :func:`metrocli.geometry.registration.icp_refine`)."""
+    from metrocli.geometry.registration import icp_refine
+
+    source = _facing(_pyramid(dj, scale, voxel_m), transform)
+    res = icp_refine(
+        source, _pyramid(di, 1.0, voxel_m), transform, voxel_m=voxel_m,
+        method=icp, final_distance_m=final_distance_m,  # type: ignore[arg-type]
+    )  # fmt: skip
+    return res.transform
+
 
 #: A pose needs this many agreeing feature matches to count as fixed by appearance; otherwise the geometry
 #: alone must fix it (:func:`_degenerate`).
 MIN_SUPPORT = 12
 
 
-def _shared_normals(di: FrameData, dj: FrameData, pair: PairRegistration, voxel_m: float) -> np.ndarray:
-    """Normals of ``i``'s surface where ``j``'s cloud (placed by the pair's pose) meets it."""
+def _shared_surface(
+    di: FrameData, dj: FrameData, pair: PairRegistration, voxel_m: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Points (M, 3) and normals (M, 3) of ``i``'s surface where ``j``'s cloud (placed by the pair's pose)
+    meets it."""
     import open3d as o3d
 
     src = o3d.geometry.PointCloud(dj.fine)
@@ -197,8 +371,8 @@ def _shared_normals(di: FrameData, dj: FrameData, pair: PairRegistration, voxel_
     ev = o3d.pipelines.registration.evaluate_registration(src, di.fine, 2.0 * voxel_m, pair.transform)
     corr = np.asarray(ev.correspondence_set)
     if not len(corr) or not di.fine.has_normals():
-        return np.zeros((0, 3))
-    return np.asarray(di.fine.normals)[corr[:, 1]]
+        return np.zeros((0, 3)), np.zeros((0, 3))
+    return np.asarray(di.fine.points)[corr[:, 1]], np.asarray(di.fine.normals)[corr[:, 1]]
 
 
 def register_pair(
@@ -213,6 +387,7 @@ def register_pair(
     icp_voxel_m: float,
     fpfh_voxel_m: float,
     predicted: tuple[np.ndarray, float] | None = None,
+    predicted_source: str = "prediction",
     seed: int = 0,
 ) -> PairRegistration:
     """Register frame ``j`` onto frame ``i`` (see the module docstring); ``ok`` only when verified."""
@@ -229,12 +404,35 @@ def register_pair(
             hyps.append(Hypothesis(t, r, source, check, n_matches, _support(src, dst, t, r)))
 
     def settled() -> bool:
-        return any(_passes(h.check, opts) and h.check.consistency >= 0.97 for h in hyps)
+        return any(_passes(h.check, opts) and h.check.consistency >= SETTLED_CONSISTENCY for h in hyps)
+
+    refined: list[Hypothesis] = []
+
+    def refine(final: bool = False) -> None:
+        """ICP from the most promising unrefined hypotheses: a coarse pose (FPFH at a 5 cm voxel, a few
+        feature matches on a periodic texture) is right but not precise enough to pass the dense check.
+        ``final``: once a hypothesis has settled the search, the ones that pass the check, so that what
+        competes with the best is refined too (only those: an easy pair then costs one ICP)."""
+        if icp == "none" or (settled() and not final):
+            return
+        todo = [
+            h for h in sorted(hyps, key=Hypothesis.score, reverse=True)
+            if "+icp" not in h.source and h.check.consistency >= REFINE_MIN_CONSISTENCY
+            and (not final or _passes(h.check, opts))
+            and h.check.overlap >= opts.min_overlap
+            and not any(_close(h.transform, r.transform) for r in refined)
+        ][:REFINE_TOP]  # fmt: skip
+        for h in todo:
+            refined.append(h)
+            t = _icp(di, dj, h.transform, h.scale, icp, icp_voxel_m, opts.icp_final_m)
+            t, r, check = _checked(di, dj, t, h.scale, with_scale, opts)
+            hyps.append(Hypothesis(t, r, h.source + "+icp", check, n_matches, _support(src, dst, t, r)))
 
     if predicted is not None:
-        add([(predicted[0], predicted[1], 0)], "prediction")
+        add([(predicted[0], predicted[1], 0)], predicted_source)
     if n_matches >= 6:
         add(feature_hypotheses(src, dst, with_scale, seed, iterations=2000), "features")
+        refine()
     if not settled():
         ksrc, kdst = _lifted_matches(di, dj, knn_matches(di.features, dj.features))
         if len(ksrc) > MAX_KNN_MATCHES:
@@ -242,6 +440,7 @@ def register_pair(
             ksrc, kdst = ksrc[keep], kdst[keep]
         if len(ksrc) >= 6:
             add(feature_hypotheses(ksrc, kdst, with_scale, seed, rounds=3, iterations=6000), "features")
+        refine()
     if not settled():
         for d in (di, dj):
             if d.fpfh is None:
@@ -250,8 +449,10 @@ def register_pair(
         for s in range(3):
             t = fpfh_ransac(dj.fpfh, di.fpfh, voxel_m=fpfh_voxel_m, seed=seed + s)
             add([(t, r0, 0)], "fpfh")
+        refine()
     for h in hyps:
         log.debug("  %d-%d %s: %s support %d", i, j, h.source, h.check, h.n_inliers)
+    refine(final=True)
     good = sorted((h for h in hyps if _passes(h.check, opts)), key=Hypothesis.score, reverse=True)
     if not good:
         reason = f"{n_matches} feature matches with depth"
@@ -268,7 +469,7 @@ def register_pair(
         turn = _rotation_deg(other.transform, best.transform)
         if (
             turn > opts.ambiguous_deg or moved > opts.ambiguous_m
-        ) and other.score() >= opts.ambiguity * best.score():
+        ) and other.agreement() >= opts.ambiguity * best.agreement():
             return PairRegistration(
                 i, j, False,
                 f"ambiguous: two poses {turn:.0f} deg / {moved:.2f} m apart fit about equally well "
@@ -277,7 +478,14 @@ def register_pair(
             )  # fmt: skip
     pair = _refined(i, j, di, dj, best, with_scale, opts, icp, icp_voxel_m)
     support = _support(src, dst, pair.transform, pair.scale)
-    if support < MIN_SUPPORT and _degenerate(_shared_normals(di, dj, pair, icp_voxel_m)):
+    # a pose the capture order predicted keeps the prediction along the free directions (a pan or a walk
+    # past a bare wall); any other pose there would be a guess
+    if (
+        support < MIN_SUPPORT
+        and not best.source.startswith("motion")
+        and _degenerate((surface := _shared_surface(di, dj, pair, icp_voxel_m))[1])
+        and (icp == "none" or _slides(di, dj, pair, surface, icp_voxel_m, opts.icp_final_m))
+    ):
         return PairRegistration(
             i, j, False,
             f"ambiguous: only {support} feature matches and the shared surfaces leave the pose free "
@@ -303,15 +511,13 @@ def _refined(
     """ICP from the best hypothesis, kept only when the verification does not get worse."""
     import open3d as o3d
 
-    from metrocli.geometry.registration import icp_refine
-
     reg = o3d.pipelines.registration
     transform, scale, check, source = best.transform, best.scale, best.check, best.source
     src = o3d.geometry.PointCloud(dj.fine)
     src.scale(scale, np.zeros(3))
-    if icp != "none":
-        res = icp_refine(src, di.fine, transform, voxel_m=icp_voxel_m, method=icp)  # type: ignore[arg-type]
-        t2, s2, c2 = _checked(di, dj, res.transform, scale, with_scale, opts)
+    if icp != "none" and "+icp" not in source:
+        refined = _icp(di, dj, transform, scale, icp, icp_voxel_m, opts.icp_final_m)
+        t2, s2, c2 = _checked(di, dj, refined, scale, with_scale, opts)
         if c2.consistency >= check.consistency - 0.002 and c2.photometric <= check.photometric + 0.25:
             transform, scale, check, source = t2, s2, c2, source + "+icp"
             src = o3d.geometry.PointCloud(dj.fine)

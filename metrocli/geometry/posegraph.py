@@ -238,23 +238,35 @@ def _edge_residual(poses: dict[int, np.ndarray], e: Edge) -> tuple[float, float]
     return ang, float(np.linalg.norm(rel[:3, 3] - e.transform[:3, 3]))
 
 
+def _edge_weight(p, window: int) -> float:
+    """Weight of a verified pair in the graph (see :func:`_solve_graph`)."""
+    return 100.0 * p.overlap * p.consistency * (2.0 if abs(p.j - p.i) <= window else 1.0)
+
+
 def _solve_graph(
     n: int,
     accepted: Sequence,
     estimate_scale: bool,
     voxel_m: float,
     max_residual: tuple[float, float],
+    window: int = 0,
 ) -> tuple[list[int], dict[int, float], dict[int, np.ndarray], list[Edge], list[tuple[int, int]]]:
     """Largest connected part, scales, pose graph; edges that disagree with the optimised poses (cycle
     check) are removed one at a time, worst first, until all agree. Returns ``(nodes, scales, poses, kept
-    metric edges, removed (i, j))``."""
+    metric edges, removed (i, j))``.
+
+    An edge's weight is its verified overlap, doubled between neighbours in capture order (at most
+    ``window`` photos apart): the spanning tree, whose edges the optimiser treats as certain, then follows
+    the capture order, and a retrieval pair that the room's symmetry fooled (a pan in a square room: two
+    walls alike, 90 degrees apart) is the loop closure that the optimiser and the cycle check prune, not
+    the chain of neighbours it contradicts."""
     active = list(accepted)
     removed: list[tuple[int, int]] = []
     while True:
         comp = largest_component(n, [(p.i, p.j) for p in active])
         reference = comp[0]
         raw = [
-            Edge(p.i, p.j, p.transform, p.scale, 100.0 * p.overlap * p.consistency, p.information)
+            Edge(p.i, p.j, p.transform, p.scale, _edge_weight(p, window), p.information)
             for p in active
             if p.i in comp and p.j in comp
         ]
@@ -327,11 +339,11 @@ def register_frames(
     1. SIFT features per frame; candidate pairs from the capture order (``window`` next frames) and image
        retrieval (``retrieval`` most similar frames) (:mod:`metrocli.geometry.pairing`), not all pairs.
     2. Each candidate pair registered and densely verified (:func:`metrocli.geometry.pairs.register_pair`:
-       feature and FPFH hypotheses, ICP only where it does not worsen the verification, ambiguous pairs
-       refused).
+       feature and FPFH hypotheses, refined by ICP before they are judged, ambiguous pairs refused); a
+       photo and the next one also get the motion of the previous step as a hypothesis (capture order).
     3. Largest connected part of the verified pairs; per-frame depth scales (``estimate_scale``); Open3D
-       pose-graph optimisation; pairs that disagree with the optimised poses are removed (cycle check) and
-       the graph solved again.
+       pose-graph optimisation, its spanning tree led by neighbours in capture order; pairs that disagree
+       with the optimised poses are removed (cycle check) and the graph solved again.
     4. Loop closures: up to ``loop_closures`` untried pairs per frame whose cameras the poses place close
        together are registered from the predicted pose, verified and added; the graph is solved again.
     5. Frames outside the final graph are left out with the reason.
@@ -342,7 +354,7 @@ def register_frames(
     from metrocli.errors import ReconstructionError
     from metrocli.geometry.pairing import candidate_pairs
     from metrocli.geometry.pairs import MODEL_VERIFY, SENSOR_VERIFY, FrameData, register_pair
-    from metrocli.geometry.registration import detect_features, frame_cloud, lift_features
+    from metrocli.geometry.registration import PairRegistration, detect_features, frame_cloud, lift_features
     from metrocli.geometry.verification import dense_view, verify_pose
 
     n = len(frames)
@@ -363,15 +375,22 @@ def register_frames(
         for f in frames
     ]
 
-    def pair(i: int, j: int, predicted=None):
+    def pair(i: int, j: int, predicted=None, predicted_source: str = "prediction"):
         p = register_pair(
             i, j, data[i], data[j], with_scale=estimate_scale, opts=opts, icp=icp,
-            icp_voxel_m=icp_voxel_m, fpfh_voxel_m=fpfh_voxel_m, predicted=predicted, seed=seed,
+            icp_voxel_m=icp_voxel_m, fpfh_voxel_m=fpfh_voxel_m, predicted=predicted,
+            predicted_source=predicted_source, seed=seed,
         )  # fmt: skip
         log.debug("pair %s-%s: %s %s", frames[i].name, frames[j].name, p.ok, p.reason or p.source)
         return p
 
-    pairs = {(i, j): pair(i, j) for i, j in candidate_pairs([d.features.descriptors for d in data])}
+    pairs: dict[tuple[int, int], PairRegistration] = {}
+    for i, j in candidate_pairs([d.features.descriptors for d in data]):
+        # capture order: the next photo moved about as the last one did (a constant-motion hypothesis,
+        # what registers a pan or a walk past bare walls, where neither features nor FPFH find the pose)
+        last = pairs.get((i - 1, i))
+        motion = (last.transform, last.scale) if j == i + 1 and last is not None and last.ok else None
+        pairs[(i, j)] = pair(i, j, motion, "motion")
     good = [p for p in pairs.values() if p.ok]
     if not good:
         best = max(pairs.values(), key=lambda p: (p.n_matches, p.i))
@@ -380,7 +399,8 @@ def register_frames(
             f"{frames[best.j].name}: {best.reason})"
         )
     max_residual = (3.0, 0.15) if estimate_scale else (1.5, 0.05)
-    comp, scales, poses, edges, removed = _solve_graph(n, good, estimate_scale, icp_voxel_m, max_residual)
+    solved = _solve_graph(n, good, estimate_scale, icp_voxel_m, max_residual, window)
+    comp, scales, poses, edges, removed = solved
     if loop_closures > 0 and len(comp) > 2:
         added = False
         hops = _hops(n, edges)
@@ -407,7 +427,7 @@ def register_frames(
                 added |= p.ok
         if added:
             good = [p for p in pairs.values() if p.ok and (p.i, p.j) not in removed]
-            solved = _solve_graph(n, good, estimate_scale, icp_voxel_m, max_residual)
+            solved = _solve_graph(n, good, estimate_scale, icp_voxel_m, max_residual, window)
             comp, scales, poses, edges, more = solved
             removed += more
     reference = comp[0]

@@ -275,6 +275,7 @@ class MultiviewJob:
             fused.voxel_m,
             dict(self.timings_s),
             focals={views[k].path.name: focal_record(views[k].intrinsics, views[k].selfcal) for k in order},
+            scale_spread=float(reg.scale_spread),
         )
 
 

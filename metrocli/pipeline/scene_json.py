@@ -68,6 +68,9 @@ class MultiviewResult:
     timings_s: dict[str, float] = field(default_factory=dict)
     skipped: bool = False
     focals: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: standard deviation of log(per-photo depth scale) over the registered photos (0 with metric depth,
+    #: None when not recorded): how far the photos disagree on the metric scale
+    scale_spread: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary; ``focals``: per registered photo ``focal_px``, ``focal_source``,
@@ -86,6 +89,7 @@ class MultiviewResult:
             "timings_s": dict(self.timings_s),
             "skipped": self.skipped,
             "focals": {name: dict(rec) for name, rec in self.focals.items()},
+            "scale_spread": self.scale_spread,
         }
 
 
@@ -223,4 +227,5 @@ def result_from_doc(out_path: Path, json_path: Path, data: dict[str, Any]) -> Mu
             }
             for v in data["photos"]
         },
+        scale_spread=data.get("scale_spread"),
     )

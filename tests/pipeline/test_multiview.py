@@ -104,6 +104,10 @@ def test_six_views_with_scaled_depth_recover_scales(renders, tmp_path) -> None:
         assert result.scales[v.name + ".jpg"] == pytest.approx(expected, rel=0.02), v.name
     doc = json.loads(out.with_suffix(".json").read_text())
     assert doc["per_photo_scale"] is True and doc["scale_reference"] == "first"
+    # the spread of the per-photo scales, in scene.json and in the summary
+    spread = float(np.std(np.log(factors)))
+    assert doc["scale_spread"] == pytest.approx(spread, abs=0.01)
+    assert result.to_dict()["scale_spread"] == pytest.approx(doc["scale_spread"], abs=1e-4)
     _check_poses(doc, renders, factors[0], 0.04)
     m = _metrics(out, renders, factors[0])
     print(f"scaled depth: {m}")
@@ -193,3 +197,16 @@ def test_fewer_than_two_readable_photos(tmp_path) -> None:
     with pytest.raises(ReconstructionError, match="at least 2"):
         job.finish()
     assert not (tmp_path / "out.ply").exists()
+
+
+def test_summary_carries_the_scale_spread(tmp_path) -> None:
+    from metrocli.pipeline.scene_json import MultiviewResult, result_from_doc
+
+    result = MultiviewResult(tmp_path / "s.ply", tmp_path / "s.json", "a.jpg", ("a.jpg",), {}, {"a.jpg": 1.0},
+                             3, 1, 0.02, scale_spread=0.04)  # fmt: skip
+    assert result.to_dict()["scale_spread"] == 0.04
+    photo = {"photo": "a.jpg", "scale": 1.0, "focal_px": 500.0, "focal_source": "exif"}
+    doc = {"reference_photo": "a.jpg", "left_out": [], "n_vertices": 3, "n_triangles": 1, "voxel_m": 0.02,
+           "scale_spread": 0.04, "photos": [photo]}  # fmt: skip
+    again = result_from_doc(tmp_path / "s.ply", tmp_path / "s.json", doc)
+    assert again.skipped and again.scale_spread == 0.04
