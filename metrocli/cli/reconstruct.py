@@ -79,10 +79,11 @@ if TYPE_CHECKING:
 )
 @click.option(
     "--scale-ref",
-    type=click.Choice(["first", "mean"]),
-    default="first",
+    type=click.Choice(["median", "mean", "first"]),
+    default="median",
     show_default=True,
-    help="Metric scale of the scene: the first photo's depth, or the geometric mean over all photos.",
+    help="Model depth: the scene's metric scale is the median of the photos' scales (the majority's), "
+    "their geometric mean, or the first photo's. The spread of the scales is in the summary and OUT.json.",
 )
 @model_options
 @focal_options()

@@ -212,7 +212,8 @@ class MultiviewRegistration:
         pairs: every pair tried (:class:`metrocli.geometry.registration.PairRegistration`, with its dense
             verification, residual and where its pose came from).
         pruned: ``(i, j)`` accepted pairs left out of the final graph because they disagree with the others.
-        scale_reference: ``"first"`` (``s_reference = 1``) or ``"mean"`` (geometric mean of scales = 1).
+        scale_reference: ``"first"`` (``s_reference = 1``), ``"mean"`` (geometric mean of scales = 1) or
+            ``"median"`` (median of scales = 1: the metric scale of the majority of the photos).
         pose_uncertainty: ``{k: (rotation_deg, translation_m)}``: one-sigma uncertainty of each pose from the
             information of its edges and their residuals (0 for the reference).
         scale_spread: standard deviation of ``log s_k`` over the registered frames (0 with metric depth): the
@@ -434,8 +435,8 @@ def register_frames(
     left_out = _left_out_reasons(frames, list(pairs.values()), comp, removed)
     uncertainty = _pose_uncertainty(poses, edges, pairs, reference)
     spread = float(np.std([np.log(scales[k]) for k in comp])) if estimate_scale else 0.0
-    if estimate_scale and scale_reference == "mean":
-        g = float(np.exp(np.mean([np.log(scales[k]) for k in comp])))
+    if estimate_scale and scale_reference in ("mean", "median"):
+        g = reference_scale([scales[k] for k in comp], scale_reference)
         scales = {k: s / g for k, s in scales.items()}
         for pose in poses.values():
             pose[:3, 3] /= g
@@ -443,6 +444,17 @@ def register_frames(
         reference, poses, scales, left_out, tuple(pairs[key] for key in sorted(pairs)), tuple(removed),
         scale_reference if estimate_scale else "first", uncertainty, spread,
     )  # fmt: skip
+
+
+def reference_scale(scales: Sequence[float], scale_reference: str) -> float:
+    """The scale that becomes 1: the median of ``scales`` (``"median"``: the majority's, which one outlying
+    photo does not move), their geometric mean (``"mean"``), or the first one (``"first"``)."""
+    logs = np.log(np.asarray(scales, np.float64))
+    if scale_reference == "median":
+        return float(np.exp(np.median(logs)))
+    if scale_reference == "mean":
+        return float(np.exp(np.mean(logs)))
+    return float(scales[0])
 
 
 def _left_out_reasons(

@@ -28,10 +28,14 @@ Focal length (``FocalMode(auto=True)``, ``--focal auto``)
 
 Scale convention
     With model depth each photo's depth gets a scale ``s_k`` (``depth * s_k`` is used). By default the first
-    registered photo defines the metric frame (``s = 1`` there: ``scale_reference="first"``). With
-    ``scale_reference="mean"`` the scales are normalised to a geometric mean of 1 instead: when the
+    photos define the metric frame by their median scale (``scale_reference="median"``, the default: the
+    scale of the majority, which one photo with an outlying model scale does not move). With
+    ``scale_reference="mean"`` the scales are normalised to a geometric mean of 1 instead (when the
     per-photo errors of the model are independent and unbiased, the mean of N photos estimates the true scale
-    about sqrt(N) times better than any single photo does. Sensor depth is metric in every photo: scale 1.
+    about sqrt(N) times better than any single photo does); with ``"first"`` the first registered photo has
+    ``s = 1``. The spread of the scales (``scale_spread``, standard deviation of ``log s``) is the
+    uncertainty of the scene's scale that the photos' disagreement shows. Sensor depth is metric in every
+    photo: scale 1.
 
 The ``--separate`` batch (one mesh per photo) is :mod:`metrocli.pipeline.separate`.
 """
@@ -62,7 +66,7 @@ from metrocli.prediction import Prediction
 
 log = logging.getLogger("metrocli.pipeline.multiview")
 
-ScaleReference = Literal["first", "mean"]
+ScaleReference = Literal["median", "mean", "first"]
 IcpMode = Literal["point-to-plane", "colored", "none"]
 
 
@@ -74,7 +78,7 @@ class MultiviewOptions:
         voxel_m: TSDF voxel size in metres (None: from the scene extent, see
             :func:`metrocli.geometry.fusion.default_voxel_m`).
         per_photo_scale: estimate a depth scale per photo (None: yes for model depth, no for sensor depth).
-        scale_reference: ``"first"`` or ``"mean"`` (see the module docstring).
+        scale_reference: ``"median"``, ``"mean"`` or ``"first"`` (see the module docstring).
         icp: ``"point-to-plane"``, ``"colored"`` or ``"none"``.
         simplify: target triangle count of the output mesh, or None.
         force: recompute even when the output is up to date.
@@ -87,7 +91,7 @@ class MultiviewOptions:
 
     voxel_m: float | None = None
     per_photo_scale: bool | None = None
-    scale_reference: ScaleReference = "first"
+    scale_reference: ScaleReference = "median"
     icp: IcpMode = "point-to-plane"
     simplify: int | None = None
     force: bool = False

@@ -12,6 +12,7 @@ from metrocli.geometry.posegraph import (
     connected_components,
     largest_component,
     optimise_poses,
+    reference_scale,
     register_frames,
     solve_scales,
     spanning_tree_poses,
@@ -108,6 +109,17 @@ def test_solve_scales_is_relative_to_the_reference() -> None:
     scales = solve_scales([0, 1, 2, 3], edges, reference=1)
     for k in truth:
         assert scales[k] == pytest.approx(truth[k] / truth[1], rel=1e-9)
+
+
+def test_reference_scale_is_the_majoritys_by_default() -> None:
+    # five photos agree within 1 %, one (the first) has a model scale 30 % off
+    scales = [1.3, 1.0, 1.01, 0.99, 1.005, 0.995]
+    assert reference_scale(scales, "median") == pytest.approx(1.0, abs=0.006)
+    assert reference_scale(scales, "mean") == pytest.approx(np.exp(np.mean(np.log(scales))))
+    assert reference_scale(scales, "first") == 1.3
+    from metrocli.pipeline.multiview import MultiviewOptions
+
+    assert MultiviewOptions().scale_reference == "median"
 
 
 def test_pose_graph_spreads_loop_error() -> None:

@@ -96,7 +96,8 @@ def test_six_views_with_scaled_depth_recover_scales(renders, tmp_path) -> None:
     folder = tmp_path / "room"
     write_views(folder, renders, depth_factors=factors)
     out = tmp_path / "scene.ply"
-    options = MultiviewOptions(per_photo_scale=True, voxel_m=0.02)  # default: 1.6 cm
+    # the first photo's scale as the reference (default: 1.6 cm voxels, the median scale)
+    options = MultiviewOptions(per_photo_scale=True, scale_reference="first", voxel_m=0.02)
     result = reconstruct_folder(folder, out, SensorDepth(folder), options)
     assert result.left_out == {}
     for k, v in enumerate(ROOM_VIEWS):
