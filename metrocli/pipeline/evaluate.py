@@ -193,6 +193,11 @@ def score_frame(
     depth = depth_metrics(
         prediction.depth, frame.gt, min_depth_m=min_depth_m, max_depth_m=max_depth_m, mask=region
     )
+    if depth["valid_pixels"] == 0:  # nothing to score: a failed frame with its reason, never a silent NaN
+        raise DatasetError(
+            f"{frame.sample.depth}: no ground-truth pixel between {min_depth_m:g} and {max_depth_m:g} m"
+            f"{'' if crop == 'none' else f' inside the {crop} crop'} (check --depth-scale)"
+        )
     normal = None
     if frame.gt_normal is not None and prediction.normal is not None:
         if frame.gt_normal.shape[:2] != frame.gt.shape:

@@ -205,6 +205,22 @@ def test_bad_frame_is_skipped_and_reported(tmp_path: Path) -> None:
         evaluate_dataset(root, EvalOptions(min_depth_m=20.0), predict=predict, progress=False)
 
 
+def test_frame_without_valid_ground_truth_fails_with_its_reason(tmp_path: Path) -> None:
+    root = tmp_path / "nyu_like"
+    root.mkdir()
+    good = _frame(root, np.full((4, 6), 2.0), "a")
+    empty = _frame(root, np.zeros((4, 6)), "b")  # no depth at all (or a wrong --depth-scale)
+    _write_dataset(root, [good, empty])
+    predict = lambda image, k: Prediction(  # noqa: E731
+        np.full((4, 6), 2.0, np.float32), None, np.ones((4, 6), np.float32), None, k, "const"
+    )
+    report = evaluate_dataset(root, EvalOptions(), predict=predict, progress=False)
+    assert [s.name for s in report.samples] == ["a.png"]
+    ((name, error),) = report.failed
+    assert name == "b.png" and "no ground-truth pixel between 0.001 and 10 m" in error
+    assert report.to_dict()["frames"] == 1
+
+
 def test_a_model_provider_is_evaluated_in_batches_in_order(tmp_path: Path, monkeypatch) -> None:
     """Through the engine: frames read ahead, up to --batch-size frames per forward, scores in frame order
     (each frame's own prediction: the stand-in model predicts each frame's depth from its grey level), and a
