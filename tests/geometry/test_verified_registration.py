@@ -83,6 +83,24 @@ def test_dense_verification_tells_right_from_wrong(checker_orbit) -> None:
     assert verify_pose(vi, vj, t2, s2).consistency > max(0.9, scaled.consistency)
 
 
+def test_a_tele_close_up_verifies_at_its_true_pose_and_not_turned() -> None:
+    # a mixed-lens orbit: view 0 13 mm, 1 26 mm, 2 77 mm; the tele view covers a few per cent of the wide
+    # ones, and its fine texture, several of its pixels per wide-lens pixel, must not read as a mismatch
+    seq = render_sequence("rich", "orbit", 12, width=320, height=240, lenses_mm=(13.0, 26.0, 77.0))
+    v0, v1, v2 = (dense_view(r.rgb, r.depth_m, r.intrinsics) for r in seq.renders[:3])
+    gates = dict(min_consistency=0.95, min_overlap=0.08, max_photometric=5.0)
+    truth = _true_rel(seq, 1, 2)
+    good = verify_pose(v1, v2, truth)
+    assert good.passes(**gates), good
+    turned = truth.copy()
+    c, s = np.cos(np.radians(3)), np.sin(np.radians(3))
+    turned[:3, :3] = np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]]) @ truth[:3, :3]
+    bad = verify_pose(v1, v2, turned)
+    assert not bad.passes(**gates), bad
+    # the 77 mm view lies inside the 13 mm one: it overlaps although it covers ~3 % of the wide view
+    assert verify_pose(v0, v2, _true_rel(seq, 0, 2)).overlap > 0.1
+
+
 def test_trajectories_and_model_like_depth() -> None:
     for kind in ("orbit", "walk", "pan"):
         poses = trajectory_poses(kind, 8)
