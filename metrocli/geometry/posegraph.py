@@ -15,6 +15,7 @@ numpy + Open3D only.
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -295,6 +296,26 @@ def _solve_graph(
             return [0], {0: 1.0}, {0: np.eye(4)}, [], removed
 
 
+#: A loop closure is tried between two frames only when the capture order's path between them (camera travel
+#: plus turning, :func:`_motion` summed over consecutive frames) is this many times their direct motion.
+LOOP_DETOUR = 2.0
+
+
+def _motion(a: np.ndarray, b: np.ndarray) -> float:
+    """Motion between two camera poses: distance (m) plus the angle between them (rad, a metre per radian)."""
+    cos = (np.trace(a[:3, :3].T @ b[:3, :3]) - 1.0) / 2.0
+    return float(np.linalg.norm(a[:3, 3] - b[:3, 3]) + np.arccos(np.clip(cos, -1.0, 1.0)))
+
+
+def _travel(comp: Sequence[int], poses: dict[int, np.ndarray]) -> dict[int, float]:
+    """Cumulative :func:`_motion` along the capture order (the sorted frames ``comp``) up to each frame."""
+    out, total = {comp[0]: 0.0}, 0.0
+    for a, b in itertools.pairwise(comp):
+        total += _motion(poses[a], poses[b])
+        out[b] = total
+    return out
+
+
 def _hops(n: int, edges: Sequence[Edge]) -> np.ndarray:
     """(n, n) number of edges on the shortest path between two frames (inf when not connected)."""
     from scipy.sparse import coo_matrix, csgraph
@@ -386,7 +407,7 @@ def register_frames(
         return p
 
     pairs: dict[tuple[int, int], PairRegistration] = {}
-    for i, j in candidate_pairs([d.features.descriptors for d in data]):
+    for i, j in candidate_pairs([d.features.descriptors for d in data], window=window, k=retrieval):
         # capture order: the next photo moved about as the last one did (a constant-motion hypothesis,
         # what registers a pan or a walk past bare walls, where neither features nor FPFH find the pose)
         last = pairs.get((i - 1, i))
@@ -406,13 +427,20 @@ def register_frames(
         added = False
         hops = _hops(n, edges)
         axes = {k: poses[k][:3, 2] for k in comp}
+        travel = _travel(comp, poses)
         for i in comp:
-            # frames the graph links only through a long chain (a revisit, the end of an orbit), nearest
-            # first (camera distance plus a metre per unit of 1 - cos of the angle between the view axes)
+            # frames the graph links only through a long chain that is a detour (a revisit, the end of an
+            # orbit or of a full pan), nearest first (camera distance plus a metre per unit of 1 - cos of
+            # the angle between the view axes); frames a straight stretch of the capture order links are
+            # no loop, and trying them would make the pairs per photo grow with the photos' density
             near = sorted(
                 (np.linalg.norm(poses[i][:3, 3] - poses[j][:3, 3]) + 1.0 - float(axes[i] @ axes[j]), j)
                 for j in comp
-                if j > i and hops[i, j] > 2 and (i, j) not in pairs and float(axes[i] @ axes[j]) > 0.0
+                if j > i
+                and hops[i, j] > 2
+                and (i, j) not in pairs
+                and float(axes[i] @ axes[j]) > 0.0
+                and travel[j] - travel[i] > LOOP_DETOUR * _motion(poses[i], poses[j])
             )
             for _, j in near[:loop_closures]:
                 rel = np.linalg.inv(poses[i]) @ poses[j]
