@@ -8,7 +8,7 @@ import pytest
 
 from metrocli.geometry.pairing import bag_of_words, candidate_pairs, retrieval_pairs, sequential_pairs
 from metrocli.geometry.pairs import _degenerate, _facing, _weak_motions, knn_matches
-from metrocli.geometry.posegraph import LOOP_DETOUR, _motion, _travel, register_frames
+from metrocli.geometry.posegraph import _loop_sources, _motion, _travel, register_frames
 from metrocli.geometry.registration import Features, Frame
 from metrocli.geometry.verification import dense_view, rescaled, verify_pose
 from metrocli.synth.trajectories import (
@@ -284,17 +284,18 @@ def test_model_like_depth_checker_orbit() -> None:
     assert err.surface_median_m <= 0.05
 
 
-def test_loop_closures_are_tried_for_revisits_not_for_a_straight_stretch() -> None:
+def test_loop_closures_grow_with_the_path_not_with_the_number_of_photos() -> None:
     walk, orbit = trajectory_poses("walk", 48), trajectory_poses("orbit", 12)
     assert _motion(walk[0], walk[0]) == pytest.approx(0.0, abs=1e-6)
     assert _motion(orbit[0], orbit[3]) == pytest.approx(
         np.linalg.norm(orbit[0][:3, 3] - orbit[3][:3, 3]) + np.radians(rotation_error_deg(orbit[0], orbit[3]))
     )
     tw = _travel(list(range(48)), dict(enumerate(walk)))
-    to = _travel(list(range(12)), dict(enumerate(orbit)))
     assert tw[0] == 0.0 and all(tw[k + 1] > tw[k] for k in range(47))
-    # a walk's frames a few steps apart: the capture order is the direct way, no loop to close
-    for i, j in ((0, 6), (10, 18), (30, 40)):
-        assert tw[j] - tw[i] <= LOOP_DETOUR * _motion(walk[i], walk[j])
-    # the two ends of an orbit: the capture order goes all the way round
-    assert to[11] - to[0] > LOOP_DETOUR * _motion(orbit[0], orbit[11])
+    # every photo of a sparse capture starts loop closures; of the same walk photographed 4x as densely,
+    # about as many photos as of the sparse one, not 4x as many
+    sparse = _loop_sources(list(range(12)), dict(enumerate(trajectory_poses("walk", 12))))
+    assert sparse == list(range(12))
+    assert _loop_sources(list(range(12)), dict(enumerate(orbit))) == list(range(12))
+    dense = _loop_sources(list(range(48)), dict(enumerate(walk)))
+    assert dense[0] == 0 and 12 <= len(dense) <= 24
