@@ -9,10 +9,12 @@ own depth there (and the reverse, ``i`` into ``j``):
 * **behind**: hidden from ``i`` (occluded): no evidence either way.
 
 ``consistency = on / (on + in front)`` (the share of the shared view that agrees), ``overlap = on / all``
-(the share of ``j``'s pixels seen by both) and ``photometric``: the median absolute grey-level difference of
-the agreeing points after removing their median difference (an exposure change is not an error), on
-slightly blurred images (:data:`BLUR_PX`). Feature
-counts can not tell a right pose from a wrong one on periodic or plain surfaces; this can, except where the
+(the share of ``j``'s pixels seen by both; of the two directions their geometric mean, so that a tele
+close-up lying wholly inside a wide view, a few per cent of the wide view's pixels, still overlaps it) and
+``photometric``: the median absolute grey-level difference of the agreeing points after removing their
+median difference (an exposure change is not an error), on slightly blurred images (:data:`BLUR_PX`, more
+for a long lens: the same angle on the scene). Feature counts can not tell a right pose from a wrong one on
+periodic or plain surfaces; this can, except where the
 geometry itself is ambiguous (see :mod:`metrocli.geometry.posegraph`).
 
 numpy only.
@@ -32,6 +34,12 @@ from metrocli.geometry.sampling import valid_depth_mask
 VERIFY_SAMPLES = 6000
 #: Gaussian blur (pixels, per 480 pixels of the longer side) of the grey images compared.
 BLUR_PX = 1.5
+#: Focal length (in units of the image's longer side) up to which :data:`BLUR_PX` applies unscaled: about a
+#: 28 mm-equivalent lens on a 4:3 image (phones' main lenses keep their blur). A longer lens gets
+#: proportionally more blur (the same angle on the scene), so that a 77 mm close-up and a wider view of the
+#: same surface compare at a common scale, and a pose error of a small fraction of a degree, many of a tele
+#: lens's pixels, does not read as a grey-level mismatch.
+BLUR_FOCAL = 0.8
 
 
 @dataclass(frozen=True)
@@ -58,7 +66,8 @@ def dense_view(rgb: np.ndarray, depth_m: np.ndarray, intrinsics: Intrinsics) -> 
     grey = np.asarray(rgb, dtype=np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
     # compare appearance at a scale every lens resolves: fine texture seen by a 13 mm and a 26 mm lens, or
     # half a pixel off, differs pixel by pixel although the pose is right
-    sigma = BLUR_PX * max(1.0, max(grey.shape) / 480.0)
+    side = max(grey.shape)
+    sigma = BLUR_PX * max(1.0, side / 480.0) * max(1.0, intrinsics.fx / (BLUR_FOCAL * side))
     grey = np.asarray(cv2.GaussianBlur(grey, (0, 0), sigma), dtype=np.float32)
     h, w = depth.shape
     stride = max(1, round(math.sqrt(h * w / VERIFY_SAMPLES)))
@@ -75,7 +84,8 @@ class Verification:
 
     Attributes:
         consistency: share of the commonly seen points that lie on the other frame's surface (0-1).
-        overlap: share of the frame's sampled points that lie on the other frame's surface (0-1).
+        overlap: share of the frame's sampled points that lie on the other frame's surface (0-1), the
+            geometric mean of the two directions (a narrow view inside a wide one overlaps it).
         photometric: median absolute grey-level difference (0-255) of the agreeing points, exposure removed.
         depth_ratio: median of (other frame's depth / transformed depth) on the agreeing points (1 when the
             depth scales agree).
@@ -151,7 +161,7 @@ def verify_pose(
     inv[:3, :3] = t[:3, :3].T / scale
     inv[:3, 3] = -t[:3, :3].T @ t[:3, 3] / scale
     cj, oj, pj, _, nj = _one_way(view_j, view_i, inv, 1.0, tol_m, tol_rel)
-    return Verification(min(ci, cj), min(oi, oj), max(pi, pj), ri, min(ni, nj))
+    return Verification(min(ci, cj), float(np.sqrt(oi * oj)), max(pi, pj), ri, min(ni, nj))
 
 
 def rescaled(transform: np.ndarray, scale: float, ratio: float) -> tuple[np.ndarray, float]:

@@ -8,7 +8,7 @@ import pytest
 
 from metrocli.geometry.pairing import bag_of_words, candidate_pairs, retrieval_pairs, sequential_pairs
 from metrocli.geometry.pairs import _degenerate, _facing, _weak_motions, knn_matches
-from metrocli.geometry.posegraph import register_frames
+from metrocli.geometry.posegraph import _loop_sources, _motion, _travel, register_frames
 from metrocli.geometry.registration import Features, Frame
 from metrocli.geometry.verification import dense_view, rescaled, verify_pose
 from metrocli.synth.trajectories import (
@@ -81,6 +81,24 @@ def test_dense_verification_tells_right_from_wrong(checker_orbit) -> None:
     t2, s2 = rescaled(truth, 0.95, scaled.depth_ratio)
     assert s2 == pytest.approx(1.0, rel=0.01)
     assert verify_pose(vi, vj, t2, s2).consistency > max(0.9, scaled.consistency)
+
+
+def test_a_tele_close_up_verifies_at_its_true_pose_and_not_turned() -> None:
+    # a mixed-lens orbit: view 0 13 mm, 1 26 mm, 2 77 mm; the tele view covers a few per cent of the wide
+    # ones, and its fine texture, several of its pixels per wide-lens pixel, must not read as a mismatch
+    seq = render_sequence("rich", "orbit", 12, width=320, height=240, lenses_mm=(13.0, 26.0, 77.0))
+    v0, v1, v2 = (dense_view(r.rgb, r.depth_m, r.intrinsics) for r in seq.renders[:3])
+    gates = dict(min_consistency=0.95, min_overlap=0.08, max_photometric=5.0)
+    truth = _true_rel(seq, 1, 2)
+    good = verify_pose(v1, v2, truth)
+    assert good.passes(**gates), good
+    turned = truth.copy()
+    c, s = np.cos(np.radians(3)), np.sin(np.radians(3))
+    turned[:3, :3] = np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]]) @ truth[:3, :3]
+    bad = verify_pose(v1, v2, turned)
+    assert not bad.passes(**gates), bad
+    # the 77 mm view lies inside the 13 mm one: it overlaps although it covers ~3 % of the wide view
+    assert verify_pose(v0, v2, _true_rel(seq, 0, 2)).overlap > 0.1
 
 
 def test_trajectories_and_model_like_depth() -> None:
@@ -264,3 +282,20 @@ def test_model_like_depth_checker_orbit() -> None:
     assert len(reg.poses) == 12, reg.left_out
     assert err.max_rotation_deg <= 2.0, err.rotation_deg
     assert err.surface_median_m <= 0.05
+
+
+def test_loop_closures_grow_with_the_path_not_with_the_number_of_photos() -> None:
+    walk, orbit = trajectory_poses("walk", 48), trajectory_poses("orbit", 12)
+    assert _motion(walk[0], walk[0]) == pytest.approx(0.0, abs=1e-6)
+    assert _motion(orbit[0], orbit[3]) == pytest.approx(
+        np.linalg.norm(orbit[0][:3, 3] - orbit[3][:3, 3]) + np.radians(rotation_error_deg(orbit[0], orbit[3]))
+    )
+    tw = _travel(list(range(48)), dict(enumerate(walk)))
+    assert tw[0] == 0.0 and all(tw[k + 1] > tw[k] for k in range(47))
+    # every photo of a sparse capture starts loop closures; of the same walk photographed 4x as densely,
+    # about as many photos as of the sparse one, not 4x as many
+    sparse = _loop_sources(list(range(12)), dict(enumerate(trajectory_poses("walk", 12))))
+    assert sparse == list(range(12))
+    assert _loop_sources(list(range(12)), dict(enumerate(orbit))) == list(range(12))
+    dense = _loop_sources(list(range(48)), dict(enumerate(walk)))
+    assert dense[0] == 0 and 12 <= len(dense) <= 24
