@@ -11,7 +11,9 @@ keep growing. :func:`bound_heap` fixes the threshold instead (which also turns t
 buffers of :data:`MMAP_THRESHOLD_BYTES` or more are mapped and unmapped on their own, and the heaps stay
 flat (165 MB over the same batch). :func:`release_memory` returns the free pages left in the heaps.
 
-Both are no-ops (False) where the C library is not glibc (macOS, musl). Nothing here imports torch.
+Both are no-ops (False) where the C library is not glibc (macOS, musl). Where a library that replaces
+malloc is loaded (Open3D's TBB allocator proxy: ``reconstruct``), numpy's buffers bypass glibc and this has
+no effect. Nothing here imports torch.
 """
 
 from __future__ import annotations
