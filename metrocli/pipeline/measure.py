@@ -34,20 +34,18 @@ def focal_sigma_rel(depth: DepthMap) -> float:
     the focal source."""
     k = depth.intrinsics
     if depth.selfcal is not None:
-        sc = depth.selfcal.selfcal
-        if not sc.fallback and math.isfinite(sc.focal_sigma_px):
+        sc = depth.selfcal.selfcal  # a fallback carries its source's sigma (self_calibrated_prediction)
+        if math.isfinite(sc.focal_sigma_px):
             return sc.focal_sigma_px / sc.focal_px
-        return FOCAL_SIGMA_REL.get(
-            str(depth.selfcal.photo_intrinsics.focal_source), FOCAL_SIGMA_REL["default"]
-        )
+        k = depth.selfcal.photo_intrinsics
     return FOCAL_SIGMA_REL.get(str(k.focal_source), FOCAL_SIGMA_REL["default"])
 
 
 def measurement_warnings(photo: Photo, depth: DepthMap) -> tuple[str, ...]:
     """The warnings that hold for the result: the photo's, with the default-focal warning replaced by the
     self-calibration's outcome under ``--focal auto`` (a trusted self-calibration makes it moot, an untrusted
-    one keeps it and says why), plus the model-depth caveat."""
-    out = [w for w in photo.warnings]
+    one keeps it and says why)."""
+    out = list(photo.warnings)
     sc = depth.selfcal.selfcal if depth.selfcal is not None else None
     if sc is not None:
         if sc.fallback:
