@@ -61,6 +61,11 @@ class FocalCandidate:
     problem: str = ""
 
 
+#: The end of the warning for a photo measured with the 65 degree default focal length (also said by
+#: ``--focal auto`` when its self-calibration falls back to that default).
+UNRELIABLE_SCALE = "METRIC SCALE IS UNRELIABLE, pass --focal-px or --fov"
+
+
 def check_user_focal_px(focal_px: float) -> None:
     """MetroUsageError unless ``focal_px`` is within :data:`USER_FOCAL_PX_RANGE`."""
     lo, hi = USER_FOCAL_PX_RANGE
@@ -248,6 +253,6 @@ def resolve_intrinsics(
         )
     warnings.append(
         f"{name}: {why}; assuming a {DEFAULT_FOV_DEG:g}° field of view across the long side "
-        f"({focal:.1f} px): METRIC SCALE IS UNRELIABLE, pass --focal-px or --fov"
+        f"({focal:.1f} px): {UNRELIABLE_SCALE}"
     )
     return centred(width, height, focal, "default"), tuple(warnings)

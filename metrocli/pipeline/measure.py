@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from metrocli.camera.focal import UNRELIABLE_SCALE
 from metrocli.camera.photo import Photo
 from metrocli.errors import MetroError
 from metrocli.geometry.measure import (
@@ -23,9 +24,6 @@ from metrocli.geometry.measure import (
     measure_lines,
 )
 from metrocli.pipeline.provider import DepthMap, DepthProvider
-
-#: Marks the photo loader's warning about the 65 degree default focal length (camera/focal.py).
-DEFAULT_FOCAL_WARNING = "METRIC SCALE IS UNRELIABLE"
 
 
 def focal_sigma_rel(depth: DepthMap) -> float:
@@ -51,7 +49,7 @@ def measurement_warnings(photo: Photo, depth: DepthMap) -> tuple[str, ...]:
         if sc.fallback:
             out.append(sc.warning or "self-calibration not trusted; using the photo's focal length")
         else:
-            out = [w for w in out if DEFAULT_FOCAL_WARNING not in w]
+            out = [w for w in out if UNRELIABLE_SCALE not in w]
     return tuple(out)
 
 

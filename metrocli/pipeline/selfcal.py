@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from metrocli.camera.focal import UNRELIABLE_SCALE
 from metrocli.camera.intrinsics import FocalSource, Intrinsics
 from metrocli.errors import MetroUsageError
 from metrocli.geometry.measure import FOCAL_SIGMA_REL
@@ -162,9 +163,7 @@ def self_calibrated_prediction(
     prefix = f"{label}: " if label else ""
     if result.warning:
         unreliable = (
-            ": METRIC SCALE IS UNRELIABLE, pass --focal-px or --fov"
-            if result.fallback and photo_intrinsics.focal_source == "default"
-            else ""
+            f": {UNRELIABLE_SCALE}" if result.fallback and photo_intrinsics.focal_source == "default" else ""
         )
         log.warning("%s%s%s", prefix, result.warning, unreliable)
     elif not result.fallback:
