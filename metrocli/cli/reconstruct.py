@@ -11,6 +11,7 @@ import click
 from metrocli.cli.common import (
     BatchFailed,
     BatchReport,
+    batch_size_option,
     build_provider,
     emit_json,
     focal_options,
@@ -130,6 +131,7 @@ if TYPE_CHECKING:
     callback=positive("number of frames per second"),
     help="Video INPUT: frames sampled per second of video.",
 )
+@batch_size_option
 @json_option
 def reconstruct(
     input_path: Path,
@@ -152,6 +154,7 @@ def reconstruct(
     cameras: bool,
     export: tuple[str, Path] | None,
     fps: float,
+    batch_size: int,
     as_json: bool,
 ) -> None:
     """Metric 3D of INPUT: a photo, or a folder of photos of one scene.
@@ -184,6 +187,8 @@ def reconstruct(
         raise click.UsageError("--cameras is for a folder fused into one .glb scene")
     if export is not None and (separate or not input_path.is_dir()):
         raise click.UsageError("--export colmap is for a folder fused into one scene")
+    if batch_size > 1 and not separate:
+        raise click.UsageError("--batch-size is for --separate (a folder's photos are registered together)")
     _check_outputs(
         input_path,
         out_path,
@@ -198,7 +203,7 @@ def reconstruct(
         options = SeparateOptions(
             points_only, mesh_method, simplify, force, recursive=recursive, mesh_normals=mesh_normals
         )
-        _separate(input_path, out_path, provider, options, as_json)
+        _separate(input_path, out_path, provider, options, as_json, batch_size)
     elif recursive:
         raise click.UsageError("--recursive is for --separate (a scene is the photos of one folder)")
     elif input_path.is_dir():
@@ -304,7 +309,12 @@ def _single(photo: Path, out_path: Path, provider: DepthProvider, o: SeparateOpt
 
 
 def _separate(
-    inputs: Path, out_dir: Path, provider: DepthProvider, options: SeparateOptions, as_json: bool
+    inputs: Path,
+    out_dir: Path,
+    provider: DepthProvider,
+    options: SeparateOptions,
+    as_json: bool,
+    batch_size: int = 1,
 ) -> None:
     from metrocli.pipeline.lock import output_lock
     from metrocli.pipeline.separate import SeparateJob
@@ -312,13 +322,14 @@ def _separate(
     job = SeparateJob(inputs, out_dir, provider, options)
     job.prepare()
     with output_lock(out_dir):
-        _separate_batch(job, as_json)
+        _separate_batch(job, as_json, batch_size)
 
 
-def _separate_batch(job: SeparateJob, as_json: bool) -> None:
+def _separate_batch(job: SeparateJob, as_json: bool, batch_size: int) -> None:
     from contextlib import closing
 
-    outcomes = job.run_many()  # photos decoded ahead of the model, meshes written behind it
+    # photos decoded ahead of the model, up to batch_size per forward, meshes written behind it
+    outcomes = job.run_many(batch_size=batch_size)
 
     def work(item: tuple[Path, str]) -> None:
         outcome = next(outcomes)  # the engine yields in plan order: this item's outcome

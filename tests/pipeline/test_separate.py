@@ -44,3 +44,59 @@ def test_separate_json_is_in_plan_order_with_an_error_record_per_failed_photo(tm
     recs = [json.loads(line) for line in again.stdout.splitlines()]
     assert [r.get("skipped") for r in recs] == [True, None, True, True]
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == stamps
+
+
+class _BatchingModel:
+    """A model stand-in: depth 2 m + 1 cm per row, normals facing the camera; records each batch's size."""
+
+    precision = "fp32"
+
+    def __init__(self) -> None:
+        self.batches: list[int] = []
+
+    def predict(self, image, intrinsics, *, normals: bool = True):
+        from metrocli.prediction import Prediction
+
+        height, width = image.shape[:2]
+        depth = np.repeat((2.0 + 0.01 * np.arange(height, dtype=np.float32))[:, None], width, axis=1)
+        normal = np.zeros((height, width, 3), np.float32)
+        normal[..., 2] = -1.0
+        ones = np.ones((height, width), np.float32)
+        return Prediction(
+            depth=depth,
+            normal=normal if normals else None,
+            confidence=ones,
+            normal_confidence=ones if normals else None,
+            intrinsics=intrinsics,
+            model="vit-small",
+            timings_s={"forward": 0.01},
+        )
+
+    def predict_batch(self, images, intrinsics, *, normals: bool = True):
+        self.batches.append(len(images))
+        return [self.predict(image, k, normals=normals) for image, k in zip(images, intrinsics, strict=True)]
+
+
+def test_separate_batch_size_batches_the_forward_and_writes_the_same_meshes(
+    monkeypatch, tmp_path: Path
+) -> None:
+    from metrocli.pipeline.provider import ModelDepth
+
+    model = _BatchingModel()
+    monkeypatch.setattr(ModelDepth, "model", lambda self: model)
+    folder = _folder(tmp_path)
+    runs = {}
+    for batch in ("1", "2"):
+        out = tmp_path / f"out{batch}"
+        args = ["reconstruct", str(folder), "--separate", "-o", str(out), "--batch-size", batch, "--json"]
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 1, result.output  # b.jpg is not a photo; the others still batch
+        runs[batch] = (out, result.stdout)
+    assert model.batches == [2]  # batch 1 never batches; then a+c (b fails to load), d alone: predict
+    assert runs["2"][1].replace("/out2/", "/out1/") == runs["1"][1]  # same records, same order
+    for name in ("a.ply", "c.ply", "d.ply"):
+        assert (runs["1"][0] / name).read_bytes() == (runs["2"][0] / name).read_bytes()
+    single = CliRunner().invoke(
+        cli, ["reconstruct", str(folder), "-o", str(tmp_path / "s.ply"), "--batch-size", "2"]
+    )
+    assert single.exit_code == 2 and "--batch-size is for --separate" in single.output
