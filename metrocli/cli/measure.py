@@ -115,8 +115,9 @@ def measure(
     distances and uncertainties, or with --json one object:
     {"image", "focal_px", "focal_source", "focal_sigma_px", "depth_source", "error_model", "warnings",
     "measurements": [{"from_px", "to_px", "from_m", "to_m", "distance_m", "uncertainty_m", "sigma_m",
-    "contributors"}]}. Each uncertainty (one sigma) propagates the focal length's (by its source: EXIF,
-    default 65°, self-calibration), the depth source's and half a pixel of picking.
+    "contributors"}], "failed": [{"line", "error"}]}. Each uncertainty (one sigma) propagates the focal
+    length's (by its source: EXIF, default 65°, self-calibration), the depth source's and half a pixel of
+    picking.
 
     \b
     Example:
@@ -167,7 +168,7 @@ def measure(
             from metrocli.io.annotate import write_annotated
 
             annotated = str(write_annotated(annotate, session.photo.image, measurements, units))
-        result = session.result(measurements, annotated)
+        result = session.result(measurements, annotated, failed)
     except MetroError as exc:
         # one clean line and the error's exit code (2 for points outside the photo, 1 otherwise)
         error_line(str(exc))

@@ -67,6 +67,7 @@ class MeasureResult:
         annotated: path of the ``--annotate`` picture, or None.
         focal_sigma_px: one-sigma uncertainty of ``focal_px`` (px), propagated into every distance.
         warnings: what holds for this result (default focal length, untrusted self-calibration, ...).
+        failed: each line that could not be measured: its 1-based number among the lines given, and why.
     """
 
     image: str
@@ -78,10 +79,12 @@ class MeasureResult:
     annotated: str | None = None
     focal_sigma_px: float = 0.0
     warnings: tuple[str, ...] = ()
+    failed: tuple[tuple[int, str], ...] = ()
 
     def to_dict(self) -> dict:
         """The ``metro measure --json`` object: image, focal_px, focal_source, focal_sigma_px, depth_source,
-        error_model, warnings, measurements (each with ``sigma_m`` and its ``contributors``)."""
+        error_model, warnings, measurements (each with ``sigma_m`` and its ``contributors``) and failed
+        (``{"line", "error"}`` for each line not measured; empty when every line was)."""
         return {
             "image": self.image,
             "focal_px": self.focal_px,
@@ -91,6 +94,7 @@ class MeasureResult:
             "error_model": self.error_model,
             "warnings": list(self.warnings),
             "measurements": [m.to_dict() for m in self.measurements],
+            "failed": [{"line": line, "error": error} for line, error in self.failed],
         }
 
 
@@ -131,7 +135,13 @@ class MeasureSession:
                 failed.append((i, type(exc)(str(exc).replace(" of line 1 ", f" of line {i} ", 1))))
         return done, failed
 
-    def result(self, measurements: Sequence[Measurement], annotated: str | None = None) -> MeasureResult:
+    def result(
+        self,
+        measurements: Sequence[Measurement],
+        annotated: str | None = None,
+        failed: Sequence[tuple[int, MetroError]] = (),
+    ) -> MeasureResult:
+        """The result of ``measurements``, with the lines that failed (:meth:`measure_each`'s numbers)."""
         k = self.depth.intrinsics
         return MeasureResult(
             image=str(self.photo.path),
@@ -143,6 +153,7 @@ class MeasureSession:
             annotated=annotated,
             focal_sigma_px=float(k.fx) * focal_sigma_rel(self.depth),
             warnings=measurement_warnings(self.photo, self.depth),
+            failed=tuple((line, str(error)) for line, error in failed),
         )
 
 

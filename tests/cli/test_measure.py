@@ -124,7 +124,9 @@ def test_json_schema_and_values(room: dict, tmp_path: Path) -> None:
         "error_model",
         "warnings",
         "measurements",
+        "failed",
     }
+    assert obj["failed"] == []
     assert obj["image"] == str(room["photo"]) and obj["focal_source"] == "exif-focal-plane"
     assert obj["depth_source"] == "sensor" and obj["warnings"] == []
     assert 0 < obj["focal_sigma_px"] < 0.01 * obj["focal_px"]
@@ -277,7 +279,10 @@ def test_one_invalid_line_never_loses_the_valid_ones(
     assert code == 1
     obj = json.loads(captured.out)
     assert [m["from_px"] for m in obj["measurements"]] == [[100, 100], [120, 110]]
+    # the JSON says which lines failed and why, the same words as stderr
+    assert [f["line"] for f in obj["failed"]] == [2, 3]
     errors = captured.err.splitlines()
+    assert [f["error"] in e for f, e in zip(obj["failed"], errors, strict=True)] == [True, True]
     assert "start point of line 2 (10, 10) has no valid depth" in errors[0]
     assert "end point of line 3 (400, 20) is outside" in errors[1] and len(errors) == 2
 
