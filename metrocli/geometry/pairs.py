@@ -412,16 +412,25 @@ def register_pair(
         """ICP from the most promising unrefined hypotheses: a coarse pose (FPFH at a 5 cm voxel, a few
         feature matches on a periodic texture) is right but not precise enough to pass the dense check.
         ``final``: once a hypothesis has settled the search, the ones that pass the check, so that what
-        competes with the best is refined too (only those: an easy pair then costs one ICP)."""
+        competes with the best is refined too (only those: an easy pair then costs one ICP).
+
+        A predicted pose is refined whatever its score, at the latest in the final round: off by a turn
+        that the capture order did not foresee (a walk's gaze swinging back, 10-15 degrees), it agrees
+        with only a third of the shared view, and ICP brings it to the right pose, the one that fixes a
+        photo of bare walls, where features and FPFH find only a pose slid along the wall or turned
+        about the room's symmetry."""
         if icp == "none" or (settled() and not final):
             return
         todo = [
             h for h in sorted(hyps, key=Hypothesis.score, reverse=True)
-            if "+icp" not in h.source and h.check.consistency >= REFINE_MIN_CONSISTENCY
-            and (not final or _passes(h.check, opts))
+            if "+icp" not in h.source
+            and (h.source == predicted_source or (
+                h.check.consistency >= REFINE_MIN_CONSISTENCY and (not final or _passes(h.check, opts))
+            ))
             and h.check.overlap >= opts.min_overlap
             and not any(_close(h.transform, r.transform) for r in refined)
-        ][:REFINE_TOP]  # fmt: skip
+        ]  # fmt: skip
+        todo = todo[:REFINE_TOP] + [h for h in todo[REFINE_TOP:] if h.source == predicted_source]
         for h in todo:
             refined.append(h)
             t = _icp(di, dj, h.transform, h.scale, icp, icp_voxel_m, opts.icp_final_m)
@@ -497,6 +506,25 @@ def register_pair(
     return replace(pair, n_inliers=support)
 
 
+def plane_information(source, target, evaluation, transform: np.ndarray) -> np.ndarray:
+    """6x6 information matrix (rotation, translation: Open3D's pose-graph order) of an alignment from its
+    point-to-plane residuals: ``sum J^T J`` with ``J = [p x n, n]`` for each correspondence (``p`` the
+    placed source point, ``n`` the target's normal) of ``evaluation`` (Open3D's ``evaluate_registration``
+    of ``source`` onto ``target`` by ``transform``).
+
+    Open3D's ``get_information_matrix_from_point_clouds`` is point-to-point: it counts a wall's points as
+    fixing a translation along the wall, which they do not (their residuals do not change), and the pose
+    graph then turned the poses of a walk past bare walls by tenths of a degree to honour a centimetre
+    that no surface measured. Here a direction that the shared surfaces leave free carries no information."""
+    corr = np.asarray(evaluation.correspondence_set)
+    if not len(corr) or not target.has_normals():
+        return np.zeros((6, 6))
+    pts = np.asarray(source.points)[corr[:, 0]] @ transform[:3, :3].T + transform[:3, 3]
+    nrm = np.asarray(target.normals)[corr[:, 1]]
+    jac = np.hstack([np.cross(pts, nrm), nrm])
+    return jac.T @ jac
+
+
 def _refined(
     i: int,
     j: int,
@@ -524,7 +552,7 @@ def _refined(
             src.scale(scale, np.zeros(3))
     dist = 2.0 * icp_voxel_m
     ev = reg.evaluate_registration(src, di.fine, dist, transform)
-    info = np.asarray(reg.get_information_matrix_from_point_clouds(src, di.fine, dist, transform))
+    info = plane_information(src, di.fine, ev, transform)
     return PairRegistration(
         i, j, True, "",
         scale=scale, transform=transform, n_matches=best.n_matches, n_inliers=best.n_inliers,
