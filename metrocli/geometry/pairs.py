@@ -27,7 +27,9 @@ Decision
     feature matches support, on surfaces whose normals leave it free (:func:`_degenerate`), is accepted
     only when the geometry pins it: moved along its weak motions, ICP brings it back (:func:`_slides`), or
     when it is the capture order's prediction (``"motion"``) refined: then the prediction fixes the free
-    directions (a pan, or a walk past a bare wall, in plain paint).
+    directions (a pan, or a walk past a bare wall, in plain paint). A pose refused for being free is
+    returned with its free directions (``PairRegistration.free_directions``): a pair with a third photo
+    that sees what pins it (a corner) may confirm it (:func:`metrocli.geometry.posegraph.register_frames`).
 
 numpy + OpenCV + Open3D.
 """
@@ -444,9 +446,11 @@ def register_pair(
 
         A predicted pose is refined whatever its score, at the latest in the final round: off by a turn
         that the capture order did not foresee (a walk's gaze swinging back, 10-15 degrees), it agrees
-        with only a third of the shared view, and ICP brings it to the right pose, the one that fixes a
-        photo of bare walls, where features and FPFH find only a pose slid along the wall or turned
-        about the room's symmetry."""
+        with only a third of the shared view, and ICP turns it right, where features and FPFH find on
+        bare walls only the room's symmetric twins. Along the directions that the surfaces leave free
+        ICP slides it by tens of centimetres, so such a pose is marked (``coarse_from``): it is accepted
+        only where the geometry fixes it, otherwise it is handed on, with the predicted position along
+        the free directions, for a pair of another photo to pin down."""
         if icp == "none" or (settled() and not final):
             return
         todo = [
