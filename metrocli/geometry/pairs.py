@@ -27,7 +27,9 @@ Decision
     feature matches support, on surfaces whose normals leave it free (:func:`_degenerate`), is accepted
     only when the geometry pins it: moved along its weak motions, ICP brings it back (:func:`_slides`), or
     when it is the capture order's prediction (``"motion"``) refined: then the prediction fixes the free
-    directions (a pan, or a walk past a bare wall, in plain paint).
+    directions (a pan, or a walk past a bare wall, in plain paint). A pose refused for being free is
+    returned with its free directions (``PairRegistration.free_directions``): a pair with a third photo
+    that sees what pins it (a corner) may confirm it (:func:`metrocli.geometry.posegraph.register_frames`).
 
 numpy + OpenCV + Open3D.
 """
@@ -105,6 +107,9 @@ class Hypothesis:
     check: Verification
     n_matches: int = 0
     n_inliers: int = 0
+    #: the prediction this pose was refined from, when it was far off (it agreed with less than
+    #: :data:`REFINE_MIN_CONSISTENCY` of the shared view): ICP fixed what the surfaces fix, not the rest
+    coarse_from: np.ndarray | None = None
 
     def score(self) -> float:
         """Overlap, discounted steeply by disagreement: a periodic texture's shifted copy or a room's
@@ -197,13 +202,37 @@ def _support(src: np.ndarray, dst: np.ndarray, transform: np.ndarray, scale: flo
     return int((np.linalg.norm(pred - dst, axis=1) < 0.02 + 0.02 * np.linalg.norm(dst, axis=1)).sum())
 
 
+#: A direction is weakly constrained when less than this share of the shared surfaces' normal energy
+#: (an eigenvalue of ``sum n n^T / M``, or of the rotational moments) lies along it.
+WEAK_EIGENVALUE = 0.03
+
+
 def _degenerate(normals: np.ndarray) -> bool:
     """Whether the shared surfaces (their unit ``normals`` (M, 3)) leave a translation free: one or two
     plane directions only (a wall; a wall and the floor), by the eigenvalues of ``sum n n^T``."""
     if len(normals) < 10:
         return True
     ev = np.linalg.eigvalsh(normals.T @ normals / len(normals))
-    return bool(ev[0] < 0.03)
+    return bool(ev[0] < WEAK_EIGENVALUE)
+
+
+def free_directions(normals: np.ndarray) -> np.ndarray:
+    """``(K, 3)`` unit translation directions that the shared surfaces (unit ``normals`` (M, 3)) leave
+    weakly constrained (:data:`WEAK_EIGENVALUE`): a wall and the floor leave their common horizontal."""
+    if len(normals) < 10:
+        return np.eye(3)
+    ev, vecs = np.linalg.eigh(normals.T @ normals / len(normals))
+    return vecs[:, ev < WEAK_EIGENVALUE].T.copy()
+
+
+def pinning(normals: np.ndarray, directions: np.ndarray) -> float:
+    """How firmly surfaces with unit ``normals`` (M, 3) fix a pose along each of ``directions`` (K, 3): the
+    smallest share of their normal energy along one of them, ``min_d mean((n . d)^2)`` (1 when K = 0)."""
+    if not len(directions):
+        return 1.0
+    if not len(normals):
+        return 0.0
+    return float(((normals @ np.asarray(directions).T) ** 2).mean(axis=0).min())
 
 
 #: The slide test (:func:`_slides`) moves a pose this far along a weakly constrained direction, ...
@@ -228,13 +257,14 @@ def _weak_motions(points: np.ndarray, normals: np.ndarray) -> list[np.ndarray]:
         return [_shift(sign * SLIDE_M * e) for e in np.eye(3) for sign in (1.0, -1.0)]
     out = []
     ev, vecs = np.linalg.eigh(normals.T @ normals / len(normals))
-    out += [_shift(sign * SLIDE_M * vecs[:, k]) for k in range(3) if ev[k] < 0.03 for sign in (1.0, -1.0)]
+    weak = [k for k in range(3) if ev[k] < WEAK_EIGENVALUE]
+    out += [_shift(sign * SLIDE_M * vecs[:, k]) for k in weak for sign in (1.0, -1.0)]
     centre = points.mean(axis=0)
     q = points - centre
     moment = np.cross(q, normals)
     ev, vecs = np.linalg.eigh(moment.T @ moment / max(float((q**2).sum()), 1e-12))
     for k in range(3):
-        if ev[k] < 0.03:
+        if ev[k] < WEAK_EIGENVALUE:
             for sign in (1.0, -1.0):
                 m = np.eye(4)
                 m[:3, :3] = Rotation.from_rotvec(sign * math.radians(SLIDE_DEG) * vecs[:, k]).as_matrix()
@@ -359,16 +389,16 @@ def _icp(
 MIN_SUPPORT = 12
 
 
-def _shared_surface(
-    di: FrameData, dj: FrameData, pair: PairRegistration, voxel_m: float
+def shared_surface(
+    di: FrameData, dj: FrameData, transform: np.ndarray, scale: float, distance_m: float
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Points (M, 3) and normals (M, 3) of ``i``'s surface where ``j``'s cloud (placed by the pair's pose)
-    meets it."""
+    """Points (M, 3) and normals (M, 3) of ``i``'s surface where ``j``'s cloud (depth times ``scale``,
+    placed by ``transform``) meets it within ``distance_m``."""
     import open3d as o3d
 
     src = o3d.geometry.PointCloud(dj.fine)
-    src.scale(pair.scale, np.zeros(3))
-    ev = o3d.pipelines.registration.evaluate_registration(src, di.fine, 2.0 * voxel_m, pair.transform)
+    src.scale(scale, np.zeros(3))
+    ev = o3d.pipelines.registration.evaluate_registration(src, di.fine, distance_m, transform)
     corr = np.asarray(ev.correspondence_set)
     if not len(corr) or not di.fine.has_normals():
         return np.zeros((0, 3)), np.zeros((0, 3))
@@ -412,21 +442,35 @@ def register_pair(
         """ICP from the most promising unrefined hypotheses: a coarse pose (FPFH at a 5 cm voxel, a few
         feature matches on a periodic texture) is right but not precise enough to pass the dense check.
         ``final``: once a hypothesis has settled the search, the ones that pass the check, so that what
-        competes with the best is refined too (only those: an easy pair then costs one ICP)."""
+        competes with the best is refined too (only those: an easy pair then costs one ICP).
+
+        A predicted pose is refined whatever its score, at the latest in the final round: off by a turn
+        that the capture order did not foresee (a walk's gaze swinging back, 10-15 degrees), it agrees
+        with only a third of the shared view, and ICP turns it right, where features and FPFH find on
+        bare walls only the room's symmetric twins. Along the directions that the surfaces leave free
+        ICP slides it by tens of centimetres, so such a pose is marked (``coarse_from``): it is accepted
+        only where the geometry fixes it, otherwise it is handed on, with the predicted position along
+        the free directions, for a pair of another photo to pin down."""
         if icp == "none" or (settled() and not final):
             return
         todo = [
             h for h in sorted(hyps, key=Hypothesis.score, reverse=True)
-            if "+icp" not in h.source and h.check.consistency >= REFINE_MIN_CONSISTENCY
-            and (not final or _passes(h.check, opts))
+            if "+icp" not in h.source
+            and (h.source == predicted_source or (
+                h.check.consistency >= REFINE_MIN_CONSISTENCY and (not final or _passes(h.check, opts))
+            ))
             and h.check.overlap >= opts.min_overlap
             and not any(_close(h.transform, r.transform) for r in refined)
-        ][:REFINE_TOP]  # fmt: skip
+        ]  # fmt: skip
+        todo = todo[:REFINE_TOP] + [h for h in todo[REFINE_TOP:] if h.source == predicted_source]
         for h in todo:
             refined.append(h)
             t = _icp(di, dj, h.transform, h.scale, icp, icp_voxel_m, opts.icp_final_m)
             t, r, check = _checked(di, dj, t, h.scale, with_scale, opts)
-            hyps.append(Hypothesis(t, r, h.source + "+icp", check, n_matches, _support(src, dst, t, r)))
+            coarse = h.transform if h.check.consistency < REFINE_MIN_CONSISTENCY else None
+            hyps.append(
+                Hypothesis(t, r, h.source + "+icp", check, n_matches, _support(src, dst, t, r), coarse)
+            )
 
     if predicted is not None:
         add([(predicted[0], predicted[1], 0)], predicted_source)
@@ -463,8 +507,19 @@ def register_pair(
                 f"{c.overlap:.0%}, grey-level residual {c.photometric:.1f})"
             )
         return PairRegistration(i, j, False, f"no overlap: {reason}", n_matches=n_matches)
+    # a pose that a far-off prediction led to counts for its rotation only (ICP slid it along the free
+    # surfaces): where a hypothesis of its own turned the same way, that one is judged, and it is no rival
+    # to the others
+    if good[0].coarse_from is not None:
+        own = [
+            h for h in good
+            if h.coarse_from is None and _rotation_deg(h.transform, good[0].transform) <= opts.ambiguous_deg
+        ]  # fmt: skip
+        good = own[:1] + [h for h in good if h is not own[0]] if own else good
     best = good[0]
     for other in good[1:]:
+        if other.coarse_from is not None:
+            continue
         moved = np.linalg.norm(other.transform[:3, 3] - best.transform[:3, 3])
         turn = _rotation_deg(other.transform, best.transform)
         if (
@@ -479,22 +534,51 @@ def register_pair(
     pair = _refined(i, j, di, dj, best, with_scale, opts, icp, icp_voxel_m)
     support = _support(src, dst, pair.transform, pair.scale)
     # a pose the capture order predicted keeps the prediction along the free directions (a pan or a walk
-    # past a bare wall); any other pose there would be a guess
+    # past a bare wall); any other pose there would be a guess. A prediction that was far off (a turn the
+    # capture order did not foresee) fixes nothing: ICP slid it along the wall, tens of centimetres.
+    coarse = best.coarse_from is not None
     if (
         support < MIN_SUPPORT
-        and not best.source.startswith("motion")
-        and _degenerate((surface := _shared_surface(di, dj, pair, icp_voxel_m))[1])
-        and (icp == "none" or _slides(di, dj, pair, surface, icp_voxel_m, opts.icp_final_m))
+        and (coarse or not best.source.startswith("motion"))
+        and _degenerate((surface := shared_surface(di, dj, pair.transform, pair.scale, 2.0 * icp_voxel_m))[1])
+        and (coarse or icp == "none" or _slides(di, dj, pair, surface, icp_voxel_m, opts.icp_final_m))
     ):
+        # what fits, for another pair to pin down: from a far-off prediction, the rotation that ICP found
+        # and the predicted position along the free directions (not where ICP slid)
+        free = free_directions(surface[1])
+        transform = pair.transform.copy()
+        if best.coarse_from is not None:
+            t = transform[:3, 3]
+            transform[:3, 3] = t + free.T @ (free @ (best.coarse_from[:3, 3] - t))
         return PairRegistration(
             i, j, False,
             f"ambiguous: only {support} feature matches and the shared surfaces leave the pose free "
             "(flat or featureless view)",
-            n_matches=n_matches, n_inliers=support,
+            scale=pair.scale, transform=transform, n_matches=n_matches, n_inliers=support,
+            free_directions=free,
         )  # fmt: skip
     from dataclasses import replace
 
     return replace(pair, n_inliers=support)
+
+
+def plane_information(source, target, evaluation, transform: np.ndarray) -> np.ndarray:
+    """6x6 information matrix (rotation, translation: Open3D's pose-graph order) of an alignment from its
+    point-to-plane residuals: ``sum J^T J`` with ``J = [p x n, n]`` for each correspondence (``p`` the
+    placed source point, ``n`` the target's normal) of ``evaluation`` (Open3D's ``evaluate_registration``
+    of ``source`` onto ``target`` by ``transform``).
+
+    Open3D's ``get_information_matrix_from_point_clouds`` is point-to-point: it counts a wall's points as
+    fixing a translation along the wall, which they do not (their residuals do not change), and the pose
+    graph then turned the poses of a walk past bare walls by tenths of a degree to honour a centimetre
+    that no surface measured. Here a direction that the shared surfaces leave free carries no information."""
+    corr = np.asarray(evaluation.correspondence_set)
+    if not len(corr) or not target.has_normals():
+        return np.zeros((6, 6))
+    pts = np.asarray(source.points)[corr[:, 0]] @ transform[:3, :3].T + transform[:3, 3]
+    nrm = np.asarray(target.normals)[corr[:, 1]]
+    jac = np.hstack([np.cross(pts, nrm), nrm])
+    return jac.T @ jac
 
 
 def _refined(
@@ -524,7 +608,7 @@ def _refined(
             src.scale(scale, np.zeros(3))
     dist = 2.0 * icp_voxel_m
     ev = reg.evaluate_registration(src, di.fine, dist, transform)
-    info = np.asarray(reg.get_information_matrix_from_point_clouds(src, di.fine, dist, transform))
+    info = plane_information(src, di.fine, ev, transform)
     return PairRegistration(
         i, j, True, "",
         scale=scale, transform=transform, n_matches=best.n_matches, n_inliers=best.n_inliers,

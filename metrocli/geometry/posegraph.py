@@ -18,7 +18,7 @@ from __future__ import annotations
 import itertools
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -337,6 +337,113 @@ def _hops(n: int, edges: Sequence[Edge]) -> np.ndarray:
     return csgraph.shortest_path(graph, method="D", directed=False, unweighted=True)
 
 
+def _free_poses(
+    k: int, pairs, comp: Sequence[int], poses: dict[int, np.ndarray], scales: dict[int, float]
+) -> list[tuple[int, np.ndarray, float, np.ndarray]]:
+    """What the pairs of a left-out frame ``k`` with registered frames found but refused as free
+    (:attr:`metrocli.geometry.registration.PairRegistration.free_directions`): ``(the registered frame,
+    camera-to-reference pose of k, depth scale of k, (K, 3) free directions in the reference frame)``."""
+    out = []
+    for p in pairs:
+        if p.ok or p.free_directions is None or not len(p.free_directions) or k not in (p.i, p.j):
+            continue
+        a = p.j if p.i == k else p.i
+        if a not in comp:
+            continue
+        t = np.asarray(p.transform, dtype=np.float64).copy()
+        if p.i == a:  # p_a = T (r p_k): k's pose through a's, directions in a's frame
+            t[:3, 3] *= scales[a]
+            pose_k, scale_k = poses[a] @ t, scales[a] * p.scale
+            free = p.free_directions @ poses[a][:3, :3].T
+        else:  # p_k = T (r p_a): translation in k's depth units
+            scale_k = scales[a] / p.scale
+            t[:3, 3] *= scale_k
+            pose_k = poses[a] @ np.linalg.inv(t)
+            free = p.free_directions @ pose_k[:3, :3].T
+        out.append((a, pose_k, scale_k, free))
+    return sorted(out, key=lambda c: len(c[3]))  # the best determined first: one free direction, not two
+
+
+def _place_free_frames(
+    frames: Sequence,
+    comp: Sequence[int],
+    poses: dict[int, np.ndarray],
+    scales: dict[int, float],
+    pairs: dict,
+    data: Sequence,
+    try_pair,
+    opts,
+    voxel_m: float,
+    max_residual: tuple[float, float],
+    budget: int,
+) -> bool:
+    """Frames left out because the pairs that found their pose refused it as free (a bare wall and the
+    floor seen from a turn that the capture order does not predict): that pose, placed through the
+    registered frame (:func:`_free_poses`), predicts the pairs with the other registered frames, those
+    whose shared surfaces near the predicted pose would fix the free directions most firmly first (up to
+    ``budget`` pairs per frame, each registered and verified by ``try_pair(i, j, predicted)`` like any
+    other). A pose is accepted only when
+    its pair's shared surfaces fix the free directions as firmly as a pose that is not degenerate
+    (:data:`metrocli.geometry.pairs.WEAK_EIGENVALUE`: ICP captured by a few points of a nearby structure
+    leaves a pose 10 cm off along a wall, and the slide test does not see it) and it agrees with the
+    prediction along the directions the first pair did fix (the cycle check's tolerances). The pairs
+    tried are recorded in ``pairs``; returns whether a frame was placed."""
+    from metrocli.geometry.pairs import SLIDE_M, WEAK_EIGENVALUE, pinning, shared_surface
+    from metrocli.geometry.verification import verify_pose
+
+    placed = False
+    for k in range(len(frames)):
+        if k in comp:
+            continue
+        tries, done = 0, False
+        for a, pose_k, scale_k, free in _free_poses(k, pairs.values(), comp, poses, scales):
+            candidates = []
+            for b in comp:
+                if b == a:
+                    continue
+                i, j = min(b, k), max(b, k)
+                pose_i, s_i = (poses[b], scales[b]) if i == b else (pose_k, scale_k)
+                s_j = scales[b] if j == b else scale_k
+                rel = np.linalg.inv(pose_i) @ (poses[b] if j == b else pose_k)
+                rel[:3, 3] /= s_i
+                quick = verify_pose(
+                    data[i].view, data[j].view, rel, s_j / s_i, tol_m=opts.tol_m, tol_rel=opts.tol_rel
+                )
+                if quick.overlap < opts.min_overlap:
+                    continue
+                free_i = free @ pose_i[:3, :3]  # the free directions in i's frame
+                # the surfaces near the predicted pose, which may be off by tens of centimetres along them
+                near = shared_surface(data[i], data[j], rel, s_j / s_i, 2.0 * SLIDE_M + 2.0 * voxel_m)[1]
+                candidates.append((pinning(near, free_i), i, j, rel, s_j / s_i, free_i))
+            candidates.sort(key=lambda c: -c[0])
+            for _, i, j, rel, ratio, free_i in candidates[: max(0, budget - tries)]:
+                tries += 1
+                p = try_pair(i, j, (rel, ratio))
+                if p.ok:
+                    surface = shared_surface(data[i], data[j], p.transform, p.scale, 2.0 * voxel_m)
+                    fixed = pinning(surface[1], free_i)
+                    turn, _ = _edge_residual({i: np.eye(4), j: p.transform}, Edge(i, j, rel))
+                    across = p.transform[:3, 3] - rel[:3, 3]
+                    across = float(np.linalg.norm(across - free_i.T @ (free_i @ across)))
+                    if fixed < WEAK_EIGENVALUE or turn > max_residual[0] or across > max_residual[1]:
+                        reason = (
+                            f"a pose that fits, but it does not fix what the pair with {frames[a].name} left "
+                            f"free (pinning {fixed:.3f}; {turn:.1f} deg / {across:.2f} m off its prediction)"
+                        )
+                        p = replace(p, ok=False, reason=reason)
+                log.debug(
+                    "%s placed through %s, checked on %s-%s: %s %s",
+                    frames[k].name, frames[a].name, frames[i].name, frames[j].name, p.ok, p.reason,
+                )  # fmt: skip
+                pairs[(i, j)] = p
+                if p.ok:
+                    placed = done = True
+                    break
+            if done or tries >= budget:
+                break
+    return placed
+
+
 def _pose_uncertainty(poses: dict[int, np.ndarray], edges: Sequence[Edge], pairs: dict, reference: int):
     """One-sigma (rotation deg, translation m) of each pose from its edges' information and residuals."""
     out: dict[int, tuple[float, float]] = {reference: (0.0, 0.0)}
@@ -378,9 +485,12 @@ def register_frames(
     3. Largest connected part of the verified pairs; per-frame depth scales (``estimate_scale``); Open3D
        pose-graph optimisation, its spanning tree led by neighbours in capture order; pairs that disagree
        with the optimised poses are removed (cycle check) and the graph solved again.
-    4. Loop closures: up to ``loop_closures`` untried pairs per frame whose cameras the poses place close
+    4. Frames left out whose pairs found a pose that fits but refused it as free (a bare wall and the
+       floor): placed through that pair, the pose predicts pairs with other registered frames; one whose
+       shared surfaces fix the free directions places the frame (:func:`_place_free_frames`).
+    5. Loop closures: up to ``loop_closures`` untried pairs per frame whose cameras the poses place close
        together are registered from the predicted pose, verified and added; the graph is solved again.
-    5. Frames outside the final graph are left out with the reason.
+    6. Frames outside the final graph are left out with the reason.
 
     Raises:
         ReconstructionError: fewer than 2 frames, or no pair of frames could be registered.
@@ -435,6 +545,14 @@ def register_frames(
     max_residual = (3.0, 0.15) if estimate_scale else (1.5, 0.05)
     solved = _solve_graph(n, good, estimate_scale, icp_voxel_m, max_residual, window)
     comp, scales, poses, edges, removed = solved
+    # frames left out because the pairs that found their pose left it free: other pairs may fix it
+    if len(comp) > 1 and _place_free_frames(
+        frames, comp, poses, scales, pairs, data, pair, opts, icp_voxel_m, max_residual, loop_closures
+    ):
+        good = [p for p in pairs.values() if p.ok and (p.i, p.j) not in removed]
+        solved = _solve_graph(n, good, estimate_scale, icp_voxel_m, max_residual, window)
+        comp, scales, poses, edges, more = solved
+        removed += more
     if loop_closures > 0 and len(comp) > 2:
         added = False
         hops = _hops(n, edges)

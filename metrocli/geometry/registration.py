@@ -118,6 +118,10 @@ class PairRegistration:
             ``"fpfh"`` (geometry only), ``"prediction"`` (the other poses, for a loop closure), each
             followed by ``"+icp"`` when ICP refined it.
         information: 6x6 information matrix of the alignment (for the pose graph), or None.
+        free_directions: for a pair refused because the shared surfaces leave the pose free (a bare wall
+            and the floor), the ``(K, 3)`` unit translation directions, in ``i``'s frame, along which it is
+            free; ``transform`` and ``scale`` are then the pose that fits, which a pair of another frame
+            may pin down (:func:`metrocli.geometry.posegraph.register_frames`). None otherwise.
     """
 
     i: int
@@ -135,6 +139,7 @@ class PairRegistration:
     residual_m: float = float("nan")
     source: str = ""
     information: np.ndarray | None = None
+    free_directions: np.ndarray | None = None
 
 
 # --------------------------------------------------------------------------------------------- features

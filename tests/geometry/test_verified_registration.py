@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from metrocli.geometry.pairing import bag_of_words, candidate_pairs, retrieval_pairs, sequential_pairs
-from metrocli.geometry.pairs import _degenerate, _facing, _weak_motions, knn_matches
+from metrocli.geometry.pairs import _degenerate, _facing, _weak_motions, free_directions, knn_matches, pinning
 from metrocli.geometry.posegraph import _loop_sources, _motion, _travel, register_frames
 from metrocli.geometry.registration import Features, Frame
 from metrocli.geometry.verification import dense_view, rescaled, verify_pose
@@ -299,3 +299,69 @@ def test_loop_closures_grow_with_the_path_not_with_the_number_of_photos() -> Non
     assert _loop_sources(list(range(12)), dict(enumerate(orbit))) == list(range(12))
     dense = _loop_sources(list(range(48)), dict(enumerate(walk)))
     assert dense[0] == 0 and 12 <= len(dense) <= 24
+
+
+@pytest.mark.slow
+def test_a_view_of_bare_walls_is_placed_through_a_pair_that_pins_it() -> None:
+    # a plain walk whose gaze swings back at view 9: the previous step (7 -> 8) predicts 8 -> 9 13 degrees
+    # off, and 8 and 9 share only a wall and the floor, which leave 9 free to slide along the wall;
+    # features and FPFH find nothing but the room's symmetric twins. ICP from the prediction finds the
+    # rotation, the prediction gives the position along the wall, and view 3, which sees the corner that
+    # 9 sees, pins it (9 was left out)
+    from metrocli.synth.camera import intrinsics_for_lens
+    from metrocli.synth.render import render
+    from metrocli.synth.trajectories import textured_room
+
+    walk = trajectory_poses("walk", 12)
+    true_rel = [np.linalg.inv(a) @ b for a, b in ((walk[7], walk[8]), (walk[8], walk[9]))]
+    assert rotation_error_deg(*true_rel) > 10.0
+    rs = [render(textured_room("plain"), intrinsics_for_lens(480, 360, 26.0), walk[k]) for k in (3, 7, 8, 9)]
+    frames = [Frame(f"walk_{n}", r.rgb, r.depth_m, r.intrinsics) for n, r in enumerate(rs)]
+    reg = register_frames(frames)
+    assert sorted(reg.poses) == [0, 1, 2, 3], reg.left_out
+    err = pose_errors(
+        [r.pose for r in rs], [r.depth_m for r in rs], [r.intrinsics for r in rs], reg.reference,
+        reg.poses, reg.scales,
+    )  # fmt: skip
+    assert err.max_rotation_deg <= 0.5 and err.surface_median_m <= 0.01, err.rotation_deg
+    pairs = {(p.i, p.j): p for p in reg.pairs}
+    free = pairs[(2, 3)]  # 8 -> 9: refused, its pose kept for another pair to pin down
+    assert not free.ok and free.free_directions is not None and len(free.free_directions) == 1
+    assert rotation_error_deg(true_rel[1], free.transform) < 0.1
+    assert pairs[(0, 3)].ok and pairs[(0, 3)].source.startswith("prediction")  # 3 -> 9 pins it
+
+
+def test_free_directions_and_pinning() -> None:
+    wall, floor = np.tile([1.0, 0.0, 0.0], (100, 1)), np.tile([0.0, 0.0, 1.0], (100, 1))
+    free = free_directions(np.concatenate([wall, floor]))
+    assert free.shape == (1, 3) and abs(free[0] @ [0.0, 1.0, 0.0]) == pytest.approx(1.0)
+    assert pinning(np.concatenate([wall, floor]), free) == pytest.approx(0.0, abs=1e-12)
+    side = np.tile([0.0, 1.0, 0.0], (20, 1))  # a door frame across the slide: 20 of 220 normals
+    assert pinning(np.concatenate([wall, floor, side]), free) == pytest.approx(20 / 220)
+    assert pinning(wall, np.zeros((0, 3))) == 1.0 and free_directions(wall[:3]).shape == (3, 3)
+
+
+def test_edge_information_is_point_to_plane() -> None:
+    import open3d as o3d
+
+    from metrocli.geometry.pairs import plane_information
+
+    # a wall (normal x) and the floor (normal z) fix neither a slide along their common line (y) nor
+    # anything else Open3D's point-to-point information counts
+    rng = np.random.default_rng(2)
+    wall = np.c_[np.full(300, 2.0), rng.uniform(-1, 1, 300), rng.uniform(0, 1, 300)]
+    floor = np.c_[rng.uniform(0, 2, 300), rng.uniform(-1, 1, 300), np.zeros(300)]
+    pcd = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(np.concatenate([wall, floor])))
+    pcd.normals = o3d.utility.Vector3dVector(np.repeat([[-1.0, 0.0, 0.0], [0.0, 0.0, 1.0]], 300, axis=0))
+    ev = o3d.pipelines.registration.evaluate_registration(pcd, pcd, 0.05, np.eye(4))
+    info = plane_information(pcd, pcd, ev, np.eye(4))
+    assert info.shape == (6, 6) and np.allclose(info, info.T)
+    slide = np.r_[0.0, 0.0, 0.0, 0.0, 1.0, 0.0]  # (rotation, translation): along y
+    assert slide @ info @ slide == pytest.approx(0.0, abs=1e-9)
+    assert np.r_[0.0, 0.0, 0.0, 1.0, 0.0, 0.0] @ info @ np.r_[0.0, 0.0, 0.0, 1.0, 0.0, 0.0] == pytest.approx(
+        300
+    )
+    point = np.asarray(
+        o3d.pipelines.registration.get_information_matrix_from_point_clouds(pcd, pcd, 0.05, np.eye(4))
+    )
+    assert slide @ point @ slide > 500  # what the pose graph used to be told
