@@ -13,9 +13,10 @@ PYTEST_ARGS ?=
 demo: sysdeps $(STAMP)
 	$(PY) -m metrocli.demo --out demo
 
-## test: lint, types, import contracts and the whole pytest suite, slow tests included (the README's command)
+## test: lint, types, import contracts and the whole pytest suite, slow tests included (the README's command);
+## the 25 slowest tests are listed at the end (the suite must stay under 20 minutes on 2 cores)
 test: sysdeps $(STAMP) lint types imports
-	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest --durations=25 $(PYTEST_ARGS)
 
 ## check: the fast inner loop (under 2 minutes): lint, types, import contracts and the tests not marked slow
 check: sysdeps $(STAMP) lint types imports
