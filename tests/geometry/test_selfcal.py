@@ -546,10 +546,12 @@ def test_smooth_normal_error_field_gives_no_silent_gross_error() -> None:
 def test_a_120mm_lens_is_found_in_a_10_to_150_degree_range() -> None:
     depth, normal, focal = room_view(120.0)
     assert math.degrees(2 * math.atan(depth.shape[1] / (2 * focal))) < 20.0  # outside the 20-120 default
-    assert calibrate(depth, normal, focal).fallback
+    assert calibrate(depth, normal, focal, fov_range_deg=(20.0, 120.0)).fallback
     result = calibrate(depth, normal, focal, fov_range_deg=(10.0, 150.0))
     assert result.trusted, result.warning
     assert abs(result.focal_px / focal - 1) < 0.02
+    default = calibrate(depth, normal, focal)  # issue 15: the default range is 10-150 degrees
+    assert default.trusted and abs(default.focal_px / focal - 1) < 0.02
 
 
 def test_clamped_depth_is_masked() -> None:
