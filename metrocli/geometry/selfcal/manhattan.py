@@ -96,10 +96,11 @@ def manhattan_frame(terms: Terms) -> ManhattanFrame | None:
     axis = np.argmax(np.abs(dots), axis=1)
     best = np.take_along_axis(dots, axis[:, None], axis=1)[:, 0]
     keep = np.abs(best) > math.cos(math.radians(SNAP_TOL_DEG))
-    share = tuple(float(np.sum(terms.weight[keep & (axis == i)])) for i in range(3))
+    s0, s1, s2 = (float(np.sum(terms.weight[keep & (axis == i)])) for i in range(3))
+    share = (s0, s1, s2)
     if sorted(share)[1] < MIN_AXIS_SHARE or sum(share) < MIN_SNAPPED_SHARE:
         return None
-    return ManhattanFrame(axes, keep, axis[keep], np.sign(best[keep]), share)  # type: ignore[arg-type]
+    return ManhattanFrame(axes, keep, axis[keep], np.sign(best[keep]), share)
 
 
 def snapped_terms(terms: Terms, frame: ManhattanFrame) -> Terms:

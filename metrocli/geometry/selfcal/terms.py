@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 from scipy.ndimage import uniform_filter
@@ -375,11 +376,10 @@ def select(terms: Terms, index: np.ndarray) -> Terms:
     index = np.flatnonzero(index) if index.dtype == bool else index
     weight = terms.weight[index]
     per_pixel = ("px", "py", "pz", "e", "gu", "gv", "cluster", "region", "u", "v")
-    out = replace(
-        terms,
-        **{name: None if getattr(terms, name) is None else getattr(terms, name)[index] for name in per_pixel},
-        weight=weight / weight.sum(),
-    )
+    picked: dict[str, Any] = {
+        name: None if getattr(terms, name) is None else getattr(terms, name)[index] for name in per_pixel
+    }
+    out = replace(terms, **picked, weight=weight / weight.sum())
     if terms.basis is None:
         return out
     return _project(replace(out, basis=terms.basis[np.concatenate([index, index + n])]))
