@@ -38,7 +38,7 @@ MODE_TOL_DEG = 12.0
 
 #: Each of at least two axes must hold this share of the (weighted) usable pixels, and the snapped pixels
 #: at least :data:`MIN_SNAPPED_SHARE` of them: otherwise the scene has no Manhattan frame.
-MIN_AXIS_SHARE = 0.05
+MIN_AXIS_SHARE = 0.02
 MIN_SNAPPED_SHARE = 0.5
 
 #: At most this many pixels are sampled to find the frame.
