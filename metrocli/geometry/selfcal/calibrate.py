@@ -368,10 +368,9 @@ def self_calibrate(
         )
     elif strong and (in_plain or confirmed):
         pass  # the plain estimate: its regions agree closely (its normals' errors are not correlated)
-    elif m_ok and (m_sigma <= MAX_MANHATTAN_ALONE_SIGMA_LOG or not consistent or confirmed):
+    elif m_ok and (m_sigma <= MAX_MANHATTAN_ALONE_SIGMA_LOG or confirmed):
         # The Manhattan estimate: confirmed by the plain estimate, or confident on its own (it is closer to
-        # the truth in 95 % of the benchmark's disagreements), or not contradicted (a plain estimate that
-        # fails its own checks is no evidence).
+        # the truth in 95 % of the benchmark's disagreements).
         x = manhattan_x
         estimate = math.exp(x + log_f0)
         share = DISAGREEMENT_SIGMA_SHARE * disagree if consistent else 0.0
