@@ -140,6 +140,11 @@ class SelfCalResult:
             estimate).
         coherent_misfit_log: the ``log f`` error the spatially coherent misfit could cause (nan without an
             estimate).
+        gradient_px: the plain estimate (predicted normals; px, nan without an estimate).
+        manhattan_px: the estimate with Manhattan-snapped normals (:mod:`.manhattan`; px), nan when the scene
+            has no Manhattan frame; ``manhattan_sigma_log`` its one-sigma uncertainty (``log f``: sandwich and
+            leave-region-out spread together; inf without it). ``estimate_px`` is the one of the two that was
+            used (the plain one when neither was).
     """
 
     focal_px: float
@@ -189,6 +194,9 @@ class SelfCalResult:
             "plane_share": self.plane_share,
             "region_spread_log": _finite_or_none(self.region_spread_log),
             "coherent_misfit_log": _finite_or_none(self.coherent_misfit_log),
+            "gradient_px": _finite_or_none(self.gradient_px),
+            "manhattan_px": _finite_or_none(self.manhattan_px),
+            "manhattan_sigma_log": _finite_or_none(self.manhattan_sigma_log),
             "warning": self.warning,
         }
 
