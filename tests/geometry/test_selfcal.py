@@ -546,10 +546,12 @@ def test_smooth_normal_error_field_gives_no_silent_gross_error() -> None:
 def test_a_120mm_lens_is_found_in_a_10_to_150_degree_range() -> None:
     depth, normal, focal = room_view(120.0)
     assert math.degrees(2 * math.atan(depth.shape[1] / (2 * focal))) < 20.0  # outside the 20-120 default
-    assert calibrate(depth, normal, focal).fallback
+    assert calibrate(depth, normal, focal, fov_range_deg=(20.0, 120.0)).fallback
     result = calibrate(depth, normal, focal, fov_range_deg=(10.0, 150.0))
     assert result.trusted, result.warning
     assert abs(result.focal_px / focal - 1) < 0.02
+    default = calibrate(depth, normal, focal)  # issue 15: the default range is 10-150 degrees
+    assert default.trusted and abs(default.focal_px / focal - 1) < 0.02
 
 
 def test_clamped_depth_is_masked() -> None:
@@ -568,3 +570,74 @@ def test_clamped_depth_is_masked() -> None:
     np.testing.assert_array_equal(mask_clamped_depth(near), near)
     wall = np.full((100, 120), 80.0, np.float32)  # so is a map that is one plateau
     np.testing.assert_array_equal(mask_clamped_depth(wall), wall)
+
+
+# ------------------------------------------------------------- issue 15: the Manhattan estimate
+def _terms(depth: np.ndarray, normal: np.ndarray, focal: float):
+    from metrocli.geometry.selfcal.terms import MAX_SAMPLES, prepare_terms
+
+    h, w = depth.shape
+    terms, _ = prepare_terms(
+        depth,
+        normal,
+        None,
+        None,
+        fx=focal,
+        fy=focal,
+        cx=w / 2,
+        cy=h / 2,
+        max_samples=MAX_SAMPLES,
+        f_ref=focal,
+    )
+    assert terms is not None
+    return terms
+
+
+def test_manhattan_frame_of_a_room_holds_the_floor_normal() -> None:
+    from metrocli.geometry.selfcal.manhattan import manhattan_frame, snapped_terms
+
+    eye, target = (-2.5, -1.6, -4.0), (2.5, -0.8, 3.5)
+    rot = look_at(eye, target)
+    depth, normal, focal = room_view(26.0)
+    terms = _terms(depth, normal, focal)
+    frame = manhattan_frame(terms)
+    assert frame is not None
+    np.testing.assert_allclose(frame.axes @ frame.axes.T, np.eye(3), atol=1e-9)
+    floor_cam = rot.T @ np.array([0.0, -1.0, 0.0])  # the floor's normal (world y is down) in the camera frame
+    assert np.max(np.abs(frame.axes @ floor_cam)) > math.cos(math.radians(2.0))
+    assert sum(frame.axis_share) > 0.5
+    snapped = snapped_terms(terms, frame)
+    assert snapped.weight.size == int(frame.keep.sum())
+    assert snapped.weight.sum() == pytest.approx(1.0)
+    n = np.stack([snapped.px, snapped.py, snapped.pz], 1)
+    assert np.all(np.abs(np.abs(n @ frame.axes.T).max(1) - 1.0) < 1e-9)  # every snapped normal is an axis
+    predicted = np.stack([terms.px, terms.py, terms.pz], 1)[frame.keep]
+    assert np.all(np.sum(n * predicted, 1) > math.cos(math.radians(20.0)))  # the axis nearest the prediction
+
+
+def test_single_wall_has_no_manhattan_frame() -> None:
+    from metrocli.geometry.selfcal.manhattan import manhattan_frame
+
+    depth, normal, focal = inclined_wall_view()
+    assert manhattan_frame(_terms(depth, normal, focal)) is None
+
+
+@pytest.mark.parametrize("lens_mm", [13.0, 77.0])
+def test_manhattan_estimate_is_exact_on_exact_maps(lens_mm: float) -> None:
+    depth, normal, focal = room_view(lens_mm)
+    result = calibrate(depth, normal, focal)
+    assert math.isfinite(result.manhattan_px) and result.manhattan_sigma_log < 0.05
+    assert abs(result.manhattan_px / focal - 1) < 0.02
+    assert abs(result.gradient_px / focal - 1) < 0.02
+    d = result.to_dict()
+    assert d["manhattan_px"] == pytest.approx(result.manhattan_px)
+
+
+def test_a_consistent_plain_estimate_wins_over_a_non_manhattan_scene() -> None:
+    """room_view(26)'s boxes are turned by 20-50 degrees: snapping them to the room's axes moves the Manhattan
+    estimate by about 10 %, but the plain estimate's regions agree closely, so it is the one used."""
+    depth, normal, focal = room_view(26.0)
+    result = calibrate(depth, noisy_normals(normal, 3.0, np.random.default_rng(0)), focal)
+    assert abs(result.manhattan_px / focal - 1) > 0.05
+    assert result.trusted and result.estimate_px == result.gradient_px
+    assert abs(result.focal_px / focal - 1) < 0.02

@@ -1,8 +1,9 @@
 """Self-calibration of the focal length from depth–normal consistency (issue 9). numpy + SciPy only.
 
 Modules: :mod:`.terms` (the per-image precomputation: block means, box filters, masks, the depth-error
-field basis), :mod:`.objective` (the robust loss at one focal length, its uncertainty and leverage) and
-:mod:`.calibrate` (the search over the FOV range, the result and the EXIF cross-check). The public names
+field basis), :mod:`.objective` (the robust loss at one focal length, its uncertainty and leverage),
+:mod:`.manhattan` (the Manhattan frame and the snapped normals) and :mod:`.calibrate` (the search over the
+FOV range, the choice between the two estimates, the result and the EXIF cross-check). The public names
 are re-exported here.
 
 Why the focal length is observable
@@ -55,6 +56,13 @@ and zero confidence, keep at most :data:`~.terms.MAX_SAMPLES` pixels. Each objec
 fifteen vectorised operations and two small matrix products on those pixels: a coarse log-spaced scan of the
 FOV range (on at most :data:`~.calibrate.COARSE_SAMPLES` of them) and a bounded Brent refinement
 (``scipy.optimize.minimize_scalar``). The uncertainty is a cluster-robust sandwich estimate plus a 2 % floor.
+
+Manhattan estimate
+------------------
+Spatially correlated errors of the predicted normals bias the objective. A second estimate
+(:mod:`.manhattan`) replaces each predicted normal that lies near an axis of the scene's dominant orthogonal
+frame by that axis and minimises the same objective; :func:`self_calibrate` uses the plain estimate when its
+image regions agree closely, else the Manhattan one when it is confident or confirmed, else falls back.
 
 Surfaces that are fronto-parallel (``n0x = n0y = 0``) or parallel to the optical axis (``n0z = 0``) carry no
 information; oblique surfaces (about 45 degrees to the optical axis) carry the most. When the scene has too

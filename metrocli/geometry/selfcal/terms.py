@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 from scipy.ndimage import uniform_filter
@@ -92,6 +93,8 @@ class Terms:
     weighted_t: np.ndarray | None = None  # (P, 2N) basis.T times the pixel weights / scale^2
     gram_inv: np.ndarray | None = None  # (P, P) inverse of weighted_t @ basis + diag(penalty)
     penalty: np.ndarray | None = None  # (P,) ridge penalty per mode
+    u: np.ndarray | None = None  # pixel position relative to the principal point (input pixels, square grid)
+    v: np.ndarray | None = None
 
 
 def _block_offsets(k: int) -> list[int]:
@@ -279,6 +282,8 @@ def prepare_terms(
         f0=fx,
         plane_share=plane_share,
         region=region,
+        u=u_s,
+        v=v_s,
     )
     if terms.weight.size >= NUISANCE_MIN_PIXELS_PER_PARAM * len(_nuisance_modes()):
         side = float(max(hw, ww) * k)  # the longer image side, input pixels
@@ -362,16 +367,19 @@ def subset(terms: Terms, max_pixels: int) -> Terms:
     step = n // max_pixels
     if step < 2 or n // step < 4 * MIN_PIXELS:
         return terms
-    sl = slice(None, None, step)
-    weight = terms.weight[sl]
-    out = replace(
-        terms,
-        **{name: getattr(terms, name)[sl] for name in ("px", "py", "pz", "e", "gu", "gv")},
-        weight=weight / weight.sum(),
-        cluster=terms.cluster[sl],
-        region=None if terms.region is None else terms.region[sl],
-    )
+    return select(terms, np.arange(0, n, step))
+
+
+def select(terms: Terms, index: np.ndarray) -> Terms:
+    """The pixels ``index`` (indices or a boolean mask) of ``terms``, weights renormalised."""
+    n = terms.weight.size
+    index = np.flatnonzero(index) if index.dtype == bool else index
+    weight = terms.weight[index]
+    per_pixel = ("px", "py", "pz", "e", "gu", "gv", "cluster", "region", "u", "v")
+    picked: dict[str, Any] = {
+        name: None if getattr(terms, name) is None else getattr(terms, name)[index] for name in per_pixel
+    }
+    out = replace(terms, **picked, weight=weight / weight.sum())
     if terms.basis is None:
         return out
-    keep = np.arange(n)[sl]
-    return _project(replace(out, basis=terms.basis[np.concatenate([keep, keep + n])]))
+    return _project(replace(out, basis=terms.basis[np.concatenate([index, index + n])]))
