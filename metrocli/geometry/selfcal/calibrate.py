@@ -26,9 +26,9 @@ from metrocli.geometry.selfcal.terms import MAX_SAMPLES, MIN_PIXELS, Terms, prep
 if TYPE_CHECKING:
     from metrocli.prediction import Prediction
 
-#: Horizontal field of view range (degrees) searched by default. Issue 15 asks for 10-150 degrees (a 120 mm
-#: equivalent across a portrait photo's short side is about 11 degrees; pass ``fov_range_deg=(10.0, 150.0)``),
-#: but issue 9's seeded-weights test asserts 20-120 degrees for ``--focal auto``: the lead decides.
+#: Horizontal field of view range (degrees) searched by default: a 120 mm equivalent across a portrait photo's
+#: short side is about 11 degrees, a 13 mm one across a landscape photo's long side about 108 degrees. Outside
+#: :data:`PLAIN_FOV_RANGE_DEG` an estimate needs the Manhattan estimate's confirmation.
 DEFAULT_FOV_RANGE_DEG = (10.0, 150.0)
 
 #: Outside this horizontal field of view range (degrees) an estimate is trusted only when the Manhattan
