@@ -246,14 +246,17 @@ def _edge_weight(p, window: int) -> float:
 
 
 def _unconfirmed(n: int, accepted: Sequence) -> list:
-    """The verified pairs whose pose only geometry supports (fewer than
+    """The verified pairs of photos that are not neighbours in capture order (the first and the last photo
+    are, closing an orbit), whose pose only geometry supports (fewer than
     :data:`metrocli.geometry.pairs.MIN_SUPPORT` feature matches agree with it) and that are a bridge of the
-    graph: removing the pair disconnects its photos, so no cycle checks it."""
+    graph: removing the pair disconnects its photos, so no cycle checks it. (Neighbours are exempt: a
+    room's twin lies a large turn away, where non-neighbours are; without them a plain orbit with model
+    depth, a chain of geometry-only neighbours, kept 1 photo of 12.)"""
     from metrocli.geometry.pairs import MIN_SUPPORT
 
     out = []
     for p in accepted:
-        if p.n_inliers >= MIN_SUPPORT:
+        if abs(p.j - p.i) in (1, n - 1) or p.n_inliers >= MIN_SUPPORT:
             continue
         rest = [(q.i, q.j) for q in accepted if q is not p]
         if not any(p.i in c and p.j in c for c in connected_components(n, rest)):

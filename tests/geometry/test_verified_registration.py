@@ -379,10 +379,11 @@ def test_model_depth_leaves_out_a_photo_that_only_geometry_links() -> None:
             information=100.0 * np.eye(6),
         )  # fmt: skip
 
-    # 0-1-2 a triangle of feature-supported pairs; 2-3 only the geometry found (a plain room's twin?)
-    pairs = [edge(0, 1, 40), edge(1, 2, 40), edge(0, 2, 40), edge(2, 3, 0)]
-    assert [(p.i, p.j) for p in _unconfirmed(4, pairs)] == [(2, 3)]
-    assert not _unconfirmed(4, [*pairs, edge(1, 3, 0)])  # a cycle confirms it
+    # 0-1-2 a triangle of feature-supported pairs; 1-3 only the geometry found (a plain room's twin?)
+    pairs = [edge(0, 1, 40), edge(1, 2, 40), edge(0, 2, 40), edge(1, 3, 0)]
+    assert [(p.i, p.j) for p in _unconfirmed(4, pairs)] == [(1, 3)]
+    assert not _unconfirmed(4, [*pairs, edge(2, 3, 0)])  # a cycle confirms it
+    assert not _unconfirmed(4, [*pairs[:3], edge(2, 3, 0)])  # neighbours in capture order are exempt
     comp, *_ = _solve_graph(4, pairs, True, 0.02, (3.0, 0.15))
     assert comp == [0, 1, 2]  # model depth: left out rather than risked
     comp, *_ = _solve_graph(4, pairs, False, 0.02, (1.5, 0.05))
