@@ -608,7 +608,14 @@ def _refined(
             src.scale(scale, np.zeros(3))
     dist = 2.0 * icp_voxel_m
     ev = reg.evaluate_registration(src, di.fine, dist, transform)
-    info = plane_information(src, di.fine, ev, transform)
+    # model depth: its distorted surfaces give point-to-plane residuals a confidence they do not deserve,
+    # and the graph bent a rich pan's poses by 6 degrees to honour them (issue 16); Open3D's point-to-point
+    # information spreads the weight over the whole shared view
+    info = (
+        np.asarray(reg.get_information_matrix_from_point_clouds(src, di.fine, dist, transform))
+        if with_scale
+        else plane_information(src, di.fine, ev, transform)
+    )
     return PairRegistration(
         i, j, True, "",
         scale=scale, transform=transform, n_matches=best.n_matches, n_inliers=best.n_inliers,

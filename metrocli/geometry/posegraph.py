@@ -245,6 +245,25 @@ def _edge_weight(p, window: int) -> float:
     return 100.0 * p.overlap * p.consistency * (2.0 if abs(p.j - p.i) <= window else 1.0)
 
 
+def _unconfirmed(n: int, accepted: Sequence) -> list:
+    """The verified pairs of photos that are not neighbours in capture order (the first and the last photo
+    are, closing an orbit), whose pose only geometry supports (fewer than
+    :data:`metrocli.geometry.pairs.MIN_SUPPORT` feature matches agree with it) and that are a bridge of the
+    graph: removing the pair disconnects its photos, so no cycle checks it. (Neighbours are exempt: a
+    room's twin lies a large turn away, where non-neighbours are; without them a plain orbit with model
+    depth, a chain of geometry-only neighbours, kept 1 photo of 12.)"""
+    from metrocli.geometry.pairs import MIN_SUPPORT
+
+    out = []
+    for p in accepted:
+        if abs(p.j - p.i) in (1, n - 1) or p.n_inliers >= MIN_SUPPORT:
+            continue
+        rest = [(q.i, q.j) for q in accepted if q is not p]
+        if not any(p.i in c and p.j in c for c in connected_components(n, rest)):
+            out.append(p)
+    return out
+
+
 def _solve_graph(
     n: int,
     accepted: Sequence,
@@ -286,6 +305,12 @@ def _solve_graph(
             excess = max(ang / max_residual[0], dist / max_residual[1])
             if excess > 1.0 or (e.i, e.j) in pruned:
                 bad.append((excess if excess > 1.0 else 1.0, e.i, e.j))
+        if not bad and estimate_scale:
+            # model depth: a pose that geometry alone found (no feature matches support it) and that no
+            # other path through the graph confirms may be the room's symmetric twin, which the dense check
+            # cannot tell from the right pose at model depth's tolerance (a plain pan: 90-120 degrees off)
+            inside = [p for p in active if p.i in comp and p.j in comp]
+            bad = [(1.0, p.i, p.j) for p in _unconfirmed(n, inside)]
         if not bad:
             return comp, scales, poses, edges, removed
         _, bi, bj = max(bad)
@@ -487,7 +512,8 @@ def register_frames(
        with the optimised poses are removed (cycle check) and the graph solved again.
     4. Frames left out whose pairs found a pose that fits but refused it as free (a bare wall and the
        floor): placed through that pair, the pose predicts pairs with other registered frames; one whose
-       shared surfaces fix the free directions places the frame (:func:`_place_free_frames`).
+       shared surfaces fix the free directions places the frame (:func:`_place_free_frames`). Exact depth
+       only: with ``estimate_scale`` such a frame is left out.
     5. Loop closures: up to ``loop_closures`` untried pairs per frame whose cameras the poses place close
        together are registered from the predicted pose, verified and added; the graph is solved again.
     6. Frames outside the final graph are left out with the reason.
@@ -545,9 +571,15 @@ def register_frames(
     max_residual = (3.0, 0.15) if estimate_scale else (1.5, 0.05)
     solved = _solve_graph(n, good, estimate_scale, icp_voxel_m, max_residual, window)
     comp, scales, poses, edges, removed = solved
-    # frames left out because the pairs that found their pose left it free: other pairs may fix it
-    if len(comp) > 1 and _place_free_frames(
-        frames, comp, poses, scales, pairs, data, pair, opts, icp_voxel_m, max_residual, loop_closures
+    # frames left out because the pairs that found their pose left it free: other pairs may fix it. Not
+    # with model depth: its distorted walls pin nothing to a degree, and a tiled orbit's views placed this
+    # way pulled their neighbours 6 degrees off (issue 16); such a frame is left out instead
+    if (
+        not estimate_scale
+        and len(comp) > 1
+        and _place_free_frames(
+            frames, comp, poses, scales, pairs, data, pair, opts, icp_voxel_m, max_residual, loop_closures
+        )
     ):
         good = [p for p in pairs.values() if p.ok and (p.i, p.j) not in removed]
         solved = _solve_graph(n, good, estimate_scale, icp_voxel_m, max_residual, window)

@@ -365,3 +365,26 @@ def test_edge_information_is_point_to_plane() -> None:
         o3d.pipelines.registration.get_information_matrix_from_point_clouds(pcd, pcd, 0.05, np.eye(4))
     )
     assert slide @ point @ slide > 500  # what the pose graph used to be told
+
+
+def test_model_depth_leaves_out_a_photo_that_only_geometry_links() -> None:
+    from metrocli.geometry.posegraph import _solve_graph, _unconfirmed
+    from metrocli.geometry.registration import PairRegistration
+
+    def edge(i: int, j: int, support: int) -> PairRegistration:
+        t = np.eye(4)
+        t[0, 3] = 0.3 * (j - i)
+        return PairRegistration(
+            i, j, True, "", transform=t, n_inliers=support, consistency=0.98, overlap=0.5,
+            information=100.0 * np.eye(6),
+        )  # fmt: skip
+
+    # 0-1-2 a triangle of feature-supported pairs; 1-3 only the geometry found (a plain room's twin?)
+    pairs = [edge(0, 1, 40), edge(1, 2, 40), edge(0, 2, 40), edge(1, 3, 0)]
+    assert [(p.i, p.j) for p in _unconfirmed(4, pairs)] == [(1, 3)]
+    assert not _unconfirmed(4, [*pairs, edge(2, 3, 0)])  # a cycle confirms it
+    assert not _unconfirmed(4, [*pairs[:3], edge(2, 3, 0)])  # neighbours in capture order are exempt
+    comp, *_ = _solve_graph(4, pairs, True, 0.02, (3.0, 0.15))
+    assert comp == [0, 1, 2]  # model depth: left out rather than risked
+    comp, *_ = _solve_graph(4, pairs, False, 0.02, (1.5, 0.05))
+    assert comp == [0, 1, 2, 3]  # exact depth: the dense check tells twins apart
