@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
+from metrocli.camera.intrinsics import focal_from_fov
 from metrocli.errors import DepthMapError
 from metrocli.geometry.measure import FOCAL_SIGMA_REL
 from metrocli.geometry.selfcal.manhattan import manhattan_frame, snapped_terms
@@ -293,8 +294,7 @@ def self_calibrate(
     fallback = float(assumed_focal_px if fallback_focal_px is None else fallback_focal_px)
     sigma_rel = DEFAULT_FOCAL_SIGMA_REL if fallback_sigma_rel is None else fallback_sigma_rel
     fallback_sigma = fallback * sigma_rel
-    f_lo = width / (2.0 * math.tan(math.radians(hi_deg) / 2.0))
-    f_hi = width / (2.0 * math.tan(math.radians(lo_deg) / 2.0))
+    f_lo, f_hi = focal_from_fov(width, hi_deg), focal_from_fov(width, lo_deg)
 
     depth = mask_clamped_depth(depth)
     terms, n_usable = prepare_terms(
@@ -350,9 +350,7 @@ def self_calibrate(
     at_edge = edge(x)
     # At the edge of the range the objective is not at a minimum, so its curvature says nothing there.
     flat = leverage < FLAT_LEVERAGE or (not at_edge and not rel_sigma <= FLAT_REL_UNCERTAINTY)
-    plain_lo, plain_hi = (
-        math.log(width / (2.0 * math.tan(math.radians(a) / 2.0))) for a in PLAIN_FOV_RANGE_DEG[::-1]
-    )
+    plain_lo, plain_hi = (math.log(focal_from_fov(width, a)) for a in PLAIN_FOV_RANGE_DEG[::-1])
     reason: UntrustedReason | None = None
     warning = None
     m_sigma = math.hypot(manhattan[1], manhattan[2]) if manhattan is not None else math.inf
