@@ -13,8 +13,9 @@ multiplicative depth error, 1 % per-pixel depth noise, normal error of 5-15 degr
 spatially smooth rotation field and half per-pixel noise; both the per-pixel noise and the depth noise are
 three times larger within a few pixels of depth or normal edges. ``--exact``: exact depth and normals.
 
-Figures: median / p90 of |focal error| (the focal length the step *returns*, i.e. the fallback when it is
-not trusted), the share of *silent* errors above 25 % (not flagged: no fallback and no warning), the 2-sigma
+Figures: median / p90 of |focal error| (the focal length the step *returns*: the fallback when it is not
+trusted, or an uncertain estimate combined with it), the share of *silent* errors above 25 % (not flagged:
+no fallback and no warning), the 2-sigma
 coverage (``|log(f / f_true)| <= 2 * sigma_f / f``, sigma of the returned focal; an infinite sigma counts as
 covering) and the share of cases flagged. ``--quick`` runs a few cases (iteration), the full run several
 hundred (minutes).

@@ -6,6 +6,7 @@ import importlib.util
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import settings
 
@@ -76,3 +77,19 @@ def seeded_weights(fixtures_dir: Path, tmp_path_factory: pytest.TempPathFactory)
         return cache[variant]
 
     return make
+
+
+def _half_tilted(normal: np.ndarray, tilt_deg: float) -> np.ndarray:
+    """``normal`` (H, W, 3) turned about the camera's x axis by ``+tilt_deg`` on the left half of the image
+    and ``-tilt_deg`` on the right: a normal error shared by large parts of the image (issue 15)."""
+    w = normal.shape[1]
+    angle = np.radians(tilt_deg) * np.where(np.arange(w) < w / 2, 1.0, -1.0)[None, :]
+    c, s = np.cos(angle), np.sin(angle)
+    n0, n1, n2 = normal[..., 0], normal[..., 1], normal[..., 2]
+    return np.stack([n0, c * n1 - s * n2, s * n1 + c * n2], -1).astype(np.float32)
+
+
+@pytest.fixture(scope="session")
+def half_tilted():
+    """:func:`_half_tilted`: predicted normals with a tilt shared by each half of the image."""
+    return _half_tilted

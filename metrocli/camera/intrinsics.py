@@ -13,7 +13,9 @@ from typing import Literal
 
 import numpy as np
 
-FocalSource = Literal["user", "exif-focal-plane", "exif-35mm", "sensor-table", "default", "self-calibrated"]
+FocalSource = Literal[
+    "user", "exif-focal-plane", "exif-35mm", "sensor-table", "default", "self-calibrated", "combined"
+]
 
 #: Diagonal of a 36 x 24 mm film frame, the reference of "35 mm equivalent" focal lengths (mm).
 FULL_FRAME_DIAGONAL_MM = math.hypot(36.0, 24.0)

@@ -46,7 +46,7 @@ def measurement_warnings(photo: Photo, depth: DepthMap) -> tuple[str, ...]:
     out = list(photo.warnings)
     sc = depth.selfcal.selfcal if depth.selfcal is not None else None
     if sc is not None:
-        if sc.fallback:
+        if not sc.trusted:
             out.append(sc.warning or "self-calibration not trusted; using the photo's focal length")
         else:
             out = [w for w in out if UNRELIABLE_SCALE not in w]

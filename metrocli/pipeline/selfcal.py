@@ -74,8 +74,9 @@ class FocalCalibration:
     """The outcome of ``--focal auto`` for one photo.
 
     Attributes:
-        intrinsics: what the photo's depth is now computed with; ``focal_source`` is ``"self-calibrated"``
-            (or the photo's own source when the self-calibration fell back).
+        intrinsics: what the photo's depth is now computed with; ``focal_source`` is ``"self-calibrated"``,
+            ``"combined"`` (an untrusted estimate combined with the photo's own focal length) or the photo's
+            own source when the self-calibration fell back.
         selfcal: the search result (focal, uncertainty, flatness, warning).
         photo_intrinsics: the photo's intrinsics before self-calibration (EXIF, user or default).
     """
@@ -163,10 +164,12 @@ def self_calibrated_prediction(
     prefix = f"{label}: " if label else ""
     if result.warning:
         unreliable = (
-            f": {UNRELIABLE_SCALE}" if result.fallback and photo_intrinsics.focal_source == "default" else ""
+            f": {UNRELIABLE_SCALE}"
+            if not result.trusted and photo_intrinsics.focal_source == "default"
+            else ""
         )
         log.warning("%s%s%s", prefix, result.warning, unreliable)
-    elif not result.fallback:
+    else:
         log.info(
             "%sself-calibrated focal length %.1f ± %.1f px", prefix, result.focal_px, result.focal_sigma_px
         )
@@ -174,7 +177,7 @@ def self_calibrated_prediction(
         if photo_intrinsics.fx != prediction.intrinsics.fx:
             prediction = apply_focal(prediction, photo_intrinsics.fx, photo_intrinsics.focal_source)
     else:
-        prediction = apply_focal(prediction, result.focal_px, "self-calibrated")
+        prediction = apply_focal(prediction, result.focal_px, result.focal_source)
     return SelfCalibrated(prediction=prediction, selfcal=result, photo_intrinsics=photo_intrinsics)
 
 

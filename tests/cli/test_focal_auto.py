@@ -52,10 +52,17 @@ def test_depth_focal_auto_and_info_check_focal(photo: Path, tmp_path: Path, seed
     sidecar = json.loads((out / "scene_a.json").read_text())
     selfcal = sidecar["selfcal"]
     assert selfcal["photo_focal_source"] == "default"  # a PNG without EXIF
-    # either a trusted estimate (source self-calibrated) or a fallback to the photo's focal, with a warning
+    # a trusted estimate (source self-calibrated), an uncertain one combined with the photo's focal length
+    # (source combined, with a warning), or a fallback to the photo's focal length, with a warning
     source = sidecar["intrinsics"]["focal_source"]
     if source == "self-calibrated":
+        assert selfcal["selfcal"]["trusted"] is True
         assert selfcal["selfcal"]["focal_px"] == pytest.approx(sidecar["intrinsics"]["fx"])
+    elif source == "combined":
+        assert selfcal["selfcal"]["trusted"] is False and selfcal["selfcal"]["combined"] is True
+        assert selfcal["selfcal"]["focal_px"] == pytest.approx(sidecar["intrinsics"]["fx"])
+        assert "combined with the fallback" in selfcal["selfcal"]["warning"]
+        assert selfcal["selfcal"]["focal_sigma_px"] > 0
     else:
         assert source == "default" and selfcal["selfcal"]["warning"]
 

@@ -554,6 +554,40 @@ def test_a_120mm_lens_is_found_in_a_10_to_150_degree_range() -> None:
     assert default.trusted and abs(default.focal_px / focal - 1) < 0.02
 
 
+def test_an_uncertain_estimate_is_combined_with_the_fallback_by_their_sigmas(half_tilted) -> None:
+    depth, normal, focal = street_view(26.0)
+    result = calibrate(depth, half_tilted(normal, 25.0), focal, fallback_focal_px=700.0)
+    assert result.reason == "uncertain" and not result.trusted
+    assert result.combined and not result.fallback and result.focal_source == "combined"
+    assert result.warning is not None and "combined with the fallback focal length 700.0 px" in result.warning
+    # between the fallback and the estimates, better known than the fallback, and honest about the truth
+    assert min(result.estimate_px, result.manhattan_px) < result.focal_px < 700.0
+    assert result.focal_sigma_px < 700.0 * DEFAULT_FOCAL_SIGMA_REL
+    assert result.uncertainty_px == result.focal_sigma_px
+    assert abs(math.log(result.focal_px / focal)) <= 2 * result.focal_sigma_px / result.focal_px
+    d = result.to_dict()
+    assert d["combined"] is True and d["trusted"] is False and d["focal_source"] == "combined"
+    # a fallback known exactly (a user's focal length) outweighs any uncertain estimate
+    exact = calibrate(
+        depth, half_tilted(normal, 25.0), focal, fallback_focal_px=700.0, fallback_sigma_rel=0.0
+    )
+    assert exact.fallback and not exact.combined and exact.focal_px == 700.0 and exact.reason == "uncertain"
+    assert "using the fallback focal length 700.0 px" in (exact.warning or "")
+    assert check_focal(focal, result) == (pytest.approx(math.nan, nan_ok=True), False)
+
+
+def test_a_confident_manhattan_estimate_overrules_a_plain_one_it_contradicts(half_tilted) -> None:
+    """An 8 degree tilt of the normals on each half of a street view bends the plain estimate 48 % while its
+    regions agree within 0.1 %; the Manhattan estimate, 73 % away from it, is used with their disagreement in
+    its sigma."""
+    depth, normal, focal = street_view(26.0)
+    result = calibrate(depth, half_tilted(normal, 8.0), focal)
+    assert result.gradient_px < 0.6 * focal  # the plain estimate alone would be a silent gross error
+    assert result.trusted and result.focal_px == pytest.approx(result.manhattan_px)
+    assert abs(result.focal_px / focal - 1) < 0.15
+    assert abs(math.log(result.focal_px / focal)) <= 2 * result.focal_sigma_px / result.focal_px
+
+
 def test_clamped_depth_is_masked() -> None:
     depth = np.full((100, 120), 4.0, np.float32)
     depth[:, :60] = np.linspace(2.0, 5.0, 60, dtype=np.float32)

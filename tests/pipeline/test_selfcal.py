@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -128,6 +129,32 @@ def test_focal_auto_messages_never_contradict_each_other(rendered, tmp_path, cap
     assert out.selfcal.fallback
     (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert warning.startswith("wall.jpg: ") and "UNRELIABLE" in warning
+
+
+def test_an_uncertain_self_calibration_is_combined_and_says_so(rendered, half_tilted, caplog) -> None:
+    """Issue 15: an untrusted estimate is combined with the 65 degree default by their sigmas; the photo's
+    depth uses the combination (``focal_source`` "combined"), and the warning says so and keeps "METRIC SCALE
+    IS UNRELIABLE" (the sigma is still wide)."""
+    pred = model_like_prediction(rendered, 500.0)
+    pred = replace(pred, normal=half_tilted(pred.normal, 20.0))
+    with caplog.at_level(logging.INFO, logger="metrocli"):
+        out = self_calibrated_prediction(pred, label="tilted.jpg")
+    sc = out.selfcal
+    assert sc.combined and not sc.trusted and sc.reason == "uncertain"
+    assert out.prediction.intrinsics.fx == pytest.approx(sc.focal_px) != 500.0
+    assert out.prediction.intrinsics.focal_source == "combined"
+    np.testing.assert_allclose(out.prediction.depth, pred.depth * (sc.focal_px / 500.0), rtol=1e-5)
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warning.startswith("tilted.jpg: self-calibration: ") and "combined with the fallback" in warning
+    assert "UNRELIABLE" in warning
+    assert not any("self-calibrated focal length" in r.getMessage() for r in caplog.records)
+    report = out.report()
+    assert report["focal_source"] == "combined" and report["uncertainty_px"] == pytest.approx(
+        sc.focal_sigma_px
+    )
+    assert report["disagreement"] is None  # an untrusted estimate cross-checks nothing
+    true_fx = rendered.intrinsics.fx
+    assert abs(math.log(sc.focal_px / true_fx)) <= 2 * sc.focal_sigma_px / sc.focal_px
 
 
 def test_focal_check_reports_disagreement(rendered) -> None:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from metrocli.camera.intrinsics import focal_from_fov
+from metrocli.camera.intrinsics import FocalSource, focal_from_fov
 from metrocli.errors import DepthMapError
 from metrocli.geometry.measure import FOCAL_SIGMA_REL
 from metrocli.geometry.selfcal.manhattan import manhattan_frame, snapped_terms
@@ -87,6 +87,16 @@ CLAMP_MIN_SHARE = 0.002
 CLAMP_MIN_DEPTH_M = 30.0
 CLAMP_MAX_SHARE = 0.98
 
+#: An estimate not trusted for being ``"uncertain"`` (its regions or its two cues disagree) is still evidence:
+#: it is combined with the fallback focal length, taken as a prior with the fallback's own sigma, by inverse
+#: variance in ``log f``. The estimate's sigma is its data's own (the Manhattan estimate's sandwich and
+#: leave-region-out spread and its disagreement with the plain one; else the plain one's sandwich,
+#: leave-region-out spread and coherent misfit; with this floor) times this factor, because it was not
+#: trusted. On the benchmark the combination's error
+#: is below the fallback's in most untrusted cases and 2 sigma covers it (benchmarks/README.md).
+UNTRUSTED_SIGMA_FACTOR = 2.0
+UNTRUSTED_SIGMA_FLOOR_LOG = 0.05
+
 #: Why an estimate is not trusted (``SelfCalResult.reason``).
 UntrustedReason = Literal["too-few-pixels", "flat", "single-plane", "uncertain", "range-edge"]
 
@@ -116,15 +126,19 @@ class SelfCalResult:
     """The outcome of :func:`self_calibrate`; all focal lengths in pixels of the ``width`` x ``height`` image.
 
     Attributes:
-        focal_px: the self-calibrated focal length (px); the fallback focal length when ``fallback``.
+        focal_px: the self-calibrated focal length (px); the fallback focal length when ``fallback``; the
+            fallback and the untrusted estimate combined (:data:`UNTRUSTED_SIGMA_FACTOR`) when ``combined``.
         uncertainty_px: one-sigma uncertainty of ``focal_px`` (px), from the curvature of the objective and
-            the spread of per-pixel slopes (cluster-robust sandwich estimate) plus a 2 % floor; ``inf``
-            when there is no estimate.
+            the spread of per-pixel slopes (cluster-robust sandwich estimate) plus a 2 % floor (the
+            combination's when ``combined``); ``inf`` when ``focal_px`` is the fallback.
         fov_deg: horizontal field of view (degrees) of ``focal_px``.
         objective_flat: the objective barely depends on the focal length (e.g. a fronto-parallel wall) or too
             few pixels were usable: no trustworthy estimate.
         fallback: ``focal_px`` is the fallback focal length, not an estimate (flat objective, too few pixels,
-            or optimum at the edge of the FOV range).
+            one plane, optimum at the edge of the FOV range, or an uncertain estimate the fallback outweighs
+            completely, e.g. a ``user`` focal length).
+        combined: ``focal_px`` is an untrusted (``"uncertain"``) estimate combined with the fallback by their
+            uncertainties: neither trusted nor the fallback.
         estimate_px: the minimiser of the objective even when it was not trusted (px); nan without pixels.
         samples: ``(focal_px, objective)`` pairs of the coarse scan, ascending focal length (diagnostics).
         n_pixels: number of pixels that entered the objective.
@@ -134,8 +148,8 @@ class SelfCalResult:
         reason: why the estimate is not trusted (``"too-few-pixels"``, ``"flat"``, ``"single-plane"``,
             ``"uncertain"``, ``"range-edge"``), None when it is.
         focal_sigma_px: one-sigma uncertainty (px) of the returned ``focal_px``: ``uncertainty_px`` when
-            trusted, else the fallback's own (:data:`DEFAULT_FOCAL_SIGMA_REL` of it unless the caller states
-            another).
+            trusted or combined, else the fallback's own (:data:`DEFAULT_FOCAL_SIGMA_REL` of it unless the
+            caller states another).
         plane_share: share of the valid depth on one plane (depth geometry); near 1: one wall or floor.
         region_spread_log: standard deviation of ``log f`` over leave-one-region-out refits (nan without an
             estimate).
@@ -166,16 +180,21 @@ class SelfCalResult:
     gradient_px: float = math.nan
     manhattan_px: float = math.nan
     manhattan_sigma_log: float = math.inf
+    combined: bool = False
 
     @property
     def trusted(self) -> bool:
-        """The estimate is used (``focal_px`` is the estimate, not the fallback)."""
-        return not self.fallback
+        """The estimate is trusted and used (``focal_px`` is the estimate, neither the fallback nor a
+        combination with it)."""
+        return self.reason is None
 
     @property
-    def focal_source(self) -> str:
-        """``"self-calibrated"``, or ``"default"`` when the result is the fallback."""
-        return "default" if self.fallback else "self-calibrated"
+    def focal_source(self) -> FocalSource:
+        """``"self-calibrated"``, ``"combined"`` (an untrusted estimate combined with the fallback), or
+        ``"default"`` when the result is the fallback."""
+        if self.fallback:
+            return "default"
+        return "combined" if self.combined else "self-calibrated"
 
     def to_dict(self) -> dict:
         """JSON-ready summary (without the curve samples)."""
@@ -185,6 +204,7 @@ class SelfCalResult:
             "fov_deg": self.fov_deg,
             "objective_flat": self.objective_flat,
             "fallback": self.fallback,
+            "combined": self.combined,
             "estimate_px": self.estimate_px if math.isfinite(self.estimate_px) else None,
             "n_pixels": self.n_pixels,
             "leverage": self.leverage,
@@ -361,6 +381,9 @@ def self_calibrate(
     m_ok = manhattan is not None and not edge(manhattan_x) and m_sigma <= MAX_MANHATTAN_SIGMA_LOG
     confirmed = m_ok and disagree <= MAX_CUE_DISAGREEMENT_LOG
     in_plain = plain_lo <= x + log_f0 <= plain_hi
+    # A confident Manhattan estimate far from a strong plain one: a smooth normal error shared by large parts
+    # of the image (a tilt) can bend the plain estimate while its regions still agree.
+    contradicted = m_ok and m_sigma <= MAX_MANHATTAN_ALONE_SIGMA_LOG and disagree > MAX_CUE_DISAGREEMENT_LOG
     if flat:
         reason = "flat"
         warning = (
@@ -372,7 +395,7 @@ def self_calibrate(
         warning = (
             f"{terms.plane_share:.0%} of the depth lies on one plane: the focal length is not observable"
         )
-    elif strong and (in_plain or confirmed):
+    elif strong and (in_plain or confirmed) and not contradicted:
         pass  # the plain estimate: its regions agree closely (its normals' errors are not correlated)
     elif m_ok and (m_sigma <= MAX_MANHATTAN_ALONE_SIGMA_LOG or confirmed):
         # The Manhattan estimate: confirmed by the plain estimate, or confident on its own (it is closer to
@@ -413,11 +436,30 @@ def self_calibrate(
             " of the focal length) "
             "and the scene has no Manhattan frame to confirm it"
         )
-    use_fallback = reason is not None
-    focal = fallback if use_fallback else estimate
+    combined = None
+    if reason == "uncertain":
+        if manhattan is not None and not edge(manhattan_x) and math.isfinite(m_sigma):
+            cue = (manhattan_x, math.hypot(m_sigma, disagree, UNTRUSTED_SIGMA_FLOOR_LOG))
+        else:
+            cue = (x_gradient, math.hypot(sigma_log, spread, misfit, UNTRUSTED_SIGMA_FLOOR_LOG))
+        combined = _combine(
+            (math.log(fallback) - log_f0, sigma_rel), (cue[0], UNTRUSTED_SIGMA_FACTOR * cue[1])
+        )
+    use_fallback = reason is not None and combined is None
+    if combined is not None:
+        focal = math.exp(combined[0] + log_f0)
+        focal_sigma = focal * combined[1]
+        note = (
+            f"combined with the fallback focal length {fallback:.1f} px (± {sigma_rel:.0%}) by their "
+            f"uncertainties: {focal:.1f} ± {focal_sigma:.1f} px"
+        )
+    else:
+        focal = fallback if use_fallback else estimate
+        focal_sigma = fallback_sigma if use_fallback else estimate * rel_sigma
+        note = f"using the fallback focal length {fallback:.1f} px"
     return SelfCalResult(
         focal_px=focal,
-        uncertainty_px=estimate * rel_sigma if not use_fallback else math.inf,
+        uncertainty_px=math.inf if use_fallback else focal_sigma,
         fov_deg=_fov_deg(width, focal),
         objective_flat=flat,
         fallback=use_fallback,
@@ -425,20 +467,27 @@ def self_calibrate(
         samples=samples,
         n_pixels=int(terms.weight.size),
         leverage=leverage,
-        warning=(
-            f"self-calibration: {warning}; using the fallback focal length {fallback:.1f} px"
-            if warning
-            else None
-        ),
+        warning=f"self-calibration: {warning}; {note}" if warning else None,
         reason=reason,
-        focal_sigma_px=fallback_sigma if use_fallback else estimate * rel_sigma,
+        focal_sigma_px=focal_sigma,
         plane_share=terms.plane_share,
         region_spread_log=spread,
         coherent_misfit_log=misfit,
         gradient_px=math.exp(x_gradient + log_f0),
         manhattan_px=math.exp(manhattan[0] + log_f0) if manhattan is not None else math.nan,
         manhattan_sigma_log=m_sigma,
+        combined=combined is not None,
     )
+
+
+def _combine(prior: tuple[float, float], cue: tuple[float, float]) -> tuple[float, float] | None:
+    """Inverse-variance combination of two ``(log f, sigma_log)`` values; None when either sigma is not
+    positive and finite (a ``user`` fallback of sigma 0 outweighs any estimate: the fallback is used)."""
+    (x0, s0), (x1, s1) = prior, cue
+    if not (0 < s0 < math.inf and 0 < s1 < math.inf):
+        return None
+    w0, w1 = 1.0 / s0**2, 1.0 / s1**2
+    return (w0 * x0 + w1 * x1) / (w0 + w1), 1.0 / math.sqrt(w0 + w1)
 
 
 def _search(terms: Terms, grid: np.ndarray, log_f0: float) -> tuple[float, np.ndarray]:
@@ -543,12 +592,12 @@ def check_focal(
 
     Returns ``(disagreement_ratio, is_off)``: ``disagreement_ratio = selfcal.estimate_px / exif_focal_px - 1``
     (signed; +0.2 = the image looks 20 % more telephoto than EXIF says) and ``is_off`` when its magnitude
-    exceeds ``tolerance`` (10 %) *and* the self-calibration is trustworthy (not a fallback). A fallback gives
+    exceeds ``tolerance`` (10 %) *and* the self-calibration is trusted. An untrusted one gives
     ``(nan, False)``: nothing can be said.
     """
     if not (math.isfinite(exif_focal_px) and exif_focal_px > 0):
         raise DepthMapError(f"EXIF focal length must be positive, got {exif_focal_px!r} px")
-    if selfcal.fallback or not math.isfinite(selfcal.estimate_px):
+    if not selfcal.trusted or not math.isfinite(selfcal.estimate_px):
         return math.nan, False
     ratio = selfcal.estimate_px / exif_focal_px - 1.0
     return ratio, abs(ratio) > tolerance
