@@ -24,7 +24,7 @@ numpy only.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -67,7 +67,8 @@ def correction_rms(coefficients: np.ndarray | None, shape: tuple[int, ...], stri
 class JointFit:
     """Result of :func:`refine_jointly`: the refined ``poses`` (4x4 camera-to-reference), ``scales`` and
     correction ``coefficients`` per frame, the robust RMS point-to-plane residual (metres) of the edges
-    before and after, and the number of samples of the last round."""
+    before and after, the number of samples of the last round, and per edge ``(i, j)`` the median absolute
+    residual (metres) before and after (``edge_median_m``: ``{(i, j): (before, after)}``)."""
 
     poses: dict[int, np.ndarray]
     scales: dict[int, float]
@@ -75,6 +76,7 @@ class JointFit:
     rms_before_m: float
     rms_after_m: float
     n_samples: int
+    edge_median_m: dict[tuple[int, int], tuple[float, float]] = field(default_factory=dict)
 
 
 #: Unknowns per frame: rotation (3), translation (3), log scale (1), correction coefficients.
@@ -183,16 +185,18 @@ def refine_jointly(
     coef = {k: np.zeros(nt) for k in nodes}
     pairs = [(a, b) for a, b in edges if a in index and b in index]
     first = last = 0.0
+    edge_median: dict[tuple[int, int], list[float]] = {}
     n_samples = 0
     for round_ in range(rounds + 1):
         views = {k: _View(depths_m[k], intrinsics[k], pose[k], scale[k], coef[k], stride) for k in nodes}
-        res_list, val_list, col_list = [], [], []
-        for a, b in pairs:
+        res_list, val_list, col_list, owner = [], [], [], []
+        for e, (a, b) in enumerate(pairs):
             for i, j in ((a, b), (b, a)):
                 r, v, c = _edge_rows(views[i], views[j], index[i], index[j], max_log_residual)
                 res_list.append(r)
                 val_list.append(v)
                 col_list.append(c)
+                owner.append(np.full(len(r), e))
         r = np.concatenate(res_list) if res_list else np.zeros(0)
         if len(r) < 100:
             break
@@ -202,6 +206,10 @@ def refine_jointly(
         if round_ == 0:
             first = rms
         last, n_samples = rms, len(r)
+        edge_of = np.concatenate(owner)
+        for e, key in enumerate(pairs):
+            mine = np.abs(r[edge_of == e])
+            edge_median.setdefault(key, []).append(float(np.median(mine)) if len(mine) else float("inf"))
         if round_ == rounds:
             break
         vals, cols = np.vstack(val_list), np.vstack(col_list)
@@ -229,4 +237,5 @@ def refine_jointly(
             pose[k] = new
             scale[k] *= float(np.exp(d[6]))
             coef[k] = coef[k] + d[7:]
-    return JointFit(pose, scale, coef, first, last, n_samples)
+    edges_out = {key: (v[0], v[-1]) for key, v in edge_median.items()}
+    return JointFit(pose, scale, coef, first, last, n_samples, edges_out)
