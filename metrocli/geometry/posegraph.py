@@ -512,6 +512,7 @@ CORRECTION_MAX_TURN = 2.0
 
 def _correct_depth(
     frames: Sequence,
+    features: Sequence,
     poses: dict[int, np.ndarray],
     scales: dict[int, float],
     edges: Sequence[Edge],
@@ -519,17 +520,23 @@ def _correct_depth(
     max_residual_deg: float,
 ) -> tuple[dict[int, np.ndarray], dict[int, float], dict[int, np.ndarray]]:
     """Per-frame smooth depth corrections estimated jointly with the poses and scales (model depth) from
-    the graph's kept edges (:func:`metrocli.geometry.depth_correction.refine_jointly`, started from the
-    graph's solution). Kept only when the edges' residual drops by :data:`CORRECTION_GAIN`, no edge's median
-    residual grows and no pose turns by more than :data:`CORRECTION_MAX_TURN` x ``max_residual_deg`` (the
+    the graph's kept edges, their surfaces and their image ``features``' matches
+    (:func:`metrocli.geometry.depth_correction.refine_jointly`, started from the graph's solution). Kept
+    only when the edges' residual drops by :data:`CORRECTION_GAIN`, no edge's median residual grows and no
+    pose turns by more than :data:`CORRECTION_MAX_TURN` x ``max_residual_deg`` (the
     graph's poses at model depth are off by degrees where the distortion tilted the surfaces: a plain
     orbit's by up to 4.8 degrees, which the refinement brings within 0.6); otherwise the graph's poses and
     scales are returned with no correction. Returns ``(poses, scales, coefficients)``."""
     from metrocli.geometry.depth_correction import refine_jointly
+    from metrocli.geometry.registration import match_features
 
+    matches = {}
+    for e in edges:
+        m = match_features(features[e.i], features[e.j])
+        matches[(e.i, e.j)] = (features[e.i].keypoints_px[m[:, 0]], features[e.j].keypoints_px[m[:, 1]])
     fit = refine_jointly(
         {k: frames[k].depth_m for k in poses}, {k: frames[k].intrinsics for k in poses}, poses, scales,
-        [(e.i, e.j) for e in edges], reference,
+        [(e.i, e.j) for e in edges], reference, matches=matches,
     )  # fmt: skip
     turn = max(_edge_residual({0: poses[k], 1: fit.poses[k]}, Edge(0, 1, np.eye(4)))[0] for k in poses)
     worse = [key for key, (before, after) in fit.edge_median_m.items() if not after <= before]
@@ -678,7 +685,10 @@ def register_frames(
             removed += more
     corrections: dict[int, np.ndarray] = {}
     if estimate_scale and correct_depth and len(comp) >= 3:
-        poses, scales, corrections = _correct_depth(frames, poses, scales, edges, comp[0], max_residual[0])
+        features = [d.features for d in data]
+        poses, scales, corrections = _correct_depth(
+            frames, features, poses, scales, edges, comp[0], max_residual[0]
+        )
     reference = comp[0]
     left_out = _left_out_reasons(frames, list(pairs.values()), comp, removed)
     uncertainty = _pose_uncertainty(poses, edges, pairs, reference)
