@@ -10,15 +10,20 @@ of the normalised image position (``x, y`` in ``[-1, 1]`` across the image's wid
 has no constant term (the scale holds it) and is centred over the image. The depth used is then
 ``s_k * c_k(u) * d_k(u)``.
 
-Estimation (:func:`estimate_corrections`)
-    For every edge ``(i, j)`` of the registered graph, pixels of ``i`` are placed with the current poses,
-    scales and corrections and projected into ``j``; the log-depth residual ``log(z_from_i / z_j(u_j))``,
-    linearised in the coefficients of both photos, gives one equation per sample. One least-squares problem
-    over all photos (a per-photo log-scale nuisance term, a small ridge toward 0 for the modes the pairs
-    cannot see, robust weights; samples off by more than :data:`MAX_LOG_RESIDUAL`, occlusions, dropped)
-    gives the update of every photo's coefficients.
+Estimation (:func:`refine_jointly`)
+    After the pose graph, its poses, scales and every photo's correction are refined together by
+    Gauss-Newton: for every kept edge ``(i, j)``, pixels of ``i`` placed with the current poses, scales and
+    corrections and projected into ``j`` give point-to-plane distances to ``j``'s surface (samples whose
+    depths differ by more than :data:`MAX_LOG_RESIDUAL` in log, occlusions, dropped), and image feature
+    matches give reprojection errors; both are linear in small rotations and translations of the photos,
+    their log scales and their coefficients. Robust weights; a small ridge pulls the coefficients toward 0
+    (the modes no edge observes), the reference photo's pose and scale are held. Surfaces alone trade a
+    photo's turn against a tilt of its depth (a pan, a view of walls); the features' reprojection, which a
+    turn moves everywhere and a tilt only through parallax, tells them apart.
 
-numpy only.
+SciPy (sparse normal equations) + numpy. (A first design, fitting the log-depth residuals with the poses
+held and re-running ICP and the graph in turns, stalled where the poses had absorbed the tilt: rich pan
+3.7 to 4.0 degrees.)
 """
 
 from __future__ import annotations
