@@ -44,6 +44,7 @@ def run_case(texture: str, kind: str, n: int, depth: str, *, lenses=(26.0,), por
         reg.poses,
         reg.scales,
         true_depths_m=[r.depth_m for r in seq.renders],
+        fields={k: reg.correction(k, depths[k].shape) for k in reg.poses},
     )
     return reg, err, seconds
 

@@ -308,7 +308,12 @@ def _register_and_fuse(
     )
     t1 = time.perf_counter()
     fusion_frames = [
-        FusionFrame(views[k].rgb, views[k].depth.depth_m * reg.scales[k], views[k].intrinsics, reg.poses[k])
+        FusionFrame(
+            views[k].rgb,
+            views[k].depth.depth_m * reg.depth_factor(k, views[k].depth.depth_m.shape),
+            views[k].intrinsics,
+            reg.poses[k],
+        )
         for k in sorted(reg.poses)
     ]
     voxel = float(opts.voxel_m) if opts.voxel_m is not None else default_voxel_m(fusion_frames)

@@ -114,8 +114,14 @@ def fingerprint(photos: Sequence[Path]) -> list[list[Any]]:
 
 
 def _photo_record(
-    view: LoadedView, pose: np.ndarray, scale: float, uncertainty: tuple[float, float] | None = None
+    view: LoadedView,
+    pose: np.ndarray,
+    scale: float,
+    uncertainty: tuple[float, float] | None = None,
+    correction: np.ndarray | None = None,
 ) -> dict[str, Any]:
+    from metrocli.geometry.depth_correction import CORRECTION_TERMS, correction_rms
+
     selfcal = view.selfcal
     rot, trans = uncertainty if uncertainty is not None else (None, None)
     return {
@@ -127,6 +133,12 @@ def _photo_record(
         "orientation": view.orientation,
         "scale": scale,
         "pose_uncertainty": {"rotation_deg": _finite(rot), "translation_m": _finite(trans)},
+        "depth_correction": None
+        if correction is None
+        else {
+            "coefficients": dict(zip(CORRECTION_TERMS, np.round(correction, 6).tolist(), strict=True)),
+            "rms": _finite(correction_rms(correction, view.rgb.shape)),
+        },
         "depth_source": view.depth.label,
         "depth_file": str(view.depth.depth_file) if view.depth.depth_file else None,
         "focal_uncertainty_px": selfcal["uncertainty_px"] if selfcal else None,
@@ -183,6 +195,11 @@ def scene_doc(
         "per_photo_scale": fused.per_photo_scale,
         "scale_reference": reg.scale_reference,
         "scale_meaning": "depth of the photo is multiplied by scale before fusion",
+        "depth_correction_meaning": (
+            "model depth: depth of the photo is also multiplied by exp(sum of coefficient * term), terms of "
+            "x, y in [-1, 1] across the image's width and height: x, y, x2 = x^2 - 1/3, y2 = y^2 - 1/3, "
+            "xy = x*y; rms: RMS of that exponent over the image (null: no correction)"
+        ),
         "voxel_m": fused.voxel_m,
         "n_vertices": fused.n_vertices,
         "n_triangles": fused.n_triangles,
@@ -192,7 +209,13 @@ def scene_doc(
         "n_left_out": len(left_out),
         "partial": len(left_out) > len(reg.poses),
         "photos": [
-            _photo_record(views[k], reg.poses[k], reg.scales[k], reg.pose_uncertainty.get(k))
+            _photo_record(
+                views[k],
+                reg.poses[k],
+                reg.scales[k],
+                reg.pose_uncertainty.get(k),
+                reg.depth_correction.get(k),
+            )
             for k in sorted(reg.poses)
         ],
         "left_out": [{"photo": n, "reason": r} for n, r in sorted(left_out.items())],

@@ -183,9 +183,12 @@ def pose_errors(
     scales: dict[int, float],
     *,
     true_depths_m: list[np.ndarray] | None = None,
+    fields: dict[int, np.ndarray] | None = None,
     stride: int = 8,
 ) -> PoseErrors:
-    """Errors of estimated camera-to-reference ``poses`` (depth of view ``k`` multiplied by ``scales[k]``).
+    """Errors of estimated camera-to-reference ``poses`` (depth of view ``k`` multiplied by ``scales[k]`` and,
+    when given, by the (H, W) factor field ``fields[k]``: its depth correction,
+    :meth:`metrocli.geometry.posegraph.MultiviewRegistration.correction`).
 
     ``depths_m``: the depth maps registration saw; ``true_depths_m``: the exact ones (default the same).
     The estimated reconstruction's overall scale is free (model depth fixes it only up to a factor): it is
@@ -194,6 +197,8 @@ def pose_errors(
     from metrocli.geometry.backproject import backproject_pixels
 
     true_depths_m = depths_m if true_depths_m is None else true_depths_m
+    fields = fields or {}
+    depths_m = [d * fields[k] if k in fields else d for k, d in enumerate(depths_m)]
     ref_inv = np.linalg.inv(true_poses[reference])
     truth = {k: ref_inv @ true_poses[k] for k in poses}
     ratios = []

@@ -128,6 +128,7 @@ def _register(seq, depth: str = "exact", **kw):
     err = pose_errors(
         [r.pose for r in seq.renders], depths, [r.intrinsics for r in seq.renders], reg.reference,
         reg.poses, reg.scales, true_depths_m=[r.depth_m for r in seq.renders],
+        fields={k: reg.correction(k, depths[k].shape) for k in reg.poses},
     )  # fmt: skip
     return reg, err
 

@@ -74,6 +74,7 @@ def test_six_views_with_sensor_depth(renders, tmp_path) -> None:
     assert rotated["orientation"] == 6 and rotated["intrinsics"]["width"] == 480
     for p, v, r in zip(doc["photos"], ROOM_VIEWS, renders, strict=True):
         assert p["scale"] == 1.0
+        assert p["depth_correction"] is None  # metric depth: no correction
         assert p["focal_source"].startswith("exif")
         assert p["focal_px"] == pytest.approx(r.intrinsics.fx, rel=0.01), v.name
     _check_poses(doc, renders, 1.0, 0.02)
@@ -105,6 +106,10 @@ def test_six_views_with_scaled_depth_recover_scales(renders, tmp_path) -> None:
         assert result.scales[v.name + ".jpg"] == pytest.approx(expected, rel=0.02), v.name
     doc = json.loads(out.with_suffix(".json").read_text())
     assert doc["per_photo_scale"] is True and doc["scale_reference"] == "first"
+    # depth off by a scale only: the smooth correction, recorded per photo, is next to nothing
+    for p in doc["photos"]:
+        assert set(p["depth_correction"]["coefficients"]) == {"x", "y", "x2", "y2", "xy"}
+        assert p["depth_correction"]["rms"] < 0.005, p["photo"]
     # the spread of the per-photo scales, in scene.json and in the summary
     spread = float(np.std(np.log(factors)))
     assert doc["scale_spread"] == pytest.approx(spread, abs=0.01)
