@@ -165,6 +165,12 @@ def test_model_like_depth_orbit() -> None:
     assert err.max_rotation_deg <= 2.0
     assert err.surface_median_m <= 0.05
     assert 0 < reg.scale_spread < 0.2
+    # the pose uncertainty covers the model depth's error (the formal one alone claimed hundredths of a
+    # degree) and stays informative
+    for k, deg in err.rotation_deg.items():
+        sigma_deg = reg.pose_uncertainty[k][0]
+        assert deg <= 2 * sigma_deg or k == reg.reference, (k, deg, sigma_deg)
+        assert sigma_deg <= 2.0
 
 
 def _rigid(angle_deg: float, axis: int, t=(0.0, 0.0, 0.0)) -> np.ndarray:
