@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from metrocli.geometry.backproject import backproject, backproject_pixels, project
+
 #: Names of the terms of ``phi`` (the order of the coefficients).
 CORRECTION_TERMS = ("x", "y", "x2", "y2", "xy")
 
@@ -92,7 +94,6 @@ class _View:
     """One frame's depth as used now (scale and correction applied), its points and normals."""
 
     def __init__(self, depth_m: np.ndarray, intrinsics, pose: np.ndarray, scale: float, coef, stride: int):
-        from metrocli.geometry.backproject import backproject
         from metrocli.geometry.normals import normals_from_depth
 
         raw = np.nan_to_num(np.asarray(depth_m, np.float64), nan=0.0, posinf=0.0)
@@ -115,10 +116,7 @@ def _edge_rows(a: _View, b: _View, ia: int, ib: int, max_log: float):
     rb, tb = b.pose[:3, :3], b.pose[:3, 3]
     pa = xa @ ra.T + ta
     q = (pa - tb) @ rb  # in b's camera frame
-    kb = b.intrinsics
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ub = np.rint(kb.fx * q[:, 0] / q[:, 2] + kb.cx)
-        vb = np.rint(kb.fy * q[:, 1] / q[:, 2] + kb.cy)
+    ub, vb = np.rint(project(q, b.intrinsics)).T
     h, w = b.shape
     inside = (q[:, 2] > 1e-3) & (ub >= 0) & (ub < w) & (vb >= 0) & (vb < h)
     ub, vb = ub[inside].astype(np.int64), vb[inside].astype(np.int64)
@@ -155,18 +153,17 @@ def _feature_rows(a: _View, b: _View, ia: int, ib: int, uv_a: np.ndarray, uv_b: 
     ui = np.clip(np.rint(uv_a[:, 0]).astype(np.int64), 0, w - 1)
     vi = np.clip(np.rint(uv_a[:, 1]).astype(np.int64), 0, h - 1)
     z = a.points[vi, ui, 2]
-    ka, kb = a.intrinsics, b.intrinsics
+    kb = b.intrinsics
     ok = np.isfinite(z)
     uv_a, uv_b, z = uv_a[ok], uv_b[ok], z[ok]
-    xa = np.stack([(uv_a[:, 0] - ka.cx) / ka.fx * z, (uv_a[:, 1] - ka.cy) / ka.fy * z, z], axis=1)
+    xa = backproject_pixels(uv_a[:, 0], uv_a[:, 1], z, a.intrinsics)
     ra, ta = a.pose[:3, :3], a.pose[:3, 3]
     rb, tb = b.pose[:3, :3], b.pose[:3, 3]
     pa = xa @ ra.T + ta
     q = (pa - tb) @ rb
     front = q[:, 2] > 1e-3
     q, pa, xa, uv_a, uv_b = q[front], pa[front], xa[front], uv_a[front], uv_b[front]
-    proj = np.stack([kb.fx * q[:, 0] / q[:, 2] + kb.cx, kb.fy * q[:, 1] / q[:, 2] + kb.cy], axis=1)
-    res = proj - uv_b
+    res = project(q, kb) - uv_b
     keep = np.linalg.norm(res, axis=1) < gate_px
     q, pa, xa, uv_a, res = q[keep], pa[keep], xa[keep], uv_a[keep], res[keep]
     zq = q[:, 2]
