@@ -5,7 +5,8 @@ For each model (seeded stand-in weights: random weights magnify every difference
 weights too) the photo ``scene_a.png`` of the fixtures (or ``--image``) is predicted at the preset's input
 size (or ``--size``) in float32 and in each half precision, alternately ``--repeats`` times after one untimed
 run of each; the time is the best of the repeats (forward wall seconds, and CPU seconds of the whole
-prediction: the speedup of the row, steadier on a shared machine); the fidelity is that of the whole
+prediction: the speedup of the row on a CPU, steadier on a shared machine; on CUDA the synchronised forward
+wall time is the row's speedup); the fidelity is that of the whole
 prediction at the photo's size against float32: depth p99 / max relative change, normal p99 / max angle. A
 row passes the bounds of ``precision_rule`` (depth p99 <= 1%, normals p99 <= 2 deg and no pixel beyond
 5 deg) or not; the script prints the table rows to paste.
@@ -81,19 +82,21 @@ def main() -> None:
         ref = preds["fp32"]
         wall32, cpu32 = min(t[0] for t in times["fp32"]), min(t[1] for t in times["fp32"])
         height, width = model.preset.input_size
-        print(f"{name} {height}x{width}: fp32 forward {wall32:.2f} s wall, predict {cpu32:.2f} CPU s")
+        print(f"{name} {height}x{width}: fp32 forward {wall32:.4f} s wall, predict {cpu32:.2f} CPU s")
         for precision in precisions:
             pred = preds[precision]
             fid = measure_fidelity(pred.depth, ref.depth, pred.normal, ref.normal)
             wall, cpu = min(t[0] for t in times[precision]), min(t[1] for t in times[precision])
-            speedup = cpu32 / cpu  # CPU seconds: steadier than wall time on a shared machine
+            # CPU seconds on a CPU (steadier than wall time on a shared machine); on a GPU the host only
+            # waits, so the synchronised forward wall time
+            speedup = cpu32 / cpu if args.device == "cpu" else wall32 / wall
             normals = (
                 ""
                 if fid.normal_p99_deg is None
                 else f", normal p99 {fid.normal_p99_deg:.3f} max {fid.normal_max_deg:.2f} deg"
             )
             print(
-                f"  {precision}: forward {wall:.2f} s wall ({wall32 / wall:.2f}x), predict {cpu:.2f} CPU s "
+                f"  {precision}: forward {wall:.4f} s wall ({wall32 / wall:.2f}x), predict {cpu:.2f} CPU s "
                 f"({speedup:.2f}x); depth p99 {fid.depth_p99_rel:.2e} max {fid.depth_max_rel:.2e}"
                 f"{normals}; within bounds: {fid.within_bounds()}"
             )

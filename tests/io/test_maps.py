@@ -195,3 +195,19 @@ def test_fixed_depth_range_makes_previews_comparable() -> None:
         maps.check_depth_range((10.0, 0.5))
     with pytest.raises(MetroUsageError):
         maps.check_depth_range((0.0, 5.0))
+
+
+def test_write_png_round_trips_rgb_order_and_16_bit_values(tmp_path: Path) -> None:
+    """PNGs are encoded by OpenCV (BGR inside): what Pillow reads back is the RGB / uint16 array written."""
+    rng = np.random.default_rng(3)
+    rgb = rng.integers(0, 256, (7, 9, 3), dtype=np.uint8)
+    rgb[0, 0] = (255, 0, 0)  # pure red stays red
+    deep = rng.integers(0, 65536, (7, 9), dtype=np.uint16)
+    grey = rng.integers(0, 256, (7, 9), dtype=np.uint8)
+    for name, array in (("rgb.png", rgb), ("deep.png", deep), ("grey.png", grey)):
+        assert maps.write_png(tmp_path / name, array) == tmp_path / name
+        np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / name)), array)
+    assert Image.open(tmp_path / "rgb.png").getpixel((0, 0)) == (255, 0, 0)
+    with pytest.raises(ValueError, match="RGB"):
+        maps.write_png(tmp_path / "rgba.png", np.zeros((4, 4, 4), np.uint8))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["deep.png", "grey.png", "rgb.png"]

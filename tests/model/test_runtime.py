@@ -100,6 +100,27 @@ def test_autocast_context_per_precision():
         assert not torch.is_autocast_enabled("cpu")  # fp32 wins over an enclosing autocast
 
 
+@pytest.mark.filterwarnings("ignore:CUDA is not available")
+def test_fp32_on_cuda_turns_tf32_off_for_the_block_only():
+    """On an H200 TF32 moved "fp32" outputs 3.7e-4 off the official float32 fixtures (normals up to 1.1 deg);
+    the flags are process-wide, so the block must restore them, also when it raises."""
+    conv, matmul = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    try:
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
+        with autocast_context("fp32", torch.device("cuda")):
+            assert not torch.backends.cudnn.allow_tf32
+            assert not torch.backends.cuda.matmul.allow_tf32
+            assert not torch.is_autocast_enabled("cuda")
+        assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32
+        with pytest.raises(RuntimeError), autocast_context("fp32", torch.device("cuda")):
+            raise RuntimeError("boom")
+        assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32
+        with autocast_context("fp16", torch.device("cuda")), autocast_context("fp32", torch.device("cpu")):
+            assert torch.backends.cudnn.allow_tf32  # half precisions and CPUs leave the flags alone
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = conv, matmul
+
+
 @pytest.mark.parametrize("bf16_supported", [True, False])
 @pytest.mark.parametrize("native", [True, False])
 def test_auto_precision_elsewhere(monkeypatch, bf16_supported: bool, native: bool):
