@@ -184,6 +184,7 @@ def main() -> None:
     from metrocli.io.maps import OutputOptions
     from metrocli.model.spec import ModelSpec
     from metrocli.pipeline.depth import DepthRunner
+    from metrocli.pipeline.engine import io_threads
     from metrocli.pipeline.inputs import plan_stems
     from metrocli.pipeline.provider import FocalMode, ModelDepth
 
@@ -214,7 +215,8 @@ def main() -> None:
                 warm.run(photos[0], "warm")
                 print(
                     f"{name} {provider.precision} on {provider.device}: load {load_s:.1f} s, "
-                    f"warm-up photo {time.perf_counter() - t0:.1f} s"
+                    f"warm-up photo {time.perf_counter() - t0:.1f} s; "
+                    f"{io_threads(provider.device)} loader and writer threads each"
                 )
                 shutil.rmtree(Path(tmp) / "warm")
                 modes = [("pipelined", True)] + ([("sequential", False)] if args.compare else [])

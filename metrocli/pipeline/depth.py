@@ -31,7 +31,7 @@ import numpy as np
 
 from metrocli.errors import MetroError, OutputError
 from metrocli.io.maps import OutputOptions, output_paths, safe_stem
-from metrocli.pipeline.engine import Outcome, pipelined
+from metrocli.pipeline.engine import Outcome, io_threads, pipelined
 from metrocli.pipeline.fingerprint import file_sha256, resume_key
 from metrocli.pipeline.provider import DepthMap, DepthProvider, ModelDepth, provide_many
 
@@ -288,21 +288,30 @@ class DepthRunner:
         return self.write(self.compute(self.load(photo_path, stem)))
 
     def run_many(
-        self, plan: Iterable[tuple[Path, str]], *, ahead: int = 2, writers: int = 1, batch_size: int = 1
+        self,
+        plan: Iterable[tuple[Path, str]],
+        *,
+        ahead: int = 2,
+        loaders: int | None = None,
+        writers: int | None = None,
+        batch_size: int = 1,
     ) -> Generator[Outcome[tuple[Path, str], DepthResult], None, None]:
         """:meth:`run` over ``(photo, stem)`` pairs, pipelined (:func:`~metrocli.pipeline.engine.pipelined`):
-        photos are decoded up to ``ahead`` ahead of the model and written behind it by ``writers`` threads;
+        photos are decoded by ``loaders`` threads up to ``ahead`` ahead of the model and written behind it by
+        ``writers`` threads (None: :func:`~metrocli.pipeline.engine.io_threads` of the model's device);
         up to ``batch_size`` photos to compute go through the model in one forward (every photo is resized
         to the preset's one input size, so any photos batch; photos found complete never wait for one).
         Yields one outcome per photo in input order (an error of one photo is its outcome; the batch goes
         on). Close the iterator (or let it finish) to join the writers."""
+        threads = io_threads(getattr(self.provider, "device", None))  # the device, once the model is loaded
         return pipelined(
             plan,
             lambda item: self.load(*item),
             self.compute,
             self.write,
             ahead=ahead,
-            writers=writers,
+            loaders=threads if loaders is None else loaders,
+            writers=threads if writers is None else writers,
             batch_size=batch_size,
             compute_batch=self.compute_batch,
             batch_key=lambda loaded: None if isinstance(loaded, DepthResult) else "photo",

@@ -221,21 +221,29 @@ class SeparateJob:
         return self.write(self.compute(self.load(item)))
 
     def run_many(
-        self, *, ahead: int = 2, writers: int = 1, batch_size: int = 1
+        self,
+        *,
+        ahead: int = 2,
+        loaders: int | None = None,
+        writers: int | None = None,
+        batch_size: int = 1,
     ) -> Generator[Outcome[tuple[Path, str], SeparateResult], None, None]:
         """:meth:`run` over the plan, pipelined (:func:`~metrocli.pipeline.engine.pipelined`): photos decoded
         ahead of the model, meshes built and written behind it, up to ``batch_size`` photos per forward;
-        one outcome per photo in plan order (an error of one photo is its outcome). Close the iterator (or
-        let it finish) to join the writers."""
-        from metrocli.pipeline.engine import pipelined
+        one outcome per photo in plan order (an error of one photo is its outcome). ``loaders`` /
+        ``writers`` threads (None: :func:`~metrocli.pipeline.engine.io_threads` of the model's device, once
+        loaded). Close the iterator (or let it finish) to join the writers."""
+        from metrocli.pipeline.engine import io_threads, pipelined
 
+        threads = io_threads(getattr(self.provider, "device", None))
         return pipelined(
             self.plan,
             self.load,
             self.compute,
             self.write,
             ahead=ahead,
-            writers=writers,
+            loaders=threads if loaders is None else loaders,
+            writers=threads if writers is None else writers,
             batch_size=batch_size,
             compute_batch=self.compute_batch,
             batch_key=lambda loaded: None if isinstance(loaded, SeparateResult) else "photo",

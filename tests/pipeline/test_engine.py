@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from metrocli.pipeline.engine import Outcome, pipelined
+from metrocli.pipeline.engine import Outcome, io_threads, pipelined
 
 
 def test_outcomes_come_in_input_order_whatever_the_stage_times() -> None:
@@ -140,6 +140,74 @@ def test_interrupt_in_the_model_stops_the_batch() -> None:
 def test_bad_arguments() -> None:
     with pytest.raises(ValueError):
         next(pipelined([1], lambda x: x, lambda x: x, lambda x: x, ahead=0))
+    with pytest.raises(ValueError):
+        next(pipelined([1], lambda x: x, lambda x: x, lambda x: x, loaders=0))
+
+
+def test_several_loaders_decode_in_parallel_keep_order_errors_and_bounds() -> None:
+    """``loaders`` threads: items still reach the model in input order (late loads too), a failed load is
+    that item's outcome, loads overlap, and the loaders run at most ``loaders`` items past the queue."""
+    lock = threading.Lock()
+    running = most = 0
+    loaded: list[int] = []
+    computed: list[int] = []
+
+    def load(x: int) -> int:
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+            loaded.append(x)
+        time.sleep(0.03 if x % 3 == 0 else 0.005)  # every third photo decodes slowly
+        with lock:
+            running -= 1
+        if x == 4:
+            raise ValueError("corrupt photo")
+        return x
+
+    def compute(x: int) -> int:
+        computed.append(x)
+        return x * 2
+
+    worst = 0
+    outcomes = pipelined(range(24), load, compute, lambda x: x + 1, ahead=2, loaders=3, writers=2)
+    got = []
+    for consumed, outcome in enumerate(outcomes, start=1):
+        time.sleep(0.004)
+        with lock:
+            worst = max(worst, len(loaded) - consumed)
+        got.append(outcome)
+    assert [o.item for o in got] == list(range(24))
+    assert computed == [x for x in range(24) if x != 4]  # the model sees input order
+    assert isinstance(got[4].error, ValueError)
+    assert [o.result() for o in got if o.item != 4] == [2 * x + 1 for x in range(24) if x != 4]
+    assert most >= 2  # the loads overlapped
+    assert worst <= 2 * 2 + 3 + 3  # as with one loader, plus the other loaders' items
+
+
+def test_stopping_early_stops_several_loaders() -> None:
+    loaded: list[int] = []
+
+    def load(x: int) -> int:
+        loaded.append(x)
+        time.sleep(0.01)
+        return x
+
+    outcomes = pipelined(range(200), load, lambda x: x, lambda x: x, ahead=2, loaders=4)
+    assert next(outcomes).result() == 0
+    outcomes.close()
+    time.sleep(0.1)
+    count = len(loaded)
+    assert count < 20
+    time.sleep(0.1)
+    assert len(loaded) == count  # no load starts after the stop
+
+
+def test_io_threads_follow_the_device() -> None:
+    assert io_threads(None, 16) == 1  # model not loaded: nothing known
+    assert io_threads("cpu", 64) == 1  # the forward uses every core
+    assert io_threads("cuda", 16) == 4 and io_threads("cuda:1", 8) == 2
+    assert io_threads("cuda", 2) == 1 and io_threads("mps", 64) == 4
 
 
 class _Payload:
