@@ -164,8 +164,10 @@ def reconstruct(
     INPUT a folder:  the photos (sorted by name) are registered in any order, fused (TSDF) into one mesh in
                      the camera frame of the first photo, in metres; OUT.json beside OUT holds each photo's
                      pose (4x4 camera-to-first-camera), intrinsics, focal source and depth scale, and the
-                     photos left out with the reason. A .glb holds every registered photo's camera
-                     (--cameras: also a frustum mesh each); --export colmap DIR writes a COLMAP model.
+                     photos left out with the reason; a photo placed with a pose uncertainty over 1° or
+                     5 cm (1σ) is listed as uncertain ("loose" in --json). A .glb holds every registered
+                     photo's camera (--cameras: also a frustum mesh each); --export colmap DIR writes a
+                     COLMAP model.
     INPUT a video:   frames sampled at --fps (default 2 per second) are registered in time order and fused
                      like a folder (model depth; frames have no EXIF, so give --fov or --focal-px if known).
     --separate:      one mesh per photo into the folder -o; re-running skips finished photos (--force redoes).
@@ -395,6 +397,8 @@ def _folder_locked(
         )
         for name, why in sorted(result.left_out.items()):
             click.echo(f"  left out {name}: {why}")
+        for name, why in sorted(result.loose.items()):
+            click.echo(f"  uncertain {name}: {why}")
         if colmap_dir is not None:
             click.echo(f"  COLMAP model: {colmap_dir}")
         if provider.focal.auto:

@@ -59,6 +59,7 @@ from metrocli.pipeline.scene_json import (
     LoadedView,
     MultiviewResult,
     focal_record,
+    loose_poses,
     result_from_doc,
     scene_doc,
 )
@@ -261,6 +262,10 @@ class MultiviewJob:
         from metrocli.jsonsafe import json_ready
 
         doc["inputs"] = self.inputs_key()
+        loose = loose_poses(doc["photos"])
+        doc["loose_poses"] = [{"photo": n, "reason": r} for n, r in loose.items()]
+        for name, why in loose.items():
+            log.warning("%s %s", name, why)
         write_text_atomic(self.json_path, json.dumps(json_ready(doc), indent=1, allow_nan=False) + "\n")
         if self.options.cache and isinstance(self.provider, ModelDepth):
             from metrocli.pipeline.prediction_cache import cache_dir_for, prune
@@ -280,6 +285,7 @@ class MultiviewJob:
             dict(self.timings_s),
             focals={views[k].path.name: focal_record(views[k].intrinsics, views[k].selfcal) for k in order},
             scale_spread=float(reg.scale_spread),
+            loose=loose,
         )
 
 

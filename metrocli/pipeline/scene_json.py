@@ -52,6 +52,33 @@ def focal_record(intrinsics: Intrinsics, selfcal: dict[str, Any] | None) -> dict
     return out
 
 
+#: A registered photo whose pose is this uncertain (one sigma, ``scene.json``'s ``pose_uncertainty``) is
+#: reported: at two sigma its rotation may be off by more than 2 degrees or its position by 10 cm, the bounds
+#: that registration with model depth is held to (issue 16). Sensor depth gives 0.01-0.1 degrees.
+LOOSE_ROTATION_DEG = 1.0
+LOOSE_TRANSLATION_M = 0.05
+
+
+def loose_poses(photos: Sequence[dict[str, Any]]) -> dict[str, str]:
+    """``{photo: why}`` for the ``scene.json`` photo records whose pose uncertainty is over
+    :data:`LOOSE_ROTATION_DEG` or :data:`LOOSE_TRANSLATION_M`, or unknown (an infinite one is recorded as
+    null; records written before the uncertainty was recorded have none and are not judged)."""
+    out: dict[str, str] = {}
+    for v in photos:
+        if "pose_uncertainty" not in v:
+            continue
+        sigma = v["pose_uncertainty"] or {}
+        rot, trans = sigma.get("rotation_deg"), sigma.get("translation_m")
+        if rot is None or trans is None:
+            out[v["photo"]] = "pose uncertainty unknown (its edges carry no information)"
+        elif rot > LOOSE_ROTATION_DEG or trans > LOOSE_TRANSLATION_M:
+            out[v["photo"]] = (
+                f"loosely placed: rotation ± {rot:.2f}°, position ± {100 * trans:.1f} cm (1σ); "
+                "distances across it may be off accordingly"
+            )
+    return out
+
+
 @dataclass(frozen=True)
 class MultiviewResult:
     """What :meth:`MultiviewJob.finish` wrote (``skipped`` when the output was already up to date)."""
@@ -71,6 +98,8 @@ class MultiviewResult:
     #: standard deviation of log(per-photo depth scale) over the registered photos (0 with metric depth,
     #: None when not recorded): how far the photos disagree on the metric scale
     scale_spread: float | None = None
+    #: ``{photo: why}``: registered photos whose pose is uncertain (:func:`loose_poses`)
+    loose: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary; ``focals``: per registered photo ``focal_px``, ``focal_source``,
@@ -90,6 +119,7 @@ class MultiviewResult:
             "skipped": self.skipped,
             "focals": {name: dict(rec) for name, rec in self.focals.items()},
             "scale_spread": self.scale_spread,
+            "loose": dict(self.loose),
         }
 
 
@@ -251,4 +281,5 @@ def result_from_doc(out_path: Path, json_path: Path, data: dict[str, Any]) -> Mu
             for v in data["photos"]
         },
         scale_spread=data.get("scale_spread"),
+        loose=loose_poses(data["photos"]),
     )

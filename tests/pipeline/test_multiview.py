@@ -70,6 +70,7 @@ def test_six_views_with_sensor_depth(renders, tmp_path) -> None:
     doc = json.loads((tmp_path / "out" / "scene.json").read_text())
     assert doc["reference_photo"] == "mv_01.jpg" and doc["units"] == "metres"
     assert doc["per_photo_scale"] is False
+    assert result.loose == {} and doc["loose_poses"] == []  # sensor depth: every pose is tight
     rotated = next(p for p in doc["photos"] if p["photo"] == "mv_04.jpg")
     assert rotated["orientation"] == 6 and rotated["intrinsics"]["width"] == 480
     for p, v, r in zip(doc["photos"], ROOM_VIEWS, renders, strict=True):
@@ -216,3 +217,26 @@ def test_summary_carries_the_scale_spread(tmp_path) -> None:
            "scale_spread": 0.04, "photos": [photo]}  # fmt: skip
     again = result_from_doc(tmp_path / "s.ply", tmp_path / "s.json", doc)
     assert again.skipped and again.scale_spread == 0.04
+
+
+def test_loosely_placed_photos_are_reported(tmp_path) -> None:
+    """A registered photo whose pose sigma is over 1 deg or 5 cm is named with its sigma, in the result, its
+    dict (--json) and again when the scene is read back; the reference photo and tight poses are not."""
+    from metrocli.pipeline.scene_json import MultiviewResult, loose_poses, result_from_doc
+
+    def rec(name: str, rot: float | None, trans: float | None) -> dict:
+        return {"photo": name, "scale": 1.0, "focal_px": 500.0, "focal_source": "exif",
+                "pose_uncertainty": {"rotation_deg": rot, "translation_m": trans}}  # fmt: skip
+
+    photos = [rec("a.jpg", 0.0, 0.0), rec("b.jpg", 0.3, 0.01), rec("c.jpg", 1.6, 0.02),
+              rec("d.jpg", 0.2, 0.08), rec("e.jpg", None, None), {"photo": "f.jpg"}]  # fmt: skip
+    loose = loose_poses(photos)
+    assert sorted(loose) == ["c.jpg", "d.jpg", "e.jpg"]  # f.jpg: an old scene.json records no sigma
+    assert "rotation ± 1.60°" in loose["c.jpg"] and "position ± 8.0 cm" in loose["d.jpg"]
+    assert "unknown" in loose["e.jpg"]
+    result = MultiviewResult(tmp_path / "s.ply", tmp_path / "s.json", "a.jpg", ("a.jpg",), {}, {"a.jpg": 1.0},
+                             3, 1, 0.02, loose=loose)  # fmt: skip
+    assert result.to_dict()["loose"] == loose
+    doc = {"reference_photo": "a.jpg", "left_out": [], "n_vertices": 3, "n_triangles": 1, "voxel_m": 0.02,
+           "photos": photos[:5]}  # fmt: skip
+    assert result_from_doc(tmp_path / "s.ply", tmp_path / "s.json", doc).loose == loose
