@@ -492,27 +492,26 @@ def _pose_uncertainty(
     reference: int,
     moved: dict[int, tuple[float, float]] | None = None,
 ):
-    """One-sigma (rotation deg, translation m) of each pose from its edges' information and residuals, and
-    with model depth ``moved`` (:func:`_correct_depth`: how far the joint depth correction moved it) in
-    quadrature. The information alone treats a model's smooth depth distortion as noise that averages out
-    over thousands of points, and claims 0.005-0.03 degrees where poses are off by 0.1-2 degrees; the move
-    is of the order of the error the distortion causes (the 12 rendered model-depth cases of
-    benchmarks/bench_register.py: the rotation error is within 2 sigma for 92 of the 94 photos)."""
+    """One-sigma (rotation deg, camera centre m) of each pose from the whole graph
+    (:func:`metrocli.geometry.pose_uncertainty.graph_pose_sigmas`: it grows along chains, shrinks at loops),
+    each edge's information scaled by its residual, floored for the pair's systematic error and at least
+    what verification pins (:func:`metrocli.geometry.pose_uncertainty.edge_information`); with model
+    depth ``moved`` (:func:`_correct_depth`: how far the joint depth correction moved the pose) is added in
+    quadrature, since the information treats a model's smooth depth distortion as noise that averages out."""
+    from metrocli.geometry.pose_uncertainty import edge_information, graph_pose_sigmas
+
     moved = moved or {}
-    out: dict[int, tuple[float, float]] = {reference: (0.0, 0.0)}
-    for k in poses:
-        if k == reference:
+    graph: list[tuple[int, int, np.ndarray]] = []
+    for e in edges:
+        if e.information is None:
             continue
-        info = np.zeros((6, 6))
-        for e in edges:
-            if k in (e.i, e.j) and e.information is not None:
-                p = pairs[(e.i, e.j)]
-                sigma = max(float(p.residual_m), 1e-3) if np.isfinite(p.residual_m) else 0.01
-                info += np.asarray(e.information) / sigma**2
-        cov = np.linalg.pinv(info) if info.any() else np.full((6, 6), np.inf)
-        rot = float(np.degrees(np.sqrt(max(np.linalg.eigvalsh(cov[:3, :3]).max(), 0.0))))
-        trans = float(np.sqrt(max(np.linalg.eigvalsh(cov[3:, 3:]).max(), 0.0)))
-        turn, shift = moved.get(k, (0.0, 0.0))
+        p = pairs[(e.i, e.j)]
+        sigma = max(float(p.residual_m), 1e-3) if np.isfinite(p.residual_m) else 0.01
+        graph.append((e.i, e.j, edge_information(np.asarray(e.information) / sigma**2)))
+    base = graph_pose_sigmas(poses, graph, reference)
+    out: dict[int, tuple[float, float]] = {}
+    for k, (rot, trans) in base.items():
+        turn, shift = moved.get(k, (0.0, 0.0)) if k != reference else (0.0, 0.0)
         out[k] = (float(np.hypot(rot, turn)), float(np.hypot(trans, shift)))
     return out
 
