@@ -496,8 +496,9 @@ def _pose_uncertainty(
     with model depth ``moved`` (:func:`_correct_depth`: how far the joint depth correction moved it) in
     quadrature. The information alone treats a model's smooth depth distortion as noise that averages out
     over thousands of points, and claims 0.005-0.03 degrees where poses are off by 0.1-2 degrees; the move
-    is of the order of the error the distortion causes (the 12 rendered model-depth cases of
-    benchmarks/bench_register.py: the rotation error is within 2 sigma for 92 of the 94 photos)."""
+    is of the order of the error the distortion causes. A photo that one edge links adds the uncertainty of
+    the photo at its other end (the 12 rendered model-depth cases of benchmarks/bench_register.py: the
+    rotation error is within 2 sigma for 93 of the 94 photos)."""
     moved = moved or {}
     out: dict[int, tuple[float, float]] = {reference: (0.0, 0.0)}
     for k in poses:
@@ -516,7 +517,7 @@ def _pose_uncertainty(
         out[k] = (float(np.hypot(rot, turn)), float(np.hypot(trans, shift)))
     # a photo that one edge links to the others is only as certain as the photo at its other end, and
     # nothing separates its own turn from a tilt of its depth (model depth): its neighbour's uncertainty
-    # adds (a checkered walk's last but two photo: 1.4 degrees off, 0.7 claimed alone)
+    # adds (a checkered walk's last but two photo: 1.4 degrees off, 1.0 claimed alone, 1.8 with it)
     degree = {k: sum(k in (e.i, e.j) for e in edges) for k in poses}
     for e in edges:
         for k, other in ((e.i, e.j), (e.j, e.i)):
