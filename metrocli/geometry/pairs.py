@@ -174,6 +174,55 @@ def knn_matches(a: Features, b: Features, k: int = 3) -> np.ndarray:
     return np.array([(m.trainIdx, m.queryIdx) for ms in knn for m in ms], dtype=np.int64).reshape(-1, 2)
 
 
+def guided_matches(
+    a: Features,
+    b: Features,
+    points_a: np.ndarray,
+    valid_a: np.ndarray,
+    transform: np.ndarray,
+    intrinsics_b,
+    *,
+    k: int = 5,
+    gate_px: float = 8.0,
+    ratio: float = 0.8,
+) -> np.ndarray:
+    """``(M, 2)`` index pairs ``(index in a, index in b)`` that a known pose allows: of each keypoint of
+    ``b``'s ``k`` nearest descriptors in ``a`` (:func:`knn_matches`) those about as alike as the nearest
+    (its distance at least ``ratio`` times theirs: a periodic texture's copies), the nearest one whose 3D
+    point (``points_a`` (N, 3) in ``a``'s camera frame, ``valid_a`` (N,) bool), mapped into ``b``'s camera
+    frame by ``transform`` (4x4) and projected, lands within ``gate_px`` of the keypoint; at most one match
+    per keypoint of either side (the nearest descriptor). On a periodic texture Lowe's ratio test leaves few
+    matches (the next checker corner looks the same: 7-18 right ones of 180 on a checkered walk's later
+    views); the predicted position tells the copies apart."""
+    from metrocli.geometry.backproject import project
+
+    m = knn_matches(a, b, k)
+    if not len(m):
+        return m
+    da, db = np.asarray(a.descriptors)[m[:, 0]], np.asarray(b.descriptors)[m[:, 1]]
+    if a.method == "orb":
+        dist = np.unpackbits(np.bitwise_xor(da, db), axis=1).sum(axis=1).astype(np.float64)
+    else:
+        dist = np.linalg.norm(da.astype(np.float64) - db.astype(np.float64), axis=1)
+    nearest = np.full(len(b.keypoints_px), np.inf)
+    np.minimum.at(nearest, m[:, 1], dist)
+    pts = np.asarray(points_a, np.float64)[m[:, 0]]
+    # a copy looks about as alike as the nearest descriptor does (Lowe's ratio, the other way round)
+    ok = (
+        (dist * ratio <= nearest[m[:, 1]]) & np.asarray(valid_a, bool)[m[:, 0]] & np.isfinite(pts).all(axis=1)
+    )
+    pts = pts @ transform[:3, :3].T + transform[:3, 3]
+    ok &= pts[:, 2] > 1e-6
+    with np.errstate(invalid="ignore"):
+        ok &= np.linalg.norm(project(pts, intrinsics_b) - b.keypoints_px[m[:, 1]], axis=1) < gate_px
+    m, dist = m[ok], dist[ok]
+    m = m[np.argsort(dist, kind="stable")]
+    for side in (1, 0):  # nearest descriptor first: the first occurrence of a keypoint is its best match
+        _, first = np.unique(m[:, side], return_index=True)
+        m = m[np.sort(first)]
+    return m
+
+
 def feature_hypotheses(
     src: np.ndarray, dst: np.ndarray, with_scale: bool, seed: int, *, rounds: int = 2, iterations: int = 1000
 ) -> list[tuple[np.ndarray, float, int]]:

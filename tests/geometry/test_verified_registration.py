@@ -7,7 +7,15 @@ import numpy as np
 import pytest
 
 from metrocli.geometry.pairing import bag_of_words, candidate_pairs, retrieval_pairs, sequential_pairs
-from metrocli.geometry.pairs import _degenerate, _facing, _weak_motions, free_directions, knn_matches, pinning
+from metrocli.geometry.pairs import (
+    _degenerate,
+    _facing,
+    _weak_motions,
+    free_directions,
+    guided_matches,
+    knn_matches,
+    pinning,
+)
 from metrocli.geometry.posegraph import _loop_sources, _motion, _travel, register_frames
 from metrocli.geometry.registration import Features, Frame
 from metrocli.geometry.verification import dense_view, rescaled, verify_pose
@@ -52,6 +60,37 @@ def test_knn_matches_keep_every_candidate() -> None:
     m = knn_matches(a, b, k=3)
     assert m.shape == (6, 2) and set(m[:, 1]) == {0, 1}
     assert (0, 0) in {tuple(x) for x in m} and (1, 1) in {tuple(x) for x in m}
+
+
+def test_guided_matches_tell_the_copies_of_a_periodic_texture_apart() -> None:
+    from metrocli.camera.intrinsics import Intrinsics
+    from metrocli.geometry.backproject import project
+    from metrocli.geometry.registration import match_features
+
+    # a checkerboard's corners: 5 x 5 points on a wall 2 m away, every descriptor alike (two kinds of corner)
+    intr = Intrinsics(fx=300.0, fy=300.0, cx=160.0, cy=120.0, width=320, height=240)
+    gx, gy = np.meshgrid(np.linspace(-0.4, 0.4, 5), np.linspace(-0.4, 0.4, 5))
+    points_a = np.stack([gx.ravel(), gy.ravel(), np.full(25, 2.0)], axis=1)
+    kinds = np.arange(25) % 2
+    rng = np.random.default_rng(0)
+    desc = np.eye(2, 8)[kinds]
+    move = np.eye(4)
+    move[:3, 3] = (0.05, 0.0, 0.0)  # b's camera frame from a's
+    a = Features(project(points_a, intr).astype(np.float32), desc.astype(np.float32), "sift")
+    order = np.random.default_rng(1).permutation(25)  # b's keypoints in another order
+    pts_b = points_a[order] @ move[:3, :3].T + move[:3, 3]
+    desc_b = np.eye(2, 8)[kinds[order]] + 0.01 * rng.normal(size=(25, 8))  # alike, not equal
+    b = Features(project(pts_b, intr).astype(np.float32), desc_b.astype(np.float32), "sift")
+    assert len(match_features(a, b)) <= 5  # the ratio test keeps few
+    m = guided_matches(a, b, points_a, np.ones(25, bool), move, intr, k=25, gate_px=8.0)
+    assert len(m) == 25 and all(order[j] == i for i, j in m)
+    # a pose 2 px off still finds them; a keypoint without depth is never matched
+    off = move.copy()
+    off[0, 3] += 2.0 * 2.0 / 300.0
+    valid = np.ones(25, bool)
+    valid[7] = False
+    m = guided_matches(a, b, points_a, valid, off, intr, k=25, gate_px=8.0)
+    assert len(m) == 24 and all(order[j] == i for i, j in m) and 7 not in m[:, 0]
 
 
 @pytest.fixture(scope="module")
