@@ -93,6 +93,22 @@ def test_guided_matches_tell_the_copies_of_a_periodic_texture_apart() -> None:
     assert len(m) == 24 and all(order[j] == i for i, j in m) and 7 not in m[:, 0]
 
 
+def test_a_photo_one_edge_links_is_as_uncertain_as_its_neighbour_and_more() -> None:
+    from metrocli.geometry.posegraph import Edge, _pose_uncertainty
+    from metrocli.geometry.registration import PairRegistration
+
+    poses = {k: np.eye(4) for k in range(4)}
+    links = [(0, 1), (0, 2), (1, 2), (2, 3)]  # 3 hangs on 2 alone
+    edges = [Edge(i, j, np.eye(4), information=np.eye(6) * 1e6) for i, j in links]
+    pairs = {(i, j): PairRegistration(i, j, True, residual_m=0.01) for i, j in links}
+    moved = {1: (0.3, 0.01), 2: (1.0, 0.05), 3: (0.2, 0.01)}
+    out = _pose_uncertainty(poses, edges, pairs, 0, moved)
+    assert out[0] == (0.0, 0.0)
+    assert out[1][0] == pytest.approx(0.3, abs=0.01) and out[2][0] == pytest.approx(1.0, abs=0.01)
+    assert out[3][0] == pytest.approx(np.hypot(0.2, out[2][0]), abs=0.01)
+    assert out[3][1] == pytest.approx(np.hypot(0.01, out[2][1]), abs=0.002)
+
+
 @pytest.fixture(scope="module")
 def checker_orbit():
     return render_sequence("checker", "orbit", 12, width=320, height=240)
