@@ -43,6 +43,7 @@ from typing import Any
 
 import numpy as np
 
+from metrocli.camera.intrinsics import Intrinsics
 from metrocli.geometry.registration import (
     Features,
     Frame,
@@ -180,7 +181,7 @@ def guided_matches(
     points_a: np.ndarray,
     valid_a: np.ndarray,
     transform: np.ndarray,
-    intrinsics_b,
+    intrinsics_b: Intrinsics,
     *,
     k: int = 5,
     gate_px: float = 8.0,
