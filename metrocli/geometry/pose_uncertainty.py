@@ -79,7 +79,7 @@ def graph_pose_sigmas(
 ) -> dict[int, tuple[float, float]]:
     """One-sigma (rotation degrees, camera-centre metres) of each pose of ``poses`` (4x4 camera-to-reference)
     from the ``edges`` ``(i, j, information)`` (6x6, already in the units of the residual: see the module
-    docstring; floor it with :func:`floored_information`). The reference is ``(0, 0)``; a pose that the
+    docstring; a verified edge's with :func:`edge_information`). The reference is ``(0, 0)``; a pose that the
     edges do not pin (not connected, or free along a direction) is ``(inf, inf)``.
 
     The rotation is the largest standard deviation of the rotation; the position that of the camera centre,

@@ -215,9 +215,9 @@ class MultiviewRegistration:
         pruned: ``(i, j)`` accepted pairs left out of the final graph because they disagree with the others.
         scale_reference: ``"first"`` (``s_reference = 1``), ``"mean"`` (geometric mean of scales = 1) or
             ``"median"`` (median of scales = 1: the metric scale of the majority of the photos).
-        pose_uncertainty: ``{k: (rotation_deg, translation_m)}``: one-sigma uncertainty of each pose from the
-            information of its edges and their residuals and, with model depth, how far the joint depth
-            correction moved it (0 for the reference; :func:`_pose_uncertainty`).
+        pose_uncertainty: ``{k: (rotation_deg, translation_m)}``: one-sigma uncertainty of each pose
+            (rotation, camera centre) from the whole pose graph and, with model depth, how far the joint
+            depth correction moved it (0 for the reference; :func:`_pose_uncertainty`).
         scale_spread: standard deviation of ``log s_k`` over the registered frames (0 with metric depth): the
             spread of the per-photo depth scales, i.e. how far the photos disagree on the metric scale.
         depth_correction: ``{k: coefficients}`` of frame ``k``'s smooth depth correction (model depth only,

@@ -31,7 +31,7 @@ import numpy as np
 
 from metrocli.errors import MetroError, OutputError
 from metrocli.io.maps import OutputOptions, output_paths, safe_stem
-from metrocli.pipeline.engine import Outcome, io_threads, pipelined
+from metrocli.pipeline.engine import Outcome, pipelined
 from metrocli.pipeline.fingerprint import file_sha256, resume_key
 from metrocli.pipeline.provider import DepthMap, DepthProvider, ModelDepth, provide_many
 
@@ -303,15 +303,15 @@ class DepthRunner:
         to the preset's one input size, so any photos batch; photos found complete never wait for one).
         Yields one outcome per photo in input order (an error of one photo is its outcome; the batch goes
         on). Close the iterator (or let it finish) to join the writers."""
-        threads = io_threads(getattr(self.provider, "device", None))  # the device, once the model is loaded
         return pipelined(
             plan,
             lambda item: self.load(*item),
             self.compute,
             self.write,
             ahead=ahead,
-            loaders=threads if loaders is None else loaders,
-            writers=threads if writers is None else writers,
+            loaders=loaders,
+            writers=writers,
+            device=getattr(self.provider, "device", None),  # known once the model is loaded
             batch_size=batch_size,
             compute_batch=self.compute_batch,
             batch_key=lambda loaded: None if isinstance(loaded, DepthResult) else "photo",

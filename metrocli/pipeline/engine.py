@@ -121,15 +121,19 @@ def pipelined(
     finish: Callable[[Any], R],
     *,
     ahead: int = 2,
-    loaders: int = 1,
-    writers: int = 1,
+    loaders: int | None = None,
+    writers: int | None = None,
+    device: str | None = None,
     batch_size: int = 1,
     compute_batch: Callable[[list[Any]], list[Any]] | None = None,
     batch_key: Callable[[Any], Hashable | None] | None = None,
 ) -> Generator[Outcome[T, R], None, None]:
     """Run ``finish(compute(load(item)))`` for each item, the stages overlapping and up to ``batch_size``
     items computed together by ``compute_batch`` (see the module docstring); yields one :class:`Outcome`
-    per item, in input order."""
+    per item, in input order. ``loaders`` / ``writers`` left None: :func:`io_threads` of ``device``, where
+    ``compute`` runs (None: unknown, one each)."""
+    loaders = io_threads(device) if loaders is None else loaders
+    writers = io_threads(device) if writers is None else writers
     if ahead < 1 or loaders < 1 or writers < 1 or batch_size < 1:
         raise ValueError("ahead, loaders, writers and batch_size must be at least 1")
     from metrocli.heap import bound_heap

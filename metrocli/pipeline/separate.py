@@ -233,17 +233,17 @@ class SeparateJob:
         one outcome per photo in plan order (an error of one photo is its outcome). ``loaders`` /
         ``writers`` threads (None: :func:`~metrocli.pipeline.engine.io_threads` of the model's device, once
         loaded). Close the iterator (or let it finish) to join the writers."""
-        from metrocli.pipeline.engine import io_threads, pipelined
+        from metrocli.pipeline.engine import pipelined
 
-        threads = io_threads(getattr(self.provider, "device", None))
         return pipelined(
             self.plan,
             self.load,
             self.compute,
             self.write,
             ahead=ahead,
-            loaders=threads if loaders is None else loaders,
-            writers=threads if writers is None else writers,
+            loaders=loaders,
+            writers=writers,
+            device=getattr(self.provider, "device", None),  # known once the model is loaded
             batch_size=batch_size,
             compute_batch=self.compute_batch,
             batch_key=lambda loaded: None if isinstance(loaded, SeparateResult) else "photo",
